@@ -1,0 +1,1 @@
+//! CNI: a spec-exact bridge plugin, host-local IPAM and a caller for plugin chains (grows in later issues).

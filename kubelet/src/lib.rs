@@ -1,0 +1,1 @@
+//! The peapod node agent: pod workers, probes, node registration (grows in later issues).

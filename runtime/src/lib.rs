@@ -1,0 +1,16 @@
+//! peapod's OCI runtime: run containers from OCI bundles, as runc does.
+//!
+//! # Layout
+//! - [`bundle`]: load and validate a bundle's `config.json`.
+//! - [`container`]: the container record, its status, the state store and one
+//!   file per lifecycle operation (create, start, kill, delete, exec).
+//! - [`process`]: spawning the container's init with one `clone`, the typed
+//!   parent/child channel, and the in-container setup (`init`).
+//! - [`namespace`], [`rootfs`], [`cgroup`], [`capability`], [`terminal`]: one
+//!   OS concern each.
+//!
+//! Start reading at `container::create`.
+#![warn(missing_docs)]
+
+pub mod cgroup;
+pub mod rootfs;
