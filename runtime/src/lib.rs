@@ -12,5 +12,12 @@
 //! Start reading at `container::create`.
 #![warn(missing_docs)]
 
+pub mod bundle;
+pub mod capability;
 pub mod cgroup;
+pub mod container;
+pub mod defaults;
+pub mod namespace;
+pub mod process;
 pub mod rootfs;
+pub mod terminal;

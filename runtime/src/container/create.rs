@@ -1,0 +1,230 @@
+//! `create`: set the container up and leave its init blocked before the user program.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::Path;
+
+use nix::sys::socket::{
+    bind, listen, socket, AddressFamily, Backlog, SockFlag, SockType, UnixAddr,
+};
+use nix::unistd::Pid;
+use oci_spec::runtime::LinuxNamespaceType;
+
+use super::{check_id, process_start_time, write_pid_file, Container, ContainerError, Store};
+use crate::bundle::Bundle;
+use crate::cgroup::Cgroup;
+use crate::namespace::Namespaces;
+use crate::process::channel::{channel, ChildReport};
+use crate::process::init::{container_init, InitConfig};
+use crate::process::{clone, Forked};
+
+/// The inputs of `create`.
+pub struct CreateOptions<'a> {
+    /// The new container's id.
+    pub id: &'a str,
+    /// The bundle directory.
+    pub bundle: &'a Path,
+    /// Where to write the init's host PID.
+    pub pid_file: Option<&'a Path>,
+    /// A connected console socket (for `process.terminal`).
+    pub console: Option<OwnedFd>,
+    /// MS_MOVE + chroot instead of pivot_root.
+    pub no_pivot: bool,
+    /// Extra fds passed to the program after stdio.
+    pub preserve_fds: i32,
+}
+
+/// A created container.
+#[derive(Debug)]
+pub struct Created {
+    /// The init's host PID (a child of the caller).
+    pub pid: Pid,
+    /// The stored record.
+    pub container: Container,
+}
+
+/// Create a container from a bundle. Nothing is left behind when it fails.
+pub fn create(store: &Store, opts: CreateOptions) -> Result<Created, ContainerError> {
+    check_id(opts.id).map_err(ContainerError::InvalidId)?;
+    let bundle = Bundle::load(opts.bundle)?;
+    store.reserve(opts.id)?;
+    let mut undo = Undo {
+        store,
+        id: opts.id,
+        cgroup: None,
+        pid: None,
+        armed: true,
+    };
+    let created = build(store, &bundle, opts, &mut undo)?;
+    undo.armed = false;
+    Ok(created)
+}
+
+/// Reverts a failed create: kills the init, removes the cgroup and the record.
+struct Undo<'a> {
+    store: &'a Store,
+    id: &'a str,
+    cgroup: Option<Cgroup>,
+    pid: Option<Pid>,
+    armed: bool,
+}
+
+impl Drop for Undo<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        if let Some(pid) = self.pid {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(pid, None);
+        }
+        if let Some(cgroup) = &self.cgroup {
+            if let Err(e) = cgroup.remove() {
+                tracing::warn!("cleaning up after a failed create: {e}");
+            }
+        }
+        let _ = self.store.remove(self.id);
+    }
+}
+
+fn build(
+    store: &Store,
+    bundle: &Bundle,
+    opts: CreateOptions,
+    undo: &mut Undo,
+) -> Result<Created, ContainerError> {
+    let spec = &bundle.spec;
+    let linux = spec.linux().clone().unwrap_or_default();
+    let namespaces = Namespaces::from_spec(linux.namespaces().as_deref().unwrap_or_default())?;
+    let start = start_listener(&store.start_socket(opts.id))?;
+    let cgroup = Cgroup::create(
+        linux.cgroups_path().as_deref(),
+        opts.id,
+        linux.resources().as_ref(),
+    )?;
+    undo.cgroup = Some(cgroup.clone());
+    let mut container = Container {
+        id: opts.id.to_string(),
+        bundle: bundle.dir.clone(),
+        rootfs: bundle.rootfs.clone(),
+        pid: None,
+        pid_start: None,
+        created: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+        annotations: spec.annotations().clone().unwrap_or_default(),
+        cgroup: Some(cgroup.clone()),
+        spec: spec.clone(),
+    };
+    store.save(&container)?;
+
+    let (parent, child) = channel()?;
+    namespaces.join_pid_for_children()?;
+    let pid = match clone(namespaces.clone_flags())? {
+        Forked::Child => {
+            drop(parent);
+            container_init(
+                InitConfig {
+                    spec,
+                    rootfs: &bundle.rootfs,
+                    namespaces: &namespaces,
+                    no_pivot: opts.no_pivot,
+                    console: opts.console,
+                    start,
+                    preserve_fds: opts.preserve_fds,
+                },
+                child,
+            )
+        }
+        Forked::Parent(pid) => pid,
+    };
+    drop(child);
+    drop(start);
+    undo.pid = Some(pid);
+    cgroup.add_process(pid.as_raw())?;
+    if namespaces.creates(LinuxNamespaceType::User) {
+        write_id_maps(pid, &linux)?;
+    }
+    parent.go()?;
+    match parent.report()? {
+        ChildReport::Ready => {}
+        ChildReport::Failed(message) => return Err(ContainerError::Setup(message)),
+        ChildReport::Closed => {
+            return Err(ContainerError::Setup(
+                "container init exited during setup".into(),
+            ))
+        }
+    }
+    container.pid = Some(pid.as_raw());
+    container.pid_start = process_start_time(pid.as_raw());
+    store.save(&container)?;
+    if let Some(path) = opts.pid_file {
+        write_pid_file(path, pid.as_raw())?;
+    }
+    Ok(Created { pid, container })
+}
+
+/// The socket the init waits on: bound through the state directory's relative name so
+/// long state roots do not hit the 108-byte limit of socket paths.
+fn start_listener(path: &Path) -> Result<OwnedFd, ContainerError> {
+    let err = |op: &str| ContainerError::io(format!("{op} {}", path.display()));
+    let sock = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(|e| err("socket")(e.into()))?;
+    with_short_path(path, |short| {
+        let addr = UnixAddr::new(short)?;
+        bind(sock.as_raw_fd(), &addr)
+    })
+    .map_err(|e| err("bind")(e.into()))?;
+    listen(&sock, Backlog::new(1).expect("valid backlog")).map_err(|e| err("listen")(e.into()))?;
+    Ok(sock)
+}
+
+/// Run `f` with a path to `path` short enough for a socket address.
+pub(super) fn with_short_path<T>(
+    path: &Path,
+    f: impl FnOnce(&Path) -> nix::Result<T>,
+) -> nix::Result<T> {
+    if path.as_os_str().len() < 100 {
+        return f(path);
+    }
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    let dirfd = nix::fcntl::open(
+        dir,
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )?;
+    let name = path.file_name().unwrap_or_default();
+    let short = Path::new("/proc/self/fd")
+        .join(dirfd.as_raw_fd().to_string())
+        .join(name);
+    f(&short)
+}
+
+fn write_id_maps(pid: Pid, linux: &oci_spec::runtime::Linux) -> Result<(), ContainerError> {
+    let lines = |maps: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>| -> String {
+        maps.iter()
+            .flatten()
+            .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()))
+            .collect()
+    };
+    for (file, text) in [
+        ("uid_map", lines(linux.uid_mappings())),
+        ("gid_map", lines(linux.gid_mappings())),
+    ] {
+        if text.is_empty() {
+            continue;
+        }
+        let path = format!("/proc/{pid}/{file}");
+        std::fs::write(&path, &text).map_err(ContainerError::io(format!(
+            "linux.{}: writing {path}",
+            if file == "uid_map" {
+                "uidMappings"
+            } else {
+                "gidMappings"
+            }
+        )))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,93 @@
+//! `exec`: run another process inside a container's namespaces and cgroup.
+
+use std::os::fd::OwnedFd;
+use std::path::Path;
+
+use nix::unistd::Pid;
+use oci_spec::runtime::Process;
+
+use super::{write_pid_file, ContainerError, Store};
+use crate::namespace::{self, Namespaces};
+use crate::process::channel::{channel, ChildReport};
+use crate::process::init::{exec_init, ExecConfig};
+use crate::process::{clone, Forked};
+
+/// The inputs of `exec`.
+pub struct ExecOptions<'a> {
+    /// The container.
+    pub id: &'a str,
+    /// The process to run (from `--process` or built from the CLI's arguments).
+    pub process: Process,
+    /// A connected console socket (for `process.terminal`).
+    pub console: Option<OwnedFd>,
+    /// Where to write the new process's host PID.
+    pub pid_file: Option<&'a Path>,
+    /// Extra fds passed to the program after stdio.
+    pub preserve_fds: i32,
+}
+
+/// A process started in a container.
+#[derive(Debug)]
+pub struct Spawned {
+    /// Its host PID (a child of the caller).
+    pub pid: Pid,
+}
+
+/// Start a process in a created or running container; returns once it has exec'd.
+pub fn exec(store: &Store, opts: ExecOptions) -> Result<Spawned, ContainerError> {
+    let container = store.load(opts.id)?;
+    let status = container.status(store);
+    let Some(pid) = container.pid.filter(|_| status.can_kill()) else {
+        return Err(ContainerError::State(format!(
+            "cannot exec in a {} container",
+            status.as_str()
+        )));
+    };
+    if let Err((field, expected)) = crate::bundle::check_process(&opts.process) {
+        return Err(ContainerError::State(format!(
+            "exec: {field}: expected {expected}"
+        )));
+    }
+    let namespaces = Namespaces::joining(namespace::of_process(pid)?);
+    let (parent, child) = channel()?;
+    namespaces.join_pid_for_children()?;
+    let child_pid = match clone(nix::sched::CloneFlags::empty())? {
+        Forked::Child => {
+            drop(parent);
+            exec_init(
+                ExecConfig {
+                    process: &opts.process,
+                    namespaces: &namespaces,
+                    console: opts.console,
+                    preserve_fds: opts.preserve_fds,
+                },
+                child,
+            )
+        }
+        Forked::Parent(pid) => pid,
+    };
+    drop(child);
+    let fail = |e: ContainerError| {
+        let _ = nix::sys::signal::kill(child_pid, nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(child_pid, None);
+        e
+    };
+    if let Some(cgroup) = &container.cgroup {
+        cgroup
+            .add_process(child_pid.as_raw())
+            .map_err(|e| fail(e.into()))?;
+    }
+    parent.go().map_err(|e| fail(e.into()))?;
+    match parent.report().map_err(|e| fail(e.into()))? {
+        ChildReport::Closed => {}
+        ChildReport::Failed(message) => {
+            let _ = nix::sys::wait::waitpid(child_pid, None);
+            return Err(ContainerError::Setup(message));
+        }
+        ChildReport::Ready => return Err(fail(ContainerError::Setup("unexpected ready".into()))),
+    }
+    if let Some(path) = opts.pid_file {
+        write_pid_file(path, child_pid.as_raw())?;
+    }
+    Ok(Spawned { pid: child_pid })
+}

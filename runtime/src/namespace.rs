@@ -1,0 +1,290 @@
+//! Linux namespaces from `linux.namespaces`: which to create with the container's
+//! `clone`, and which to join by path.
+//!
+//! Paths are opened by the runtime before it clones, so they resolve in the host's
+//! mount namespace; the child then joins through the open fds, user namespace first
+//! (it grants the rights to join the others).
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::PathBuf;
+
+use nix::fcntl::{open, OFlag};
+use nix::sched::{setns, CloneFlags};
+use nix::sys::stat::Mode;
+use oci_spec::runtime::{LinuxNamespace, LinuxNamespaceType};
+
+/// Why namespaces could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum NamespaceError {
+    /// The same namespace type appears twice.
+    #[error("linux.namespaces: {0} namespace listed more than once")]
+    Duplicate(&'static str),
+    /// A namespace type this runtime cannot create.
+    #[error("linux.namespaces: creating a new {0} namespace is not supported; join one by path")]
+    Unsupported(&'static str),
+    /// A namespace path could not be opened or is not a namespace of that type.
+    #[error("linux.namespaces: {kind} namespace path {path}: {errno}")]
+    Open {
+        /// The namespace type.
+        kind: &'static str,
+        /// The path from the config.
+        path: PathBuf,
+        /// What the OS said.
+        errno: nix::errno::Errno,
+    },
+    /// `setns` or `unshare` failed.
+    #[error("{op} {kind} namespace: {errno}")]
+    Enter {
+        /// `setns` or `unshare`.
+        op: &'static str,
+        /// The namespace type.
+        kind: &'static str,
+        /// What the OS said.
+        errno: nix::errno::Errno,
+    },
+}
+
+/// The short name used in /proc/PID/ns.
+pub fn proc_name(kind: LinuxNamespaceType) -> &'static str {
+    match kind {
+        LinuxNamespaceType::Mount => "mnt",
+        LinuxNamespaceType::Cgroup => "cgroup",
+        LinuxNamespaceType::Uts => "uts",
+        LinuxNamespaceType::Ipc => "ipc",
+        LinuxNamespaceType::User => "user",
+        LinuxNamespaceType::Pid => "pid",
+        LinuxNamespaceType::Network => "net",
+        LinuxNamespaceType::Time => "time",
+    }
+}
+
+fn flag(kind: LinuxNamespaceType) -> CloneFlags {
+    CloneFlags::from_bits_retain(kind as i32)
+}
+
+/// Every namespace type, in the order a process joins them: user first, mount last
+/// but one (so later joins still see the host's /proc), pid (children only).
+pub const JOIN_ORDER: [LinuxNamespaceType; 8] = [
+    LinuxNamespaceType::User,
+    LinuxNamespaceType::Ipc,
+    LinuxNamespaceType::Uts,
+    LinuxNamespaceType::Network,
+    LinuxNamespaceType::Cgroup,
+    LinuxNamespaceType::Time,
+    LinuxNamespaceType::Mount,
+    LinuxNamespaceType::Pid,
+];
+
+/// A namespace to join, already opened.
+#[derive(Debug)]
+pub struct Join {
+    /// The type.
+    pub kind: LinuxNamespaceType,
+    /// The open namespace file.
+    pub fd: OwnedFd,
+}
+
+/// The container's namespace plan.
+#[derive(Debug)]
+pub struct Namespaces {
+    new: CloneFlags,
+    joins: Vec<Join>,
+}
+
+impl Namespaces {
+    /// Read `linux.namespaces`, opening every path to join now.
+    pub fn from_spec(list: &[LinuxNamespace]) -> Result<Namespaces, NamespaceError> {
+        let mut ns = Namespaces {
+            new: CloneFlags::empty(),
+            joins: Vec::new(),
+        };
+        let mut seen = CloneFlags::empty();
+        for entry in list {
+            let kind = entry.typ();
+            let name = proc_name(kind);
+            if seen.contains(flag(kind)) {
+                return Err(NamespaceError::Duplicate(name));
+            }
+            seen |= flag(kind);
+            match entry.path() {
+                Some(path) if !path.as_os_str().is_empty() => {
+                    let fd = open(path, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
+                        .map_err(|errno| NamespaceError::Open {
+                            kind: name,
+                            path: path.clone(),
+                            errno,
+                        })?;
+                    ns.joins.push(Join { kind, fd });
+                }
+                _ if kind == LinuxNamespaceType::Time => {
+                    return Err(NamespaceError::Unsupported(name))
+                }
+                _ => ns.new |= flag(kind),
+            }
+        }
+        ns.joins
+            .sort_by_key(|j| JOIN_ORDER.iter().position(|k| *k == j.kind));
+        Ok(ns)
+    }
+
+    /// A plan that joins the given namespace files (for `exec`).
+    pub fn joining(joins: Vec<Join>) -> Namespaces {
+        let mut joins = joins;
+        joins.sort_by_key(|j| JOIN_ORDER.iter().position(|k| *k == j.kind));
+        Namespaces {
+            new: CloneFlags::empty(),
+            joins,
+        }
+    }
+
+    /// Whether the container gets a new namespace of this type.
+    pub fn creates(&self, kind: LinuxNamespaceType) -> bool {
+        self.new.contains(flag(kind))
+    }
+
+    /// Whether the container has a namespace of its own of this type, new or joined.
+    pub fn has(&self, kind: LinuxNamespaceType) -> bool {
+        self.creates(kind) || self.joins.iter().any(|j| j.kind == kind)
+    }
+
+    /// Flags for the container's `clone`. The cgroup namespace is left out: it is
+    /// unshared only after the runtime has moved the child into its cgroup, so the
+    /// namespace is rooted there.
+    pub fn clone_flags(&self) -> CloneFlags {
+        self.new - CloneFlags::CLONE_NEWCGROUP
+    }
+
+    /// Runtime side, before clone: join a pid namespace given by path, which only
+    /// affects the children the runtime creates from now on.
+    pub fn join_pid_for_children(&self) -> Result<(), NamespaceError> {
+        for j in self
+            .joins
+            .iter()
+            .filter(|j| j.kind == LinuxNamespaceType::Pid)
+        {
+            enter(j)?;
+        }
+        Ok(())
+    }
+
+    /// Child side: join every namespace given by path except pid, in [`JOIN_ORDER`].
+    pub fn join_all(&self) -> Result<(), NamespaceError> {
+        for j in self
+            .joins
+            .iter()
+            .filter(|j| j.kind != LinuxNamespaceType::Pid)
+        {
+            enter(j)?;
+        }
+        Ok(())
+    }
+
+    /// Child side, once in its cgroup: create the cgroup namespace if asked for.
+    pub fn unshare_cgroup(&self) -> Result<(), NamespaceError> {
+        if self.creates(LinuxNamespaceType::Cgroup) {
+            nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).map_err(|errno| {
+                NamespaceError::Enter {
+                    op: "unshare",
+                    kind: "cgroup",
+                    errno,
+                }
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The fds the child must keep open until it has joined.
+    pub fn fds(&self) -> Vec<i32> {
+        self.joins.iter().map(|j| j.fd.as_raw_fd()).collect()
+    }
+}
+
+fn enter(j: &Join) -> Result<(), NamespaceError> {
+    setns(&j.fd, flag(j.kind)).map_err(|errno| NamespaceError::Enter {
+        op: "setns",
+        kind: proc_name(j.kind),
+        errno,
+    })
+}
+
+/// Open the namespaces of a running process that differ from ours (for `exec`).
+pub fn of_process(pid: i32) -> Result<Vec<Join>, NamespaceError> {
+    let mut joins = Vec::new();
+    for kind in JOIN_ORDER {
+        let name = proc_name(kind);
+        let theirs = PathBuf::from(format!("/proc/{pid}/ns/{name}"));
+        let ours = PathBuf::from(format!("/proc/self/ns/{name}"));
+        let (Ok(a), Ok(b)) = (std::fs::metadata(&theirs), std::fs::metadata(&ours)) else {
+            continue; // the kernel lacks this namespace type
+        };
+        use std::os::unix::fs::MetadataExt;
+        if a.ino() == b.ino() && a.dev() == b.dev() {
+            continue;
+        }
+        let fd =
+            open(&theirs, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty()).map_err(|errno| {
+                NamespaceError::Open {
+                    kind: name,
+                    path: theirs.clone(),
+                    errno,
+                }
+            })?;
+        joins.push(Join { kind, fd });
+    }
+    Ok(joins)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ns(kind: LinuxNamespaceType, path: Option<&str>) -> LinuxNamespace {
+        let mut n = LinuxNamespace::default();
+        n.set_typ(kind);
+        n.set_path(path.map(PathBuf::from));
+        n
+    }
+
+    #[test]
+    fn new_namespaces_become_clone_flags_without_cgroup() {
+        let plan = Namespaces::from_spec(&[
+            ns(LinuxNamespaceType::Pid, None),
+            ns(LinuxNamespaceType::Mount, None),
+            ns(LinuxNamespaceType::Cgroup, None),
+        ])
+        .unwrap();
+        assert_eq!(
+            plan.clone_flags(),
+            CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWNS
+        );
+        assert!(plan.creates(LinuxNamespaceType::Cgroup));
+        assert!(!plan.has(LinuxNamespaceType::Network));
+    }
+
+    #[test]
+    fn duplicates_and_bad_paths_are_errors() {
+        let err = Namespaces::from_spec(&[
+            ns(LinuxNamespaceType::Pid, None),
+            ns(LinuxNamespaceType::Pid, None),
+        ])
+        .unwrap_err();
+        assert!(err
+            .to_string()
+            .contains("pid namespace listed more than once"));
+        let err =
+            Namespaces::from_spec(&[ns(LinuxNamespaceType::Network, Some("/nonexistent/ns"))])
+                .unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/ns"), "{err}");
+    }
+
+    #[test]
+    fn joins_are_ordered_user_first() {
+        let plan = Namespaces::from_spec(&[
+            ns(LinuxNamespaceType::Network, Some("/proc/self/ns/net")),
+            ns(LinuxNamespaceType::User, Some("/proc/self/ns/user")),
+        ])
+        .unwrap();
+        assert_eq!(plan.joins[0].kind, LinuxNamespaceType::User);
+        assert_eq!(plan.fds().len(), 2);
+    }
+}

@@ -1,0 +1,156 @@
+//! The one socketpair between the runtime and a process it spawns: typed, message-framed
+//! (SOCK_SEQPACKET), each end only able to say what its side may say.
+
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+
+use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+use serde::{Deserialize, Serialize};
+
+/// What the runtime tells the child.
+#[derive(Debug, Serialize, Deserialize)]
+enum ToChild {
+    /// The cgroup and id mappings are in place: carry on.
+    Go,
+}
+
+/// What the child tells the runtime.
+#[derive(Debug, Serialize, Deserialize)]
+enum ToParent {
+    /// Set up and waiting for `start`.
+    Ready,
+    /// Setup failed; the message says where.
+    Failed(String),
+}
+
+/// Why the channel failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ChannelError {
+    /// The socket call failed.
+    #[error("sync socket: {0}")]
+    Io(#[from] std::io::Error),
+    /// The other side sent something that is not a message.
+    #[error("sync socket: unexpected message: {0}")]
+    Protocol(String),
+}
+
+fn pair() -> Result<(OwnedFd, OwnedFd), ChannelError> {
+    let (a, b) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(std::io::Error::from)?;
+    Ok((a, b))
+}
+
+fn send<T: Serialize>(fd: &OwnedFd, msg: &T) -> Result<(), ChannelError> {
+    let bytes = serde_json::to_vec(msg).map_err(|e| ChannelError::Protocol(e.to_string()))?;
+    nix::unistd::write(fd, &bytes).map_err(std::io::Error::from)?;
+    Ok(())
+}
+
+/// Read one message; `None` when the other side closed its end.
+fn recv<T: for<'de> Deserialize<'de>>(fd: &OwnedFd) -> Result<Option<T>, ChannelError> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let n = loop {
+        match nix::unistd::read(fd.as_fd(), &mut buf) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            other => break other.map_err(std::io::Error::from)?,
+        }
+    };
+    if n == 0 {
+        return Ok(None);
+    }
+    serde_json::from_slice(&buf[..n])
+        .map(Some)
+        .map_err(|e| ChannelError::Protocol(e.to_string()))
+}
+
+/// Create the channel; call before cloning, then keep one end on each side.
+pub fn channel() -> Result<(ParentEnd, ChildEnd), ChannelError> {
+    let (a, b) = pair()?;
+    Ok((ParentEnd(a), ChildEnd(b)))
+}
+
+/// The runtime's end.
+#[derive(Debug)]
+pub struct ParentEnd(OwnedFd);
+
+/// How the child's setup ended, as seen from the runtime.
+#[derive(Debug)]
+pub enum ChildReport {
+    /// Waiting for `start`.
+    Ready,
+    /// The child ran `execve` (its end closed without a message) or died.
+    Closed,
+    /// Setup failed with this message.
+    Failed(String),
+}
+
+impl ParentEnd {
+    /// Let the child proceed.
+    pub fn go(&self) -> Result<(), ChannelError> {
+        send(&self.0, &ToChild::Go)
+    }
+
+    /// Wait for the child's verdict.
+    pub fn report(&self) -> Result<ChildReport, ChannelError> {
+        Ok(match recv(&self.0)? {
+            None => ChildReport::Closed,
+            Some(ToParent::Ready) => ChildReport::Ready,
+            Some(ToParent::Failed(m)) => ChildReport::Failed(m),
+        })
+    }
+}
+
+/// The child's end.
+#[derive(Debug)]
+pub struct ChildEnd(OwnedFd);
+
+impl ChildEnd {
+    /// Block until the runtime says go; an error if it went away.
+    pub fn wait_go(&self) -> Result<(), ChannelError> {
+        match recv(&self.0)? {
+            Some(ToChild::Go) => Ok(()),
+            None => Err(ChannelError::Protocol("runtime went away".into())),
+        }
+    }
+
+    /// Tell the runtime setup is done.
+    pub fn ready(&self) -> Result<(), ChannelError> {
+        send(&self.0, &ToParent::Ready)
+    }
+
+    /// Tell the runtime setup failed.
+    pub fn failed(&self, message: &str) {
+        // Best effort: the child exits right after, and the parent sees EOF if this fails.
+        let _ = send(&self.0, &ToParent::Failed(message.to_string()));
+    }
+
+    /// The raw fd, so the child can keep it out of the fds it closes.
+    pub fn raw(&self) -> i32 {
+        self.0.as_raw_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_cross_and_eof_means_closed() {
+        let (parent, child) = channel().unwrap();
+        parent.go().unwrap();
+        child.wait_go().unwrap();
+        child.ready().unwrap();
+        assert!(matches!(parent.report().unwrap(), ChildReport::Ready));
+        child.failed("mount /proc: EPERM");
+        match parent.report().unwrap() {
+            ChildReport::Failed(m) => assert_eq!(m, "mount /proc: EPERM"),
+            other => panic!("{other:?}"),
+        }
+        drop(child);
+        assert!(matches!(parent.report().unwrap(), ChildReport::Closed));
+    }
+}

@@ -1,0 +1,342 @@
+//! The child side: everything between `clone` and `execve`, for the container's init
+//! (`create`) and for processes joining it (`exec`).
+//!
+//! Order follows runc: namespaces, session, root filesystem and pivot, console,
+//! hostname and sysctls, masked and read-only paths, limits, then identity (bounding
+//! set, user, capabilities, no_new_privs), and finally the wait for `start`.
+
+use std::ffi::CString;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::{LinuxNamespaceType, Process, Spec};
+
+use super::channel::ChildEnd;
+use super::{limits, user};
+use crate::capability::CapabilityPlan;
+use crate::namespace::Namespaces;
+use crate::terminal;
+
+/// Why the child could not reach `execve`.
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    /// The sync channel failed.
+    #[error(transparent)]
+    Channel(#[from] super::channel::ChannelError),
+    /// Joining or creating namespaces failed.
+    #[error(transparent)]
+    Namespace(#[from] crate::namespace::NamespaceError),
+    /// Root filesystem setup failed.
+    #[error(transparent)]
+    Rootfs(#[from] crate::rootfs::RootfsError),
+    /// The console could not be set up.
+    #[error(transparent)]
+    Terminal(#[from] crate::terminal::TerminalError),
+    /// Limits could not be applied.
+    #[error(transparent)]
+    Limit(#[from] limits::LimitError),
+    /// The identity could not be applied, or the program is missing.
+    #[error(transparent)]
+    User(#[from] user::UserError),
+    /// Capabilities could not be applied.
+    #[error(transparent)]
+    Capability(#[from] crate::capability::CapabilityError),
+    /// A config field the runtime cannot honour.
+    #[error("{0}")]
+    Config(String),
+    /// A system call failed.
+    #[error("{op}: {errno}")]
+    Sys {
+        /// What was being done.
+        op: String,
+        /// What the kernel said.
+        errno: nix::errno::Errno,
+    },
+}
+
+fn sys(op: impl Into<String>) -> impl FnOnce(nix::errno::Errno) -> InitError {
+    let op = op.into();
+    move |errno| InitError::Sys { op, errno }
+}
+
+/// What the container's init needs, prepared by `create` before the clone.
+pub struct InitConfig<'a> {
+    /// The container's config.
+    pub spec: &'a Spec,
+    /// The root filesystem on the host.
+    pub rootfs: &'a Path,
+    /// The namespace plan (fds of namespaces to join are open in it).
+    pub namespaces: &'a Namespaces,
+    /// Use MS_MOVE + chroot instead of pivot_root.
+    pub no_pivot: bool,
+    /// Where to send the pty master, when `process.terminal` is set.
+    pub console: Option<OwnedFd>,
+    /// The listening socket `start` connects to.
+    pub start: OwnedFd,
+    /// Extra fds (after stdio) passed to the program.
+    pub preserve_fds: i32,
+}
+
+/// What a process joining a container needs.
+pub struct ExecConfig<'a> {
+    /// The process to run.
+    pub process: &'a Process,
+    /// The container's namespaces, opened from its init.
+    pub namespaces: &'a Namespaces,
+    /// Where to send the pty master, when `process.terminal` is set.
+    pub console: Option<OwnedFd>,
+    /// Extra fds (after stdio) passed to the program.
+    pub preserve_fds: i32,
+}
+
+/// Run the init side and exec; on failure tell the runtime why and exit 1.
+pub fn container_init(cfg: InitConfig, chan: ChildEnd) -> ! {
+    let err = match init(cfg, &chan) {
+        Ok(never) => match never {},
+        Err(e) => e,
+    };
+    chan.failed(&err.to_string());
+    super::child_exit(1)
+}
+
+/// Run the exec side; on failure tell the runtime why and exit 1.
+pub fn exec_init(cfg: ExecConfig, chan: ChildEnd) -> ! {
+    let err = match exec(cfg, &chan) {
+        Ok(never) => match never {},
+        Err(e) => e,
+    };
+    chan.failed(&err.to_string());
+    super::child_exit(1)
+}
+
+fn init(cfg: InitConfig, chan: &ChildEnd) -> Result<std::convert::Infallible, InitError> {
+    chan.wait_go()?;
+    let spec = cfg.spec;
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| InitError::Config("process: missing".into()))?;
+    let ns = cfg.namespaces;
+    ns.join_all()?;
+    ns.unshare_cgroup()?;
+    nix::unistd::setsid().map_err(sys("setsid"))?;
+    if !ns.has(LinuxNamespaceType::Mount) {
+        return Err(InitError::Config(
+            "linux.namespaces: the container needs a mount namespace for its root filesystem"
+                .into(),
+        ));
+    }
+    crate::rootfs::prepare(spec, cfg.rootfs, ns.creates(LinuxNamespaceType::Cgroup))?;
+    crate::rootfs::pivot(cfg.rootfs, cfg.no_pivot)?;
+    if process.terminal() == Some(true) {
+        console(process, cfg.console.as_ref(), true)?;
+    }
+    names(spec, ns)?;
+    sysctls(spec)?;
+    crate::rootfs::finalize(spec)?;
+    let program = prepare_process(process)?;
+    chan.ready()?;
+    wait_for_start(cfg.start)?;
+    close_extra_fds(cfg.preserve_fds);
+    execute(program)
+}
+
+fn exec(cfg: ExecConfig, chan: &ChildEnd) -> Result<std::convert::Infallible, InitError> {
+    chan.wait_go()?;
+    cfg.namespaces.join_all()?;
+    let process = cfg.process;
+    if process.terminal() == Some(true) {
+        nix::unistd::setsid().map_err(sys("setsid"))?;
+        console(process, cfg.console.as_ref(), false)?;
+    }
+    let program = prepare_process(process)?;
+    close_extra_fds(cfg.preserve_fds);
+    // Success is the channel closing on execve (it is close-on-exec).
+    execute(program)
+}
+
+/// Open a pty in the container, hand the master to the caller, and make the slave
+/// this process's terminal. For the init, /dev/console points at it too.
+fn console(
+    process: &Process,
+    socket: Option<&OwnedFd>,
+    mount_console: bool,
+) -> Result<(), InitError> {
+    let socket = socket.ok_or_else(|| {
+        InitError::Config("process.terminal is true but no console socket was given".into())
+    })?;
+    let size = process
+        .console_size()
+        .map(|b| (b.height() as u16, b.width() as u16));
+    let pty = terminal::open_pty(size)?;
+    if mount_console {
+        let console = Path::new("/dev/console");
+        if !console.exists() {
+            std::fs::File::create(console)
+                .map_err(|e| InitError::Config(format!("create /dev/console: {e}")))?;
+        }
+        nix::mount::mount(
+            Some(pty.path.as_str()),
+            console,
+            None::<&str>,
+            nix::mount::MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(sys(format!("bind {} on /dev/console", pty.path)))?;
+    }
+    terminal::send_fd(socket.as_fd(), &pty.path, pty.master.as_fd())?;
+    drop(pty.master);
+    terminal::become_stdio(&pty.slave)?;
+    Ok(())
+}
+
+/// Hostname and domainname: only with a UTS namespace of the container's own.
+fn names(spec: &Spec, ns: &Namespaces) -> Result<(), InitError> {
+    let uts = ns.has(LinuxNamespaceType::Uts);
+    if let Some(hostname) = spec.hostname().as_deref().filter(|h| !h.is_empty()) {
+        if !uts {
+            return Err(InitError::Config(
+                "hostname: setting it needs a uts namespace in linux.namespaces".into(),
+            ));
+        }
+        nix::unistd::sethostname(hostname).map_err(sys(format!("sethostname {hostname:?}")))?;
+    }
+    if let Some(domain) = spec.domainname().as_deref().filter(|h| !h.is_empty()) {
+        if !uts {
+            return Err(InitError::Config(
+                "domainname: setting it needs a uts namespace in linux.namespaces".into(),
+            ));
+        }
+        // SAFETY: the pointer and length describe the live `domain` string.
+        let rc = unsafe { libc::setdomainname(domain.as_ptr().cast(), domain.len()) };
+        if rc != 0 {
+            return Err(InitError::Sys {
+                op: format!("setdomainname {domain:?}"),
+                errno: nix::errno::Errno::last(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// `linux.sysctl`, written through the container's /proc/sys.
+fn sysctls(spec: &Spec) -> Result<(), InitError> {
+    let Some(sysctl) = spec.linux().as_ref().and_then(|l| l.sysctl().as_ref()) else {
+        return Ok(());
+    };
+    for (key, value) in sysctl {
+        if key.contains("..") || key.starts_with('/') {
+            return Err(InitError::Config(format!(
+                "linux.sysctl: invalid key {key:?}"
+            )));
+        }
+        let path = PathBuf::from("/proc/sys").join(key.replace('.', "/"));
+        std::fs::write(&path, value)
+            .map_err(|e| InitError::Config(format!("linux.sysctl {key}={value}: {e}")))?;
+    }
+    Ok(())
+}
+
+/// A program ready for `execve`.
+struct Program {
+    path: CString,
+    argv: Vec<CString>,
+    envp: Vec<CString>,
+}
+
+/// Everything about the process itself: OOM score, rlimits, umask, cwd, identity,
+/// capabilities, no_new_privs, and the executable's path.
+fn prepare_process(process: &Process) -> Result<Program, InitError> {
+    if let Some(score) = process.oom_score_adj() {
+        limits::apply_oom_score_adj(score)?;
+    }
+    if let Some(rlimits) = process.rlimits() {
+        limits::apply_rlimits(rlimits)?;
+    }
+    let u = process.user();
+    // SAFETY: umask only changes this process's file mode creation mask.
+    unsafe { libc::umask(u.umask().unwrap_or(0o022) as libc::mode_t) };
+    let cwd = process.cwd();
+    // Try before dropping privileges, and again after for dirs only the user may enter.
+    let cwd_early = nix::unistd::chdir(cwd.as_path()).is_ok();
+
+    let plan = CapabilityPlan::new(process.capabilities().as_ref());
+    plan.drop_bounding()?;
+    nix::sys::prctl::set_keepcaps(true).map_err(sys("PR_SET_KEEPCAPS"))?;
+    user::switch(u)?;
+    nix::sys::prctl::set_keepcaps(false).map_err(sys("PR_SET_KEEPCAPS"))?;
+    plan.apply()?;
+    if !cwd_early {
+        nix::unistd::chdir(cwd.as_path()).map_err(sys(format!("chdir {}", cwd.display())))?;
+    }
+    if process.no_new_privileges() == Some(true) {
+        nix::sys::prctl::set_no_new_privs().map_err(sys("PR_SET_NO_NEW_PRIVS"))?;
+    }
+    let env = process.env().clone().unwrap_or_default();
+    let args = process.args().clone().unwrap_or_default();
+    let path = user::find_executable(&args[0], &env)?;
+    let cstr =
+        |s: &str| CString::new(s).map_err(|_| InitError::Config(format!("NUL byte in {s:?}")));
+    Ok(Program {
+        path: cstr(&path.to_string_lossy())?,
+        argv: args.iter().map(|a| cstr(a)).collect::<Result<_, _>>()?,
+        envp: user::environment(&env, u.uid(), Path::new("/etc/passwd")),
+    })
+}
+
+/// Block in `accept` on the start socket until `start` connects, then confirm.
+fn wait_for_start(listener: OwnedFd) -> Result<(), InitError> {
+    let conn = loop {
+        match nix::sys::socket::accept(listener.as_raw_fd()) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            other => break other.map_err(sys("wait for start: accept"))?,
+        }
+    };
+    // SAFETY: accept returned a new fd that nothing else owns.
+    let conn = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(conn) };
+    nix::unistd::write(&conn, b"0").map_err(sys("wait for start: confirm"))?;
+    Ok(())
+}
+
+/// Mark every fd above stdio and the preserved ones close-on-exec, as runc does, so
+/// the program sees only what it was given.
+fn close_extra_fds(preserve: i32) {
+    let first = 3 + preserve.max(0) as u32;
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only flags fds; it closes nothing now.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if rc != 0 {
+        if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
+            let fds: Vec<i32> = dir
+                .flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .filter(|fd| *fd >= first as i32)
+                .collect();
+            for fd in fds {
+                // SAFETY: setting FD_CLOEXEC on an fd number changes no memory.
+                unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+            }
+        }
+    }
+}
+
+fn execute(p: Program) -> Result<std::convert::Infallible, InitError> {
+    // Signals the runtime blocked or ignored must not leak into the program.
+    let _ = nix::sys::signal::sigprocmask(
+        nix::sys::signal::SigmaskHow::SIG_SETMASK,
+        Some(&nix::sys::signal::SigSet::empty()),
+        None,
+    );
+    let argv0 = p
+        .argv
+        .first()
+        .map(|a| a.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    nix::unistd::execve(&p.path, &p.argv, &p.envp).map_err(sys(format!("exec {argv0:?}")))
+}
