@@ -199,11 +199,15 @@ fn main() {
         eprintln!("peapod-runtime: {e:#}");
         std::process::exit(1);
     }
+    let logs_to_file = cli.log.is_some();
     match dispatch(cli) {
         Ok(code) => std::process::exit(code),
         Err(e) => {
             let message = format!("{e:#}");
-            tracing::error!("{message}");
+            // containerd reads the reason back from the log file; people read stderr.
+            if logs_to_file {
+                tracing::error!("{message}");
+            }
             eprintln!("peapod-runtime: {message}");
             std::process::exit(1);
         }
