@@ -1,0 +1,651 @@
+//! containerd drives the runtime through its runc shim: import, run, exec, kill, delete.
+//!
+//! The test starts a private containerd (root, state, socket and runtime
+//! root all under one temp dir, its own ctr namespace), imports the busybox
+//! image that `scripts/oci-image.sh` builds, and runs a container with
+//! `ctr run --runc-binary <runtime>`. containerd 1.6's `containerd-shim-runc-v2`
+//! then calls the runtime exactly as it calls runc (`<ns>` is the ctr
+//! namespace, `<bundle>` is `<state>/io.containerd.runtime.v2.task/<ns>/<id>`):
+//!
+//! ```text
+//! G = --root <runc-root>/<ns> --log <bundle>/log.json --log-format json
+//! <rt> G create --bundle <bundle> --pid-file <bundle>/init.pid [--console-socket <sock>] <id>
+//! <rt> G start <id>
+//! <rt> G exec --process <tmp>/runc-process<N> [--console-socket <sock>] --detach --pid-file <bundle>/<exec-id>.pid <id>
+//! <rt> G kill [--all] <id> 9
+//! <rt> G delete <id>
+//! <rt> G delete --force <id>      (shim cleanup, after the container is gone: must succeed)
+//! ```
+//!
+//! (`ctr task ps`, `pause` and `resume` add `G ps --format json <id>`,
+//! `G pause <id>` and `G resume <id>`; this shim never calls `state`.)
+//!
+//! The shim reads the pid file once the call returns, learns exits by reaping
+//! (it is a child subreaper, so `create` and `exec --detach` must leave the
+//! process behind and exit), and on failure reports the `msg` of the last
+//! error line of `log.json`.
+//!
+//! The runtime under test is `$PEAPOD_RUNTIME`, else the `peapod-runtime`
+//! built next to this test (`target/<profile>/peapod-runtime`). The test
+//! needs root, containerd, ctr and containerd-shim-runc-v2; without them it
+//! fails, it never skips.
+
+use std::fs;
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, ensure, Context, Result};
+use tempfile::TempDir;
+
+/// The reference `scripts/oci-image.sh` writes into the image's annotations.
+const IMAGE: &str = "peapod.test/busybox:latest";
+/// Container id; unique enough because the namespace is.
+const CONTAINER: &str = "busybox";
+/// Upper bound for one ctr call; each takes well under a second.
+const CTR_TIMEOUT: Duration = Duration::from_secs(15);
+/// Upper bound for each wait on containerd, the task or the shim.
+const WAIT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How much of containerd's log a failure message shows.
+const LOG_TAIL_LINES: usize = 40;
+
+#[test]
+fn ctr_runs_execs_and_deletes_a_container() {
+    require_root();
+    for tool in ["containerd", "ctr", "containerd-shim-runc-v2"] {
+        if find_in_path(tool).is_none() {
+            panic!("`{tool}` is not in PATH; install containerd (Debian package `containerd`)");
+        }
+    }
+    let runtime = runtime_binary().unwrap_or_else(|err| panic!("{err:#}"));
+    let mut containerd = Containerd::start(runtime).unwrap_or_else(|err| panic!("{err:#}"));
+    if let Err(err) = scenario(&mut containerd).and_then(|()| containerd.shutdown()) {
+        panic!(
+            "{err:#}\n--- containerd log (last {LOG_TAIL_LINES} lines) ---\n{}",
+            containerd.log_tail()
+        );
+    }
+}
+
+/// Import, run, exec twice, kill and delete, checking each step.
+fn scenario(cd: &mut Containerd) -> Result<()> {
+    let archive = cd.path.join("busybox.tar");
+    build_image(&archive)?;
+    cd.ctr(&["images", "import", utf8(&archive)?])?;
+
+    let fifo_dir = cd.path.join("fifo");
+    let fifo_dir = utf8(&fifo_dir)?;
+    cd.ctr(&[
+        "run",
+        "--detach",
+        "--null-io",
+        "--runc-binary",
+        utf8(&cd.runtime)?,
+        "--runc-root",
+        utf8(&cd.runtime_root)?,
+        "--fifo-dir",
+        fifo_dir,
+        IMAGE,
+        CONTAINER,
+        "sleep",
+        "1000",
+    ])?;
+    cd.wait_for_task("RUNNING")?;
+    cd.shim_socket = cd.read_shim_socket();
+    ensure!(cd.shim_socket.is_some(), "the shim wrote no address file");
+
+    let exec = |id: &str, script: &str| {
+        cd.ctr_output(&[
+            "task",
+            "exec",
+            "--fifo-dir",
+            fifo_dir,
+            "--exec-id",
+            id,
+            CONTAINER,
+            "sh",
+            "-c",
+            script,
+        ])
+    };
+    let out = exec("e1", "echo hello-from-exec")?;
+    ensure!(
+        out.status.success() && out.stdout == b"hello-from-exec\n",
+        "exec e1: expected \"hello-from-exec\\n\", got {}",
+        describe(&out)
+    );
+    // The shim learns an exec's exit code by reaping it, so this only
+    // works if `exec --detach` left the process to the shim.
+    let out = exec("e2", "exit 3")?;
+    ensure!(
+        out.status.code() == Some(3),
+        "exec e2: expected exit status 3, got {}",
+        describe(&out)
+    );
+
+    cd.ctr(&["task", "kill", "--signal", "SIGKILL", CONTAINER])?;
+    cd.wait_for_task("STOPPED")?;
+    cd.ctr(&["task", "delete", CONTAINER])?;
+    cd.ctr(&["container", "delete", CONTAINER])?;
+
+    let state = cd.runtime_root.join(&cd.namespace).join(CONTAINER);
+    ensure!(
+        !state.exists(),
+        "runtime `delete` left its state dir {}",
+        state.display()
+    );
+    Ok(())
+}
+
+/// A private containerd with its own root, state, socket and ctr namespace,
+/// torn down (containers, shims, mounts, cgroups, files) when dropped.
+struct Containerd {
+    /// The daemon; `None` once stopped.
+    daemon: Option<Child>,
+    /// Holds every file of this containerd; `None` once removed.
+    dir: Option<TempDir>,
+    /// Path of `dir`, kept for the checks after its removal.
+    path: PathBuf,
+    /// The grpc socket given to ctr with `--address`.
+    socket: PathBuf,
+    /// The ctr namespace, also the parent of the container's cgroup.
+    namespace: String,
+    /// containerd's stdout and stderr.
+    log: PathBuf,
+    /// The runtime under test, absolute.
+    runtime: PathBuf,
+    /// The runtime's `--root` is this plus `/<namespace>`.
+    runtime_root: PathBuf,
+    /// The shim's ttrpc socket; containerd 1.6 puts it in
+    /// `/run/containerd/s/`, whatever the state dir.
+    shim_socket: Option<PathBuf>,
+}
+
+impl Containerd {
+    /// Writes a config, starts containerd and waits for its socket.
+    fn start(runtime: PathBuf) -> Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("peapod-containerd-")
+            .tempdir()
+            .context("cannot create temp dir")?;
+        let path = dir.path().to_path_buf();
+        let socket = path.join("containerd.sock");
+        // sun_path holds 108 bytes; containerd also binds `<socket>.ttrpc`.
+        ensure!(
+            socket.as_os_str().len() + ".ttrpc".len() < 108,
+            "socket path {} is too long; set TMPDIR to a shorter dir",
+            socket.display()
+        );
+        let config = path.join("config.toml");
+        fs::write(&config, config_toml(&path, &socket)?)?;
+        let log = path.join("containerd.log");
+        let log_file = fs::File::create(&log)?;
+
+        // stdout and stderr go to a file, not a pipe: the shims containerd
+        // starts may inherit them and outlive it.
+        let daemon = Command::new("containerd")
+            .arg("--config")
+            .arg(&config)
+            .args(["--log-level", "debug"])
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone()?)
+            .stderr(log_file)
+            .spawn()
+            .context("cannot start containerd")?;
+        let containerd = Containerd {
+            daemon: Some(daemon),
+            dir: Some(dir),
+            runtime_root: path.join("runtime"),
+            path,
+            socket,
+            namespace: format!("pp-test-{}", std::process::id()),
+            log,
+            runtime,
+            shim_socket: None,
+        };
+        containerd.wait_ready().with_context(|| {
+            format!(
+                "containerd did not come up\n--- containerd log ---\n{}",
+                containerd.log_tail()
+            )
+        })?;
+        Ok(containerd)
+    }
+
+    fn wait_ready(&self) -> Result<()> {
+        wait_until("containerd's socket to accept connections", || {
+            Ok(UnixStream::connect(&self.socket).is_ok())
+        })?;
+        let out = self.ctr(&["version"])?;
+        ensure!(out.contains("Server:"), "unexpected `ctr version`: {out}");
+        Ok(())
+    }
+
+    /// Runs `ctr --address <socket> --namespace <ns> ARGS`, failing on a
+    /// non-zero exit; returns stdout.
+    fn ctr(&self, args: &[&str]) -> Result<String> {
+        let out = self.ctr_output(args)?;
+        if !out.status.success() {
+            bail!("`ctr {}` failed: {}", args.join(" "), describe(&out));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Runs ctr like [`Containerd::ctr`] but returns its output as is.
+    fn ctr_output(&self, args: &[&str]) -> Result<Output> {
+        let mut cmd = Command::new("ctr");
+        cmd.arg("--address")
+            .arg(&self.socket)
+            .arg("--namespace")
+            .arg(&self.namespace)
+            .args(args)
+            // ctr would take the snapshotter from here.
+            .env_remove("CONTAINERD_SNAPSHOTTER");
+        output_within(&mut cmd, CTR_TIMEOUT).with_context(|| format!("`ctr {}`", args.join(" ")))
+    }
+
+    /// Waits until `ctr task ls` shows the container's task in `status`.
+    fn wait_for_task(&self, status: &str) -> Result<()> {
+        let mut last = String::new();
+        wait_until(&format!("task {CONTAINER} to be {status}"), || {
+            last = self.ctr(&["task", "ls"])?;
+            Ok(last.lines().skip(1).any(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                fields.first() == Some(&CONTAINER) && fields.last() == Some(&status)
+            }))
+        })
+        .with_context(|| format!("last `ctr task ls`:\n{last}"))
+    }
+
+    /// Stops containerd and checks that nothing of the run is left: shims
+    /// and runtime processes, mounts, the container's cgroups, the shim
+    /// socket, the temp dir.
+    fn shutdown(&mut self) -> Result<()> {
+        // The shim exits on its own once its task is deleted.
+        let mut strays = Vec::new();
+        let gone = wait_until("the shim to exit", || {
+            strays = self.strays();
+            Ok(strays.is_empty())
+        });
+        self.stop_daemon()?;
+
+        let mut left = Vec::new();
+        if gone.is_err() {
+            left.extend(
+                strays
+                    .iter()
+                    .map(|(pid, argv)| format!("process {pid}: {argv}")),
+            );
+        }
+        left.extend(self.mounts().iter().map(|m| format!("mount {m}")));
+        if let Some(socket) = self.shim_socket.as_ref().filter(|s| s.exists()) {
+            left.push(format!("shim socket {}", socket.display()));
+        }
+        for cgroup in self.container_cgroups() {
+            left.push(format!("cgroup {}", cgroup.display()));
+        }
+        if left.is_empty() {
+            // The runtime creates the namespace's cgroup as the parent of
+            // the container's (runc leaves it); it is this test's to remove.
+            for cgroup in self.namespace_cgroups() {
+                if let Err(err) = fs::remove_dir(&cgroup) {
+                    left.push(format!("cgroup {} ({err})", cgroup.display()));
+                }
+            }
+        }
+        ensure!(left.is_empty(), "left behind:\n  {}", left.join("\n  "));
+
+        if let Some(dir) = self.dir.take() {
+            dir.close()
+                .with_context(|| format!("cannot remove {}", self.path.display()))?;
+        }
+        ensure!(!self.path.exists(), "{} still exists", self.path.display());
+        Ok(())
+    }
+
+    /// SIGTERM, then SIGKILL if containerd has not exited in time.
+    fn stop_daemon(&mut self) -> Result<()> {
+        let Some(mut daemon) = self.daemon.take() else {
+            return Ok(());
+        };
+        signal(daemon.id(), libc::SIGTERM);
+        let deadline = Instant::now() + WAIT_TIMEOUT;
+        while Instant::now() < deadline {
+            if daemon.try_wait()?.is_some() {
+                return Ok(());
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        daemon.kill()?;
+        daemon.wait()?;
+        bail!("containerd ignored SIGTERM for {WAIT_TIMEOUT:?}; killed it")
+    }
+
+    /// Processes other than containerd whose argv mentions the temp dir:
+    /// its shims (`-address <socket>`) and runtime calls (`--root ...`).
+    /// Zombies have no argv and do not count.
+    fn strays(&self) -> Vec<(u32, String)> {
+        let dir = self.path.as_os_str().as_bytes();
+        let daemon = self.daemon.as_ref().map(Child::id);
+        processes()
+            .filter(|(pid, argv)| {
+                Some(*pid) != daemon
+                    && argv
+                        .iter()
+                        .any(|arg| arg.windows(dir.len()).any(|w| w == dir))
+            })
+            .map(|(pid, argv)| {
+                let argv: Vec<_> = argv.iter().map(|a| String::from_utf8_lossy(a)).collect();
+                (pid, argv.join(" "))
+            })
+            .collect()
+    }
+
+    /// The shim's socket, from the `address` file (`unix://<path>`) in the
+    /// container's bundle, which exists from shim start to task delete.
+    fn read_shim_socket(&self) -> Option<PathBuf> {
+        let bundle = self
+            .path
+            .join("state/io.containerd.runtime.v2.task")
+            .join(&self.namespace)
+            .join(CONTAINER);
+        let address = fs::read_to_string(bundle.join("address")).ok()?;
+        let path = address.trim().strip_prefix("unix://")?;
+        Some(PathBuf::from(path))
+    }
+
+    /// Mount points under the temp dir, innermost last.
+    fn mounts(&self) -> Vec<String> {
+        let prefix = format!("{}/", self.path.display());
+        mount_table()
+            .into_iter()
+            .map(|(point, _)| point)
+            .filter(|point| point.starts_with(&prefix))
+            .collect()
+    }
+
+    /// The container's cgroup in every hierarchy where it still exists;
+    /// containerd asks for cgroupsPath `/<namespace>/<id>`.
+    fn container_cgroups(&self) -> Vec<PathBuf> {
+        self.namespace_cgroups()
+            .into_iter()
+            .map(|ns| ns.join(CONTAINER))
+            .filter(|p| p.exists())
+            .collect()
+    }
+
+    /// The namespace's cgroup in every hierarchy where it exists.
+    fn namespace_cgroups(&self) -> Vec<PathBuf> {
+        mount_table()
+            .into_iter()
+            .filter(|(_, fstype)| fstype == "cgroup" || fstype == "cgroup2")
+            .map(|(point, _)| Path::new(&point).join(&self.namespace))
+            .filter(|p| p.exists())
+            .collect()
+    }
+
+    /// The last lines of containerd's log.
+    fn log_tail(&self) -> String {
+        let log = fs::read_to_string(&self.log).unwrap_or_else(|err| format!("({err})"));
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n")
+    }
+}
+
+impl Drop for Containerd {
+    /// Best effort after a failure; after a passing run there is nothing
+    /// left to do.
+    fn drop(&mut self) {
+        if self.shim_socket.is_none() {
+            self.shim_socket = self.read_shim_socket();
+        }
+        if self.daemon.is_some() {
+            let _ = self.ctr(&["task", "delete", "--force", CONTAINER]);
+            let _ = self.ctr(&["container", "delete", CONTAINER]);
+            let _ = self.stop_daemon();
+        }
+        // The container's processes first: with its shim gone they would
+        // be orphans.
+        for cgroup in self.container_cgroups() {
+            let procs = fs::read_to_string(cgroup.join("cgroup.procs")).unwrap_or_default();
+            for pid in procs.lines().filter_map(|l| l.parse().ok()) {
+                signal(pid, libc::SIGKILL);
+            }
+        }
+        for (pid, _) in self.strays() {
+            signal(pid, libc::SIGKILL);
+        }
+        for point in self.mounts().iter().rev() {
+            if let Ok(point) = std::ffi::CString::new(point.as_str()) {
+                // SAFETY: `point` is a valid NUL-terminated path; a lazy
+                // unmount only affects that mount.
+                unsafe { libc::umount2(point.as_ptr(), libc::MNT_DETACH) };
+            }
+        }
+        // The killed processes need a moment to leave their cgroups.
+        let _ = wait_until("cgroups to be removable", || {
+            for cgroup in self.container_cgroups() {
+                let _ = fs::remove_dir(cgroup);
+            }
+            for cgroup in self.namespace_cgroups() {
+                let _ = fs::remove_dir(cgroup);
+            }
+            Ok(self.namespace_cgroups().is_empty())
+        });
+        // A shim killed above could not remove its socket; it is named
+        // after this containerd's socket, so it is this test's.
+        if let Some(socket) = &self.shim_socket {
+            let _ = fs::remove_file(socket);
+        }
+        // `dir` is removed when dropped.
+    }
+}
+
+/// The containerd config: everything under `dir`, no CRI, and no other
+/// snapshotter than overlayfs (the default one).
+fn config_toml(dir: &Path, socket: &Path) -> Result<String> {
+    let s = |p: PathBuf| -> Result<String> { Ok(serde_json::to_string(&p)?) };
+    Ok(format!(
+        r#"version = 2
+root = {root}
+state = {state}
+disabled_plugins = [
+  "io.containerd.grpc.v1.cri",
+  "io.containerd.snapshotter.v1.aufs",
+  "io.containerd.snapshotter.v1.btrfs",
+  "io.containerd.snapshotter.v1.devmapper",
+  "io.containerd.snapshotter.v1.zfs",
+]
+
+[grpc]
+  address = {socket}
+
+# Defaults to /opt/containerd.
+[plugins."io.containerd.internal.v1.opt"]
+  path = {opt}
+"#,
+        root = s(dir.join("root"))?,
+        state = s(dir.join("state"))?,
+        socket = s(socket.to_path_buf())?,
+        opt = s(dir.join("opt"))?,
+    ))
+}
+
+/// Builds the busybox image archive with the repository's script.
+fn build_image(archive: &Path) -> Result<()> {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("tests crate has no parent dir")?;
+    let script = repo.join("scripts/oci-image.sh");
+    let mut cmd = Command::new("bash");
+    cmd.arg(&script).arg(archive).arg(IMAGE);
+    let out = output_within(&mut cmd, Duration::from_secs(30))?;
+    ensure!(
+        out.status.success(),
+        "{} failed: {}",
+        script.display(),
+        describe(&out)
+    );
+    Ok(())
+}
+
+/// `$PEAPOD_RUNTIME`, else `peapod-runtime` in this test's target dir
+/// (the test is `target/<profile>/deps/containerd-<hash>`), made absolute
+/// because the shim runs it from the bundle dir.
+fn runtime_binary() -> Result<PathBuf> {
+    let path = match std::env::var_os("PEAPOD_RUNTIME") {
+        Some(path) => PathBuf::from(path),
+        None => {
+            let exe = std::env::current_exe()?;
+            exe.parent()
+                .and_then(Path::parent)
+                .context("test executable has no target dir")?
+                .join("peapod-runtime")
+        }
+    };
+    fs::canonicalize(&path).with_context(|| {
+        format!(
+            "runtime {} not found: build it (`cargo build -p peapod-runtime`) \
+             or set PEAPOD_RUNTIME",
+            path.display()
+        )
+    })
+}
+
+fn require_root() {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        panic!("this test runs containerd and containers: run it as root");
+    }
+}
+
+fn find_in_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+/// Runs `cmd` with no stdin, collecting its output; kills it after `timeout`.
+fn output_within(cmd: &mut Command, timeout: Duration) -> Result<Output> {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot run {:?}", cmd.get_program()))?;
+    // Read both pipes while waiting, so a chatty child cannot block on one.
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
+    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let out = Output {
+                status: child.wait()?,
+                stdout: stdout.join().unwrap_or_default(),
+                stderr: stderr.join().unwrap_or_default(),
+            };
+            bail!("timed out after {timeout:?}: {}", describe(&out));
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    Ok(Output {
+        status,
+        stdout: stdout
+            .join()
+            .map_err(|_| anyhow!("stdout reader panicked"))?,
+        stderr: stderr
+            .join()
+            .map_err(|_| anyhow!("stderr reader panicked"))?,
+    })
+}
+
+/// Polls `done` every 50 ms until it is true or [`WAIT_TIMEOUT`] passes.
+fn wait_until(what: &str, mut done: impl FnMut() -> Result<bool>) -> Result<()> {
+    let deadline = Instant::now() + WAIT_TIMEOUT;
+    loop {
+        if done()? {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!("timed out after {WAIT_TIMEOUT:?} waiting for {what}");
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Every process with its argv (empty for zombies and kernel threads).
+fn processes() -> impl Iterator<Item = (u32, Vec<Vec<u8>>)> {
+    fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let pid = entry.file_name().to_str()?.parse().ok()?;
+            let cmdline = fs::read(entry.path().join("cmdline")).ok()?;
+            let argv = cmdline
+                .split(|&b| b == 0)
+                .filter(|a| !a.is_empty())
+                .map(<[u8]>::to_vec)
+                .collect();
+            Some((pid, argv))
+        })
+}
+
+/// (mount point, fs type) of every mount in this mount namespace, in
+/// mount order.
+fn mount_table() -> Vec<(String, String)> {
+    let table = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    table
+        .lines()
+        .filter_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            let point = left.split(' ').nth(4)?;
+            let fstype = right.split(' ').next()?;
+            Some((point.to_string(), fstype.to_string()))
+        })
+        .collect()
+}
+
+fn signal(pid: u32, sig: libc::c_int) {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return;
+    };
+    // SAFETY: kill has no memory-safety preconditions; `pid` is a single
+    // positive PID (never 0 or -1), so no process group is signalled.
+    if pid > 0 {
+        unsafe { libc::kill(pid, sig) };
+    }
+}
+
+/// `path` as a command-line argument for ctr.
+fn utf8(path: &Path) -> Result<&str> {
+    path.to_str()
+        .with_context(|| format!("{} is not UTF-8", path.display()))
+}
+
+fn describe(out: &Output) -> String {
+    format!(
+        "{}, stdout {:?}, stderr {:?}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout).trim_end(),
+        String::from_utf8_lossy(&out.stderr).trim_end()
+    )
+}
