@@ -1,6 +1,8 @@
 //! `delete`: remove a stopped container (or, with force, any container) and its cgroup.
 
-use std::time::{Duration, Instant};
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
@@ -45,12 +47,21 @@ pub fn delete(store: &Store, id: &str, force: bool) -> Result<(), ContainerError
     Ok(())
 }
 
-/// Wait (bounded) until a killed process is gone or a zombie.
+/// Wait (at most 10 s) until a killed process has exited. A pidfd becomes readable when
+/// the process exits, child of ours or not; the start time check guards against the PID
+/// having been reused before the pidfd was opened.
 fn wait_gone(pid: i32, start: u64) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut pause = Duration::from_micros(200);
-    while process_start_time(pid) == Some(start) && Instant::now() < deadline {
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(20));
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 || process_start_time(pid) != Some(start) {
+        if fd >= 0 {
+            // SAFETY: we own the fd pidfd_open just returned.
+            unsafe { libc::close(fd as i32) };
+        }
+        return;
     }
+    // SAFETY: pidfd_open returned a new fd that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+    let _ = poll(&mut fds, PollTimeout::from(10_000u16));
 }
