@@ -1,0 +1,1 @@
+//! Tests on the real cgroups of this host (needs root).
