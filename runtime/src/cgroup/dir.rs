@@ -8,15 +8,8 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::io::{self, ErrorKind};
 use std::path::{Path, PathBuf};
-use std::thread::sleep;
-use std::time::Duration;
 
 use super::CgroupError;
-
-/// How often to try `rmdir` on a busy cgroup, and the first pause (doubled each time):
-/// about 0.3 s in all, long enough for killed processes to be reaped.
-const REMOVE_ATTEMPTS: u32 = 6;
-const FIRST_PAUSE: Duration = Duration::from_millis(10);
 
 /// Create `dir` and its missing ancestors below `mount_point`, appending each directory this
 /// call made to `created` (outermost first), even when it then fails, so the caller can undo.
@@ -42,24 +35,15 @@ pub fn create(
 /// Remove the directories `create` made (`created`, outermost first), innermost first.
 ///
 /// The innermost one is the container's cgroup: it goes with any sub-cgroups the container
-/// made inside it, retrying briefly while `rmdir` says `EBUSY` (processes still exiting).
-/// The ancestors go only if they are now empty: a sibling container may have been created in
-/// them since. Directories already gone are fine.
+/// made inside it; while processes are in it, `rmdir` fails with `EBUSY` (see
+/// [`CgroupError::is_busy`]) and the caller may retry. The ancestors go only if they are now
+/// empty: a sibling container may have been created in them since. Directories already gone
+/// are fine.
 pub fn remove(created: &[PathBuf]) -> Result<(), CgroupError> {
     let Some((own, ancestors)) = created.split_last() else {
         return Ok(());
     };
-    let mut pause = FIRST_PAUSE;
-    for attempt in 1..=REMOVE_ATTEMPTS {
-        match remove_tree(own) {
-            Ok(()) => break,
-            Err((_, e)) if e.raw_os_error() == Some(libc::EBUSY) && attempt < REMOVE_ATTEMPTS => {
-                sleep(pause);
-                pause *= 2;
-            }
-            Err((path, source)) => return Err(CgroupError::Remove { path, source }),
-        }
-    }
+    remove_tree(own).map_err(|(path, source)| CgroupError::Remove { path, source })?;
     for dir in ancestors.iter().rev() {
         match fs::remove_dir(dir) {
             Ok(()) => {}
@@ -174,7 +158,7 @@ mod tests {
         let own = tmp.path().join("c1");
         fs::create_dir(&own).unwrap();
         fs::write(own.join("not-a-cgroup-file"), "x").unwrap();
-        let err = remove(&[own.clone()]).unwrap_err();
+        let err = remove(std::slice::from_ref(&own)).unwrap_err();
         assert!(
             err.to_string().contains(&own.display().to_string()),
             "{err}"

@@ -187,3 +187,11 @@ pub enum CgroupError {
         source: io::Error,
     },
 }
+
+impl CgroupError {
+    /// Whether this is a cgroup that could not be removed because processes are still in it
+    /// (`EBUSY`), which goes away once they have exited.
+    pub fn is_busy(&self) -> bool {
+        matches!(self, CgroupError::Remove { source, .. } if source.raw_os_error() == Some(libc::EBUSY))
+    }
+}

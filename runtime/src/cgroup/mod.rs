@@ -1,8 +1,8 @@
 //! Control groups for one container, on cgroup v1 (incl. the hybrid layout) and v2.
 //!
 //! A [`Cgroup`] is the container's directory in every hierarchy it joins. [`Cgroup::create`]
-//! resolves the OCI `linux.cgroupsPath` as runc's cgroupfs driver does ([`path`]), creates the
-//! directories and applies `linux.resources` ([`limits`], then [`v1`] or [`v2`]); the result
+//! resolves the OCI `linux.cgroupsPath` as runc's cgroupfs driver does (`path`), creates the
+//! directories and applies `linux.resources` (`limits`, then `v1` or `v2`); the result
 //! is serializable, so `delete`, `kill --all` and `ps` find it again from the state file.
 //!
 //! # Layouts
@@ -40,8 +40,8 @@ mod dir;
 mod error;
 mod file;
 pub mod hierarchy;
-pub mod limits;
-pub mod path;
+mod limits;
+mod path;
 mod v1;
 mod v2;
 
@@ -53,6 +53,8 @@ mod host_tests;
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::thread;
+use std::time::Duration;
 
 use oci_spec::runtime::LinuxResources;
 use serde::{Deserialize, Serialize};
@@ -62,6 +64,12 @@ pub use hierarchy::{detect, Layout, Mode, Version};
 
 use limits::Limits;
 use path::InnerPath;
+
+/// How often [`Cgroup::remove`] tries `rmdir` on busy cgroups, and its first pause (doubled
+/// each time): about 0.3 s in all, for all hierarchies together, long enough for killed
+/// processes to be reaped.
+const REMOVE_ATTEMPTS: u32 = 6;
+const FIRST_REMOVE_PAUSE: Duration = Duration::from_millis(10);
 
 /// Where the host shows its cgroups. [`Host::default`] is the real one; tests point these at
 /// a temporary directory holding a fake cgroup tree.
@@ -127,7 +135,7 @@ pub struct Cgroup {
 impl Cgroup {
     /// Resolve the OCI `linux.cgroupsPath` (absolute: from each hierarchy's root; relative:
     /// relative to the calling process's own cgroup, as runc's cgroupfs driver does; None:
-    /// relative path "<id>"), create the directories, and apply `linux.resources`.
+    /// relative path `<id>`), create the directories, and apply `linux.resources`.
     ///
     /// The resources are validated before anything is created; if a later step fails, the
     /// directories made so far are removed again. An existing cgroup is joined (see the
@@ -157,9 +165,10 @@ impl Cgroup {
             tracing::warn!(id, ignored = ?limits.ignored, "linux.resources settings not applied");
         }
         let inner = InnerPath::new(cgroups_path, id)?;
-        let own = match inner.absolute {
-            true => Vec::new(),
-            false => path::parse_own_cgroups(&read_host_file(&host.own_cgroup)?),
+        let own = if inner.absolute {
+            Vec::new()
+        } else {
+            path::parse_own_cgroups(&read_host_file(&host.own_cgroup)?)
         };
         if version == Version::V1 {
             if let Some(missing) = limits
@@ -263,10 +272,25 @@ impl Cgroup {
     /// tried; the first error is returned.
     pub fn remove(&self) -> Result<(), CgroupError> {
         let mut first_error = None;
-        for placement in &self.placements {
-            if let Err(e) = dir::remove(&placement.created) {
-                first_error.get_or_insert(e);
+        let mut pending: Vec<&Placement> = self.placements.iter().collect();
+        let mut pause = FIRST_REMOVE_PAUSE;
+        for attempt in 1..=REMOVE_ATTEMPTS {
+            let mut busy = Vec::new();
+            for placement in pending {
+                match dir::remove(&placement.created) {
+                    Ok(()) => {}
+                    Err(e) if e.is_busy() && attempt < REMOVE_ATTEMPTS => busy.push(placement),
+                    Err(e) => {
+                        first_error.get_or_insert(e);
+                    }
+                }
             }
+            if busy.is_empty() {
+                break;
+            }
+            thread::sleep(pause);
+            pause *= 2;
+            pending = busy;
         }
         first_error.map_or(Ok(()), Err)
     }
