@@ -1,11 +1,12 @@
 //! Limits on cgroup v1 hierarchies, written through cgroups-rs's controllers.
 //!
 //! cgroups-rs's own v1 discovery (`hierarchies::V1`) reads the real `/proc/self/mountinfo`,
-//! so this module builds its controllers directly on the directories [`super::path`] resolved;
-//! that works on any layout, including this kind of host, where every controller (even `cpu`
-//! and `cpuacct`) has a mount of its own. The cpuset initialisation is done here too: cgroups-rs
-//! does it in `Controller::create`, but only logs its errors and needs the kernel's empty
-//! `cpuset.cpus` files to exist.
+//! so this module builds its controllers directly on the directories `super::path` resolved.
+//! That works on any v1 layout: co-mounted controllers (`cpu,cpuacct`) as well as one mount
+//! per controller, as on hosts that mount `cpu` and `cpuacct` apart. The cpuset
+//! initialisation is done here with our own reads: cgroups-rs does it in `Controller::create`,
+//! but only logs its errors, and stops when the kernel's (empty) `cpuset.cpus` is missing,
+//! as it is in a fake tree.
 
 use std::path::Path;
 
