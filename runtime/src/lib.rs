@@ -17,6 +17,7 @@ pub mod capability;
 pub mod cgroup;
 pub mod container;
 pub mod defaults;
+pub mod hooks;
 pub mod namespace;
 pub mod process;
 pub mod rootfs;

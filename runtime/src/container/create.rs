@@ -122,6 +122,7 @@ fn build(
             drop(parent);
             container_init(
                 InitConfig {
+                    container: &container,
                     spec,
                     rootfs: &bundle.rootfs,
                     namespaces: &namespaces,
@@ -142,23 +143,51 @@ fn build(
     if namespaces.creates(LinuxNamespaceType::User) {
         write_id_maps(pid, &linux)?;
     }
-    parent.go()?;
-    match parent.report()? {
-        ChildReport::Ready => {}
-        ChildReport::Failed(message) => return Err(ContainerError::Setup(message)),
-        ChildReport::Closed => {
-            return Err(ContainerError::Setup(
-                "container init exited during setup".into(),
-            ))
+    parent.go(pid.as_raw())?;
+    container.pid = Some(pid.as_raw());
+    loop {
+        match parent.report()? {
+            ChildReport::Ready => break,
+            ChildReport::RunHooks => {
+                run_creation_hooks(&container)?;
+                parent.go(pid.as_raw())?;
+            }
+            ChildReport::Failed(message) => return Err(ContainerError::Setup(message)),
+            ChildReport::Closed => {
+                return Err(ContainerError::Setup(
+                    "container init exited during setup".into(),
+                ))
+            }
         }
     }
-    container.pid = Some(pid.as_raw());
     container.pid_start = process_start_time(pid.as_raw());
     store.save(&container)?;
     if let Some(path) = opts.pid_file {
         write_pid_file(path, pid.as_raw())?;
     }
     Ok(Created { pid, container })
+}
+
+/// prestart (deprecated, still honoured) and createRuntime, in the runtime's
+/// namespaces, once the container's namespaces and mounts exist.
+fn run_creation_hooks(container: &Container) -> Result<(), ContainerError> {
+    let hooks = container.spec.hooks().clone().unwrap_or_default();
+    #[allow(deprecated)]
+    if let Some(list) = hooks.prestart() {
+        crate::hooks::run(
+            "prestart",
+            list,
+            &container.state_json(super::Status::Created),
+        )?;
+    }
+    if let Some(list) = hooks.create_runtime() {
+        crate::hooks::run(
+            "createRuntime",
+            list,
+            &container.state_json(super::Status::Creating),
+        )?;
+    }
+    Ok(())
 }
 
 /// The socket the init waits on: bound through the state directory's relative name so

@@ -44,6 +44,14 @@ pub fn delete(store: &Store, id: &str, force: bool) -> Result<(), ContainerError
         cgroup.remove()?;
     }
     store.remove(id)?;
+    if let Some(list) = container
+        .spec
+        .hooks()
+        .as_ref()
+        .and_then(|h| h.poststop().clone())
+    {
+        crate::hooks::run_warn("poststop", &list, &container.state_json(Status::Stopped));
+    }
     Ok(())
 }
 

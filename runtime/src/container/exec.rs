@@ -77,14 +77,18 @@ pub fn exec(store: &Store, opts: ExecOptions) -> Result<Spawned, ContainerError>
             .add_process(child_pid.as_raw())
             .map_err(|e| fail(e.into()))?;
     }
-    parent.go().map_err(|e| fail(e.into()))?;
+    parent.go(child_pid.as_raw()).map_err(|e| fail(e.into()))?;
     match parent.report().map_err(|e| fail(e.into()))? {
         ChildReport::Closed => {}
         ChildReport::Failed(message) => {
             let _ = nix::sys::wait::waitpid(child_pid, None);
             return Err(ContainerError::Setup(message));
         }
-        ChildReport::Ready => return Err(fail(ContainerError::Setup("unexpected ready".into()))),
+        ChildReport::Ready | ChildReport::RunHooks => {
+            return Err(fail(ContainerError::Setup(
+                "exec: unexpected message from the child".into(),
+            )))
+        }
     }
     if let Some(path) = opts.pid_file {
         write_pid_file(path, child_pid.as_raw())?;

@@ -45,6 +45,9 @@ pub enum ContainerError {
     /// The console socket failed.
     #[error(transparent)]
     Terminal(#[from] crate::terminal::TerminalError),
+    /// A hook failed.
+    #[error(transparent)]
+    Hook(#[from] crate::hooks::HookError),
     /// The child reported a setup failure.
     #[error("{0}")]
     Setup(String),

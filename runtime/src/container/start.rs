@@ -35,16 +35,32 @@ pub fn start(store: &Store, id: &str) -> Result<(), ContainerError> {
     })
     .map_err(|e| ContainerError::io(format!("start: connect {}", path.display()))(e.into()))?;
     let mut stream = UnixStream::from(sock);
-    let mut byte = [0u8; 1];
-    let n = stream.read(&mut byte).map_err(ContainerError::io(
+    let mut reply = Vec::new();
+    stream.read_to_end(&mut reply).map_err(ContainerError::io(
         "start: waiting for the container's init",
     ))?;
     // The socket file marks the created status: gone means started.
     let _ = std::fs::remove_file(&path);
-    if n == 0 {
-        return Err(ContainerError::State(
-            "container init exited before it could be started".into(),
-        ));
+    match reply.as_slice() {
+        b"0" => {}
+        [] => {
+            return Err(ContainerError::State(
+                "container init exited before it could be started".into(),
+            ))
+        }
+        message => {
+            return Err(ContainerError::Setup(
+                String::from_utf8_lossy(message).into_owned(),
+            ))
+        }
+    }
+    if let Some(list) = container
+        .spec
+        .hooks()
+        .as_ref()
+        .and_then(|h| h.poststart().clone())
+    {
+        crate::hooks::run_warn("poststart", &list, &container.state_json(Status::Running));
     }
     Ok(())
 }

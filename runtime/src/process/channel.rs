@@ -9,8 +9,9 @@ use serde::{Deserialize, Serialize};
 /// What the runtime tells the child.
 #[derive(Debug, Serialize, Deserialize)]
 enum ToChild {
-    /// The cgroup and id mappings are in place: carry on.
-    Go,
+    /// Carry on: the cgroup and id mappings are in place, or the runtime's hooks ran.
+    /// Carries the child's host PID, which it cannot see from inside a pid namespace.
+    Go(i32),
 }
 
 /// What the child tells the runtime.
@@ -18,6 +19,8 @@ enum ToChild {
 enum ToParent {
     /// Set up and waiting for `start`.
     Ready,
+    /// Mounts are done: run the prestart and createRuntime hooks, then say go.
+    RunHooks,
     /// Setup failed; the message says where.
     Failed(String),
 }
@@ -82,6 +85,8 @@ pub struct ParentEnd(OwnedFd);
 pub enum ChildReport {
     /// Waiting for `start`.
     Ready,
+    /// Asks the runtime to run its creation hooks.
+    RunHooks,
     /// The child ran `execve` (its end closed without a message) or died.
     Closed,
     /// Setup failed with this message.
@@ -89,9 +94,9 @@ pub enum ChildReport {
 }
 
 impl ParentEnd {
-    /// Let the child proceed.
-    pub fn go(&self) -> Result<(), ChannelError> {
-        send(&self.0, &ToChild::Go)
+    /// Let the child proceed; `pid` is its host PID.
+    pub fn go(&self, pid: i32) -> Result<(), ChannelError> {
+        send(&self.0, &ToChild::Go(pid))
     }
 
     /// Wait for the child's verdict.
@@ -99,6 +104,7 @@ impl ParentEnd {
         Ok(match recv(&self.0)? {
             None => ChildReport::Closed,
             Some(ToParent::Ready) => ChildReport::Ready,
+            Some(ToParent::RunHooks) => ChildReport::RunHooks,
             Some(ToParent::Failed(m)) => ChildReport::Failed(m),
         })
     }
@@ -109,10 +115,10 @@ impl ParentEnd {
 pub struct ChildEnd(OwnedFd);
 
 impl ChildEnd {
-    /// Block until the runtime says go; an error if it went away.
-    pub fn wait_go(&self) -> Result<(), ChannelError> {
+    /// Block until the runtime says go; returns our host PID.
+    pub fn wait_go(&self) -> Result<i32, ChannelError> {
         match recv(&self.0)? {
-            Some(ToChild::Go) => Ok(()),
+            Some(ToChild::Go(pid)) => Ok(pid),
             None => Err(ChannelError::Protocol("runtime went away".into())),
         }
     }
@@ -120,6 +126,11 @@ impl ChildEnd {
     /// Tell the runtime setup is done.
     pub fn ready(&self) -> Result<(), ChannelError> {
         send(&self.0, &ToParent::Ready)
+    }
+
+    /// Ask the runtime to run its creation hooks (it answers go).
+    pub fn run_hooks(&self) -> Result<(), ChannelError> {
+        send(&self.0, &ToParent::RunHooks)
     }
 
     /// Tell the runtime setup failed.
@@ -141,8 +152,8 @@ mod tests {
     #[test]
     fn messages_cross_and_eof_means_closed() {
         let (parent, child) = channel().unwrap();
-        parent.go().unwrap();
-        child.wait_go().unwrap();
+        parent.go(42).unwrap();
+        assert_eq!(child.wait_go().unwrap(), 42);
         child.ready().unwrap();
         assert!(matches!(parent.report().unwrap(), ChildReport::Ready));
         child.failed("mount /proc: EPERM");

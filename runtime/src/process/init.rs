@@ -14,6 +14,7 @@ use oci_spec::runtime::{LinuxNamespaceType, Process, Spec};
 use super::channel::ChildEnd;
 use super::{limits, user};
 use crate::capability::CapabilityPlan;
+use crate::container::Status;
 use crate::namespace::Namespaces;
 use crate::terminal;
 
@@ -26,6 +27,9 @@ pub enum InitError {
     /// Joining or creating namespaces failed.
     #[error(transparent)]
     Namespace(#[from] crate::namespace::NamespaceError),
+    /// A hook failed.
+    #[error(transparent)]
+    Hook(#[from] crate::hooks::HookError),
     /// Root filesystem setup failed.
     #[error(transparent)]
     Rootfs(#[from] crate::rootfs::RootfsError),
@@ -61,6 +65,8 @@ fn sys(op: impl Into<String>) -> impl FnOnce(nix::errno::Errno) -> InitError {
 
 /// What the container's init needs, prepared by `create` before the clone.
 pub struct InitConfig<'a> {
+    /// The container's record (for the state hooks read).
+    pub container: &'a crate::container::Container,
     /// The container's config.
     pub spec: &'a Spec,
     /// The root filesystem on the host.
@@ -110,8 +116,11 @@ pub fn exec_init(cfg: ExecConfig, chan: ChildEnd) -> ! {
 }
 
 fn init(cfg: InitConfig, chan: &ChildEnd) -> Result<std::convert::Infallible, InitError> {
-    chan.wait_go()?;
+    let host_pid = chan.wait_go()?;
     let spec = cfg.spec;
+    let mut record = cfg.container.clone();
+    record.pid = Some(host_pid);
+    let state = |status| record.state_json(status);
     let process = spec
         .process()
         .as_ref()
@@ -127,6 +136,15 @@ fn init(cfg: InitConfig, chan: &ChildEnd) -> Result<std::convert::Infallible, In
         ));
     }
     crate::rootfs::prepare(spec, cfg.rootfs, ns.creates(LinuxNamespaceType::Cgroup))?;
+    let hooks = spec.hooks().clone().unwrap_or_default();
+    #[allow(deprecated)]
+    if hooks.prestart().is_some() || hooks.create_runtime().is_some() {
+        chan.run_hooks()?;
+        chan.wait_go()?;
+    }
+    if let Some(list) = hooks.create_container() {
+        crate::hooks::run("createContainer", list, &state(Status::Creating))?;
+    }
     crate::rootfs::pivot(cfg.rootfs, cfg.no_pivot)?;
     if process.terminal() == Some(true) {
         console(process, cfg.console.as_ref(), true)?;
@@ -136,7 +154,10 @@ fn init(cfg: InitConfig, chan: &ChildEnd) -> Result<std::convert::Infallible, In
     crate::rootfs::finalize(spec)?;
     let program = prepare_process(process)?;
     chan.ready()?;
-    wait_for_start(cfg.start)?;
+    let start_hooks = hooks.start_container().clone().unwrap_or_default();
+    wait_for_start(cfg.start, || {
+        crate::hooks::run("startContainer", &start_hooks, &state(Status::Created))
+    })?;
     close_extra_fds(cfg.preserve_fds);
     execute(program)
 }
@@ -284,8 +305,12 @@ fn prepare_process(process: &Process) -> Result<Program, InitError> {
     })
 }
 
-/// Block in `accept` on the start socket until `start` connects, then confirm.
-fn wait_for_start(listener: OwnedFd) -> Result<(), InitError> {
+/// Block in `accept` on the start socket until `start` connects, run `before_exec`
+/// (the startContainer hooks), then confirm with "0" or send `start` the error.
+fn wait_for_start(
+    listener: OwnedFd,
+    before_exec: impl FnOnce() -> Result<(), crate::hooks::HookError>,
+) -> Result<(), InitError> {
     let conn = loop {
         match nix::sys::socket::accept(listener.as_raw_fd()) {
             Err(nix::errno::Errno::EINTR) => continue,
@@ -294,6 +319,10 @@ fn wait_for_start(listener: OwnedFd) -> Result<(), InitError> {
     };
     // SAFETY: accept returned a new fd that nothing else owns.
     let conn = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(conn) };
+    if let Err(e) = before_exec() {
+        let _ = nix::unistd::write(&conn, e.to_string().as_bytes());
+        return Err(e.into());
+    }
     nix::unistd::write(&conn, b"0").map_err(sys("wait for start: confirm"))?;
     Ok(())
 }
@@ -327,7 +356,15 @@ fn close_extra_fds(preserve: i32) {
 }
 
 fn execute(p: Program) -> Result<std::convert::Infallible, InitError> {
-    // Signals the runtime blocked or ignored must not leak into the program.
+    // Signals the runtime blocked or ignored must not leak into the program: Rust
+    // ignores SIGPIPE, and an ignored signal stays ignored across execve.
+    // SAFETY: restoring the default disposition installs no handler code.
+    let _ = unsafe {
+        nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGPIPE,
+            nix::sys::signal::SigHandler::SigDfl,
+        )
+    };
     let _ = nix::sys::signal::sigprocmask(
         nix::sys::signal::SigmaskHow::SIG_SETMASK,
         Some(&nix::sys::signal::SigSet::empty()),
