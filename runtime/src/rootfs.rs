@@ -195,7 +195,13 @@ pub fn prepare(spec: &Spec, rootfs: &Path, cgroup_ns: bool) -> Result<(), Rootfs
     let host = HostPaths::system();
     let rootfs = canonical_rootfs(rootfs)?;
     let propagation = root_propagation(spec)?;
-    mount::prepare_root(&rootfs, propagation)?;
+    if has_namespace(spec, LinuxNamespaceType::Mount) {
+        mount::prepare_root(&rootfs, propagation)?;
+    } else {
+        // Without a mount namespace (runc allows it) the mounts land in the host's: leave
+        // the host's propagation alone. `release_host_mounts` undoes them on delete.
+        mount::bind_root(&rootfs)?;
+    }
     // Opened only now so that lookups land in the fresh bind of the rootfs, not under it.
     let root = resolve::Root::open(&rootfs, host.proc)?;
     let context = mount::Context {
@@ -234,6 +240,35 @@ pub fn pivot(rootfs: &Path, no_pivot: bool) -> Result<(), RootfsError> {
     } else {
         jail::pivot_root(&rootfs)
     }
+}
+
+/// Enter a rootfs prepared in the host's mount namespace: a plain chroot, since
+/// pivot_root would move the host's own root.
+pub fn chroot(rootfs: &Path) -> Result<(), RootfsError> {
+    let rootfs = canonical_rootfs(rootfs)?;
+    jail::chroot_into(&rootfs)
+}
+
+/// Unmount everything at or below `rootfs` in our mount namespace, deepest first: the
+/// mounts a container without a mount namespace left on the host.
+pub fn release_host_mounts(rootfs: &Path) -> Result<(), RootfsError> {
+    let path = HostPaths::system().proc.join("self/mountinfo");
+    let text =
+        std::fs::read_to_string(&path).map_err(|source| RootfsError::Read { path, source })?;
+    let mut points: Vec<PathBuf> = mountinfo::parse(&text)
+        .into_iter()
+        .map(|m| m.mount_point)
+        .filter(|p| p.starts_with(rootfs))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    points.dedup();
+    for point in points {
+        match nix::mount::umount2(&point, nix::mount::MntFlags::MNT_DETACH) {
+            Ok(()) | Err(Errno::EINVAL) | Err(Errno::ENOENT) => {}
+            Err(errno) => return Err(RootfsError::syscall("umount2", &point, errno)),
+        }
+    }
+    Ok(())
 }
 
 /// After pivot: remount read-only the tmpfs and `/dev` mounts that asked for `ro` (they were

@@ -129,12 +129,6 @@ fn init(cfg: InitConfig, chan: &ChildEnd) -> Result<std::convert::Infallible, In
     ns.join_all()?;
     ns.unshare_cgroup()?;
     nix::unistd::setsid().map_err(sys("setsid"))?;
-    if !ns.has(LinuxNamespaceType::Mount) {
-        return Err(InitError::Config(
-            "linux.namespaces: the container needs a mount namespace for its root filesystem"
-                .into(),
-        ));
-    }
     crate::rootfs::prepare(spec, cfg.rootfs, ns.creates(LinuxNamespaceType::Cgroup))?;
     let hooks = spec.hooks().clone().unwrap_or_default();
     #[allow(deprecated)]
@@ -145,7 +139,11 @@ fn init(cfg: InitConfig, chan: &ChildEnd) -> Result<std::convert::Infallible, In
     if let Some(list) = hooks.create_container() {
         crate::hooks::run("createContainer", list, &state(Status::Creating))?;
     }
-    crate::rootfs::pivot(cfg.rootfs, cfg.no_pivot)?;
+    if ns.has(LinuxNamespaceType::Mount) {
+        crate::rootfs::pivot(cfg.rootfs, cfg.no_pivot)?;
+    } else {
+        crate::rootfs::chroot(cfg.rootfs)?;
+    }
     if process.terminal() == Some(true) {
         console(process, cfg.console.as_ref(), true)?;
     }

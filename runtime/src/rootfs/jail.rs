@@ -92,3 +92,10 @@ pub fn move_root(rootfs: &Path, proc: &Path) -> Result<(), RootfsError> {
     chroot(".").map_err(|errno| RootfsError::syscall("chroot", rootfs, errno))?;
     chdir("/").map_err(|errno| RootfsError::syscall("chdir", "/", errno))
 }
+/// chroot(2) into `rootfs` without touching any mount: for containers that share the
+/// host's mount namespace.
+pub fn chroot_into(rootfs: &Path) -> Result<(), RootfsError> {
+    chdir(rootfs).map_err(|errno| RootfsError::syscall("chdir", rootfs, errno))?;
+    chroot(".").map_err(|errno| RootfsError::syscall("chroot", rootfs, errno))?;
+    chdir("/").map_err(|errno| RootfsError::syscall("chdir", "/", errno))
+}

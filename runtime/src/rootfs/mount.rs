@@ -133,6 +133,11 @@ pub fn prepare_root(rootfs: &Path, propagation: Option<MsFlags>) -> Result<(), R
             Err(err) => return Err(err),
         }
     }
+    bind_root(rootfs)
+}
+
+/// Bind-mounts the rootfs onto itself so it is a mount point of its own.
+pub fn bind_root(rootfs: &Path) -> Result<(), RootfsError> {
     let source = rootfs.to_string_lossy();
     let flags = MsFlags::MS_BIND | MsFlags::MS_REC;
     sys_mount(Some(&source), rootfs, Some("bind"), flags, "", rootfs)
