@@ -26,12 +26,20 @@ pub struct Memory {
     pub reservation: i64,
     /// Memory plus swap (`memory.swap`), as OCI and cgroup v1 count it.
     pub swap: i64,
+    /// How eagerly the kernel swaps the cgroup's pages, 0-100 (v1 only).
+    pub swappiness: Option<u64>,
+    /// Pause instead of OOM-killing when the limit is hit (v1 only).
+    pub disable_oom_killer: bool,
 }
 
 impl Memory {
     /// Whether anything is to be written.
     pub fn is_set(&self) -> bool {
-        self.limit != 0 || self.reservation != 0 || self.swap != 0
+        self.limit != 0
+            || self.reservation != 0
+            || self.swap != 0
+            || self.swappiness.is_some()
+            || self.disable_oom_killer
     }
 }
 
@@ -90,15 +98,28 @@ impl Limits {
                 limit: bytes("memory.limit", memory.limit())?,
                 reservation: bytes("memory.reservation", memory.reservation())?,
                 swap: bytes("memory.swap", memory.swap())?,
+                ..Memory::default()
             };
             check_swap(&limits.memory)?;
+            let v1 = version == Version::V1;
+            if v1 {
+                limits.memory.swappiness = memory
+                    .swappiness()
+                    .map(|s| match s {
+                        0..=100 => Ok(s),
+                        _ => Err(invalid("memory.swappiness", s, "expected 0 to 100")),
+                    })
+                    .transpose()?;
+                limits.memory.disable_oom_killer = memory.disable_oom_killer() == Some(true);
+            }
+            // Kernel memory limits are gone from kernels since 5.16; runc ignores them too.
             let ignored = [
                 ("memory.kernel", memory.kernel().is_some()),
                 ("memory.kernelTCP", memory.kernel_tcp().is_some()),
-                ("memory.swappiness", memory.swappiness().is_some()),
+                ("memory.swappiness", !v1 && memory.swappiness().is_some()),
                 (
                     "memory.disableOOMKiller",
-                    memory.disable_oom_killer().is_some(),
+                    !v1 && memory.disable_oom_killer().is_some(),
                 ),
             ];
             limits.ignore(&ignored);
@@ -415,11 +436,14 @@ mod tests {
             .devices(vec![Default::default()])
             .build()
             .unwrap();
-        let limits = Limits::new(Some(&resources), Version::V1).unwrap();
+        let limits = Limits::new(Some(&resources), Version::V2).unwrap();
         assert_eq!(
             limits.ignored,
             ["memory.kernel", "memory.swappiness", "devices"]
         );
+        let limits = Limits::new(Some(&resources), Version::V1).unwrap();
+        assert_eq!(limits.ignored, ["memory.kernel", "devices"]);
+        assert_eq!(limits.memory.swappiness, Some(10));
     }
 
     #[test]
@@ -444,8 +468,8 @@ mod tests {
         let swap = |limit, swap| {
             swap_v2(&Memory {
                 limit,
-                reservation: 0,
                 swap,
+                ..Memory::default()
             })
         };
         assert_eq!(swap(100, 300), 200);

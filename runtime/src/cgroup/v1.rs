@@ -15,7 +15,7 @@ use cgroups_rs::fs::cpuset::CpuSetController;
 use cgroups_rs::fs::memory::MemController;
 use cgroups_rs::fs::pid::PidController;
 
-use super::file::{check, read_or_empty};
+use super::file::{check, read_or_empty, write};
 use super::limits::{self, Cpu, Limits, Memory};
 use super::{CgroupError, Placement};
 
@@ -174,6 +174,12 @@ fn memory(dir: &Path, memory: &Memory) -> Result<(), CgroupError> {
     } else {
         set_limit()?;
         set_swap()?;
+    }
+    if let Some(swappiness) = memory.swappiness {
+        write(dir, "memory.swappiness", &swappiness.to_string())?;
+    }
+    if memory.disable_oom_killer {
+        write(dir, "memory.oom_control", "1")?;
     }
     if memory.reservation != 0 {
         let result = ctl.set_soft_limit(memory.reservation);
