@@ -109,6 +109,25 @@ impl Bundle {
 
 /// The checks `create` and `exec` share for a process object.
 pub fn check_process(process: &Process) -> Result<(), (&'static str, &'static str)> {
+    check_args(process)
+}
+
+/// A console socket only makes sense with a terminal, and a terminal needs one: the
+/// same rule runc enforces.
+pub fn check_console(process: &Process, console: bool) -> Result<(), String> {
+    match (process.terminal() == Some(true), console) {
+        (false, true) => Err(
+            "--console-socket given but process.terminal is false: there is no terminal to send"
+                .into(),
+        ),
+        (true, false) => {
+            Err("process.terminal is true: give --console-socket to receive the terminal".into())
+        }
+        _ => Ok(()),
+    }
+}
+
+fn check_args(process: &Process) -> Result<(), (&'static str, &'static str)> {
     if process.args().as_ref().is_none_or(|a| a.is_empty()) {
         return Err((
             "process.args",

@@ -93,6 +93,10 @@ fn build(
     undo: &mut Undo,
 ) -> Result<Created, ContainerError> {
     let spec = &bundle.spec;
+    if let Some(process) = spec.process() {
+        crate::bundle::check_console(process, opts.console.is_some())
+            .map_err(ContainerError::State)?;
+    }
     let linux = spec.linux().clone().unwrap_or_default();
     let namespaces = Namespaces::from_spec(linux.namespaces().as_deref().unwrap_or_default())?;
     let start = start_listener(&store.start_socket(opts.id))?;

@@ -48,6 +48,8 @@ pub fn exec(store: &Store, opts: ExecOptions) -> Result<Spawned, ContainerError>
             "exec: {field}: expected {expected}"
         )));
     }
+    crate::bundle::check_console(&opts.process, opts.console.is_some())
+        .map_err(ContainerError::State)?;
     let namespaces = Namespaces::joining(namespace::of_process(pid)?);
     let (parent, child) = channel()?;
     namespaces.join_pid_for_children()?;

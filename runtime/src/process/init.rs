@@ -126,6 +126,15 @@ fn init(cfg: InitConfig, chan: &ChildEnd) -> Result<std::convert::Infallible, In
         .as_ref()
         .ok_or_else(|| InitError::Config("process: missing".into()))?;
     let ns = cfg.namespaces;
+    if ns.creates(LinuxNamespaceType::User) {
+        // The runtime has written our id maps: our host ids are not in them, so become
+        // root of the new namespace (uid and gid 0) before touching anything.
+        let root = (nix::unistd::Gid::from_raw(0), nix::unistd::Uid::from_raw(0));
+        nix::unistd::setresgid(root.0, root.0, root.0)
+            .map_err(sys("setresgid 0 in the user namespace"))?;
+        nix::unistd::setresuid(root.1, root.1, root.1)
+            .map_err(sys("setresuid 0 in the user namespace"))?;
+    }
     ns.join_all()?;
     ns.unshare_cgroup()?;
     nix::unistd::setsid().map_err(sys("setsid"))?;
