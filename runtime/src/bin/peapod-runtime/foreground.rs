@@ -34,40 +34,64 @@ pub fn block_signals() {
     let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&forwarded()), None);
 }
 
-/// A terminal the CLI owns on behalf of a foreground process.
+/// A terminal the CLI owns on behalf of a foreground process: the pty master arrives
+/// over a socketpair standing in for `--console-socket`.
 pub struct Console {
     ours: UnixStream,
-    /// The end handed to the runtime as its console socket.
-    pub theirs: Option<OwnedFd>,
+}
+
+/// A pty being proxied to our stdio.
+pub struct Attached {
+    master: OwnedFd,
+    _raw: terminal::RawMode,
+    output: std::thread::JoinHandle<()>,
 }
 
 impl Console {
-    /// A socketpair standing in for `--console-socket`.
-    pub fn new() -> anyhow::Result<Console> {
-        let (ours, theirs) = UnixStream::pair()?;
-        Ok(Console {
-            ours,
-            theirs: Some(theirs.into()),
-        })
+    /// The console fd to hand to `create`/`exec`: the caller's `--console-socket`, our
+    /// own socketpair when a terminal is wanted without one, or none.
+    pub fn for_process(
+        socket: Option<&std::path::Path>,
+        terminal: bool,
+    ) -> anyhow::Result<(Option<OwnedFd>, Option<Console>)> {
+        match (socket, terminal) {
+            (Some(path), _) => Ok((Some(terminal::connect(path)?), None)),
+            (None, true) => {
+                let (ours, theirs) = UnixStream::pair()?;
+                Ok((Some(theirs.into()), Some(Console { ours })))
+            }
+            (None, false) => Ok((None, None)),
+        }
     }
 
     /// Receive the pty master, size it like our terminal, and start proxying.
-    pub fn attach(
-        self,
-    ) -> anyhow::Result<(OwnedFd, terminal::RawMode, std::thread::JoinHandle<()>)> {
+    pub fn attach(self) -> anyhow::Result<Attached> {
         let master = terminal::recv_fd(self.ours.as_fd())?;
         if let Some((rows, cols)) = terminal::size_of(std::io::stdin().as_fd()) {
             let _ = terminal::set_size(master.as_fd(), rows, cols);
         }
         let raw = terminal::RawMode::enter();
-        let resize = master.try_clone()?;
-        let output = terminal::proxy(master);
-        Ok((resize, raw, output))
+        let output = terminal::proxy(master.try_clone()?);
+        Ok(Attached {
+            master,
+            _raw: raw,
+            output,
+        })
     }
 }
 
-/// Forward signals to `pid` until it exits; returns its shell-style exit code.
-pub fn supervise(pid: Pid, tty: Option<&OwnedFd>) -> i32 {
+/// Forward signals to `pid` until it exits, then drain its terminal; returns its
+/// shell-style exit code.
+pub fn supervise(pid: Pid, tty: Option<Attached>) -> i32 {
+    let code = wait_forwarding(pid, tty.as_ref().map(|t| &t.master));
+    if let Some(tty) = tty {
+        drop(tty.master);
+        let _ = tty.output.join();
+    }
+    code
+}
+
+fn wait_forwarding(pid: Pid, tty: Option<&OwnedFd>) -> i32 {
     let set = forwarded();
     loop {
         // Reap first: SIGCHLD may have arrived before we started waiting.

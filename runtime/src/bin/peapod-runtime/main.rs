@@ -317,28 +317,12 @@ fn run(store: &Store, args: &CreateArgs, detach: bool, keep: bool) -> anyhow::Re
         return start_or_clean(store, &args.id).map(|()| 0);
     }
     foreground::block_signals();
-    let mut own_console = None;
-    let console = match (&args.console_socket, terminal) {
-        (Some(path), _) => Some(runtime::terminal::connect(path)?),
-        (None, true) => {
-            let mut c = foreground::Console::new()?;
-            let theirs = c.theirs.take();
-            own_console = Some(c);
-            theirs
-        }
-        (None, false) => None,
-    };
+    let (console, own) =
+        foreground::Console::for_process(args.console_socket.as_deref(), terminal)?;
     let created = container::create(store, create_options(args, console))?;
-    let attached = match own_console {
-        Some(c) => Some(c.attach()?),
-        None => None,
-    };
+    let attached = own.map(|c| c.attach()).transpose()?;
     start_or_clean(store, &args.id)?;
-    let code = foreground::supervise(created.pid, attached.as_ref().map(|a| &a.0));
-    if let Some((_, raw, output)) = attached {
-        let _ = output.join();
-        drop(raw);
-    }
+    let code = foreground::supervise(created.pid, attached);
     if !keep {
         container::delete(store, &args.id, true)?;
     }
@@ -362,17 +346,8 @@ fn exec(store: &Store, args: ExecArgs) -> anyhow::Result<i32> {
     if !args.detach {
         foreground::block_signals();
     }
-    let mut own_console = None;
-    let console = match (&args.console_socket, terminal) {
-        (Some(path), true) => Some(runtime::terminal::connect(path)?),
-        (None, true) => {
-            let mut c = foreground::Console::new()?;
-            let theirs = c.theirs.take();
-            own_console = Some(c);
-            theirs
-        }
-        _ => None,
-    };
+    let (console, own) =
+        foreground::Console::for_process(args.console_socket.as_deref(), terminal)?;
     let spawned = container::exec(
         store,
         ExecOptions {
@@ -386,16 +361,8 @@ fn exec(store: &Store, args: ExecArgs) -> anyhow::Result<i32> {
     if args.detach {
         return Ok(0);
     }
-    let attached = match own_console {
-        Some(c) => Some(c.attach()?),
-        None => None,
-    };
-    let code = foreground::supervise(spawned.pid, attached.as_ref().map(|a| &a.0));
-    if let Some((_, raw, output)) = attached {
-        let _ = output.join();
-        drop(raw);
-    }
-    Ok(code)
+    let attached = own.map(|c| c.attach()).transpose()?;
+    Ok(foreground::supervise(spawned.pid, attached))
 }
 
 /// The process for `exec`: from `--process`, or the container's own process settings
@@ -443,26 +410,19 @@ fn exec_process(store: &Store, args: &ExecArgs) -> anyhow::Result<Process> {
     }
     if !args.cap.is_empty() {
         let mut caps = process.capabilities().clone().unwrap_or_default();
+        let with = |set: &Option<oci_spec::runtime::Capabilities>, cap| {
+            let mut set = set.clone().unwrap_or_default();
+            set.insert(cap);
+            Some(set)
+        };
         for name in &args.cap {
             let cap: oci_spec::runtime::Capability =
                 serde_json::from_value(serde_json::Value::String(name.to_ascii_uppercase()))
                     .with_context(|| format!("--cap {name}: unknown capability"))?;
-            for set in [
-                caps.bounding().clone(),
-                caps.effective().clone(),
-                caps.permitted().clone(),
-            ]
-            .iter()
-            .enumerate()
-            {
-                let mut s = set.1.clone().unwrap_or_default();
-                s.insert(cap);
-                match set.0 {
-                    0 => caps.set_bounding(Some(s)),
-                    1 => caps.set_effective(Some(s)),
-                    _ => caps.set_permitted(Some(s)),
-                };
-            }
+            // runc adds an --cap capability to the bounding, effective and permitted sets.
+            caps.set_bounding(with(caps.bounding(), cap));
+            caps.set_effective(with(caps.effective(), cap));
+            caps.set_permitted(with(caps.permitted(), cap));
         }
         process.set_capabilities(Some(caps));
     }
