@@ -255,17 +255,9 @@ fn syscall(root: &Root, syscall: &'static str, path: &str, errno: Errno) -> Root
 #[cfg(test)]
 mod tests {
     use super::*;
-    use oci_spec::runtime::{LinuxBuilder, LinuxDeviceBuilder, SpecBuilder};
+    use oci_spec::runtime::{LinuxBuilder, SpecBuilder};
 
-    fn spec_device(path: &str, typ: LinuxDeviceType, major: i64, minor: i64) -> LinuxDevice {
-        LinuxDeviceBuilder::default()
-            .path(path)
-            .typ(typ)
-            .major(major)
-            .minor(minor)
-            .build()
-            .unwrap()
-    }
+    use crate::rootfs::testbed::spec_device;
 
     #[test]
     fn spec_device_defaults_and_mode_bits() {

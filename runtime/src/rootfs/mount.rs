@@ -468,17 +468,8 @@ fn file_mode() -> Mode {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use oci_spec::runtime::MountBuilder;
 
-    fn spec_mount(destination: &str, typ: &str, source: &str, options: &[&str]) -> SpecMount {
-        MountBuilder::default()
-            .destination(destination)
-            .typ(typ)
-            .source(source)
-            .options(options.iter().map(|o| o.to_string()).collect::<Vec<_>>())
-            .build()
-            .unwrap()
-    }
+    use crate::rootfs::testbed::spec_mount;
 
     #[test]
     fn bind_option_or_type_makes_a_bind() {

@@ -171,11 +171,16 @@ pub(super) fn unshared(namespaces: CloneFlags) -> impl FnOnce() -> Result<(), St
     move || unshare(namespaces).map_err(|errno| format!("unshare({namespaces:?}): {errno}"))
 }
 
-pub(super) fn spec_mount(destination: &str, typ: &str, source: &Path, options: &[&str]) -> Mount {
+pub(super) fn spec_mount(
+    destination: &str,
+    typ: &str,
+    source: impl AsRef<Path>,
+    options: &[&str],
+) -> Mount {
     MountBuilder::default()
         .destination(destination)
         .typ(typ)
-        .source(source)
+        .source(source.as_ref())
         .options(options.iter().map(|o| o.to_string()).collect::<Vec<_>>())
         .build()
         .unwrap()
