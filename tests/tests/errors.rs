@@ -45,9 +45,17 @@ fn unknown_id_is_an_error_for_every_command() {
 }
 
 #[test]
-fn delete_force_of_an_unknown_id_succeeds() {
-    // Idempotent, as runc: callers clean up without checking first.
-    let ctr = Container::new(Bundle::new());
+fn delete_force_is_idempotent() {
+    // As runc: `delete --force` of an id that is gone succeeds, so callers
+    // can clean up without checking first.
+    let mut bundle = Bundle::new();
+    bundle.args(&["sleep", "1000"]);
+    let ctr = Container::new(bundle);
+    ctr.create();
+    assert_eq!(ctr.status(), "created");
+    ctr.delete_force();
+    ctr.cmd(["state", ctr.id()]).failed();
+    ctr.delete_force();
     ctr.cmd([
         "delete",
         "--force",
