@@ -44,6 +44,14 @@ impl Container {
         }
     }
 
+    /// A container of a fresh [`Bundle`] whose process runs `args`.
+    #[track_caller]
+    pub fn with_args(args: &[&str]) -> Self {
+        let mut bundle = Bundle::new();
+        bundle.args(args);
+        Container::new(bundle)
+    }
+
     /// The container id.
     pub fn id(&self) -> &str {
         &self.id

@@ -48,9 +48,7 @@ fn unknown_id_is_an_error_for_every_command() {
 fn delete_force_is_idempotent() {
     // As runc: `delete --force` of an id that is gone succeeds, so callers
     // can clean up without checking first.
-    let mut bundle = Bundle::new();
-    bundle.args(&["sleep", "1000"]);
-    let ctr = Container::new(bundle);
+    let ctr = Container::with_args(&["sleep", "1000"]);
     ctr.create();
     assert_eq!(ctr.status(), "created");
     ctr.delete_force();
@@ -66,9 +64,7 @@ fn delete_force_is_idempotent() {
 
 #[test]
 fn duplicate_id_on_create() {
-    let mut bundle = Bundle::new();
-    bundle.args(&["sleep", "1000"]);
-    let ctr = Container::new(bundle);
+    let ctr = Container::with_args(&["sleep", "1000"]);
     ctr.create();
     let pid = ctr.pid();
     assert_fails_mentioning(ctr.create_with(&[]), &[ctr.id(), "already exists"]);
@@ -118,27 +114,21 @@ fn missing_rootfs() {
 
 #[test]
 fn nonexistent_executable_by_path() {
-    let mut bundle = Bundle::new();
-    bundle.args(&["/bin/pp-no-such-program"]);
-    let ctr = Container::new(bundle);
+    let ctr = Container::with_args(&["/bin/pp-no-such-program"]);
     assert_fails_mentioning(ctr.create_with(&[]), &["/bin/pp-no-such-program"]);
     assert_nothing_left(&ctr);
 }
 
 #[test]
 fn nonexistent_executable_on_path() {
-    let mut bundle = Bundle::new();
-    bundle.args(&["pp-no-such-program"]);
-    let ctr = Container::new(bundle);
+    let ctr = Container::with_args(&["pp-no-such-program"]);
     assert_fails_mentioning(ctr.run(), &["pp-no-such-program"]);
     assert_nothing_left(&ctr);
 }
 
 #[test]
 fn start_of_a_running_container_fails() {
-    let mut bundle = Bundle::new();
-    bundle.args(&["sleep", "1000"]);
-    let ctr = Container::new(bundle);
+    let ctr = Container::with_args(&["sleep", "1000"]);
     ctr.run_detached();
     assert_fails_mentioning(ctr.cmd(["start", ctr.id()]), &["running"]);
     assert_eq!(ctr.status(), "running");
@@ -146,9 +136,7 @@ fn start_of_a_running_container_fails() {
 
 #[test]
 fn start_of_a_stopped_container_fails() {
-    let mut bundle = Bundle::new();
-    bundle.args(&["true"]);
-    let ctr = Container::new(bundle);
+    let ctr = Container::with_args(&["true"]);
     ctr.run_detached();
     ctr.wait_for_status("stopped");
     assert_fails_mentioning(ctr.cmd(["start", ctr.id()]), &["stopped"]);
@@ -156,9 +144,7 @@ fn start_of_a_stopped_container_fails() {
 
 #[test]
 fn kill_with_an_unknown_signal_fails() {
-    let mut bundle = Bundle::new();
-    bundle.args(&["sleep", "1000"]);
-    let ctr = Container::new(bundle);
+    let ctr = Container::with_args(&["sleep", "1000"]);
     ctr.run_detached();
     assert_fails_mentioning(ctr.kill("SIGBOGUS"), &["SIGBOGUS", "BOGUS"]);
     assert_eq!(ctr.status(), "running");
@@ -166,9 +152,7 @@ fn kill_with_an_unknown_signal_fails() {
 
 #[test]
 fn kill_of_a_stopped_container_fails() {
-    let mut bundle = Bundle::new();
-    bundle.args(&["true"]);
-    let ctr = Container::new(bundle);
+    let ctr = Container::with_args(&["true"]);
     ctr.run_detached();
     ctr.wait_for_status("stopped");
     assert_fails_mentioning(ctr.kill("KILL"), &["not running", "stopped"]);
@@ -176,9 +160,7 @@ fn kill_of_a_stopped_container_fails() {
 
 #[test]
 fn invalid_ids_are_rejected() {
-    let mut bundle = Bundle::new();
-    bundle.args(&["true"]);
-    let ctr = Container::new(bundle);
+    let ctr = Container::with_args(&["true"]);
     for id in ["../escape", "a/b", ""] {
         let out = ctr.cmd([
             "create",

@@ -163,9 +163,7 @@ fn exec_tty_sends_the_pty_master_over_the_console_socket() {
 
 #[test]
 fn exec_into_a_stopped_container_fails() {
-    let mut bundle = Bundle::new();
-    bundle.args(&["true"]);
-    let ctr = Container::new(bundle);
+    let ctr = Container::with_args(&["true"]);
     ctr.run_detached();
     ctr.wait_for_status("stopped");
     let out = ctr.exec(&[], &["true"]).failed();

@@ -62,9 +62,7 @@ fn run_returns_the_program_exit_code_and_output() {
 
 #[test]
 fn run_exit_code_zero() {
-    let mut bundle = Bundle::new();
-    bundle.args(&["echo", "ran"]);
-    let ctr = Container::new(bundle);
+    let ctr = Container::with_args(&["echo", "ran"]);
     assert_eq!(ctr.run().ok().stdout, "ran\n");
 }
 
@@ -84,9 +82,7 @@ fn run_detach_returns_while_the_container_runs() {
 
 #[test]
 fn delete_of_a_running_container_needs_force() {
-    let mut bundle = Bundle::new();
-    bundle.args(&["sleep", "1000"]);
-    let ctr = Container::new(bundle);
+    let ctr = Container::with_args(&["sleep", "1000"]);
     ctr.run_detached();
     let pid = ctr.pid();
 
@@ -108,9 +104,7 @@ fn delete_of_a_running_container_needs_force() {
 
 #[test]
 fn delete_of_a_stopped_container_needs_no_force() {
-    let mut bundle = Bundle::new();
-    bundle.args(&["true"]);
-    let ctr = Container::new(bundle);
+    let ctr = Container::with_args(&["true"]);
     ctr.run_detached();
     ctr.wait_for_status("stopped");
     ctr.cmd(["delete", ctr.id()]).ok();
@@ -157,9 +151,7 @@ fn kill_defaults_to_sigterm() {
 
 #[test]
 fn kill_by_number() {
-    let mut bundle = Bundle::new();
-    bundle.args(&["sleep", "1000"]);
-    let ctr = Container::new(bundle);
+    let ctr = Container::with_args(&["sleep", "1000"]);
     ctr.run_detached();
     ctr.kill("9").ok();
     ctr.wait_for_status("stopped");
@@ -177,9 +169,7 @@ fn kill_sigkill_stops_a_container_that_ignores_term() {
 
 #[test]
 fn kill_of_a_created_container_stops_it() {
-    let mut bundle = Bundle::new();
-    bundle.args(&["sleep", "1000"]);
-    let ctr = Container::new(bundle);
+    let ctr = Container::with_args(&["sleep", "1000"]);
     ctr.create();
     ctr.kill("KILL").ok();
     ctr.wait_for_status("stopped");
@@ -220,9 +210,7 @@ fn kill_all_signals_every_process() {
 
 #[test]
 fn list_shows_a_table_and_json() {
-    let mut bundle = Bundle::new();
-    bundle.args(&["sleep", "1000"]);
-    let ctr = Container::new(bundle);
+    let ctr = Container::with_args(&["sleep", "1000"]);
     ctr.create();
     let pid = ctr.pid();
 
@@ -321,9 +309,7 @@ fn state_json_has_the_oci_fields() {
 
 #[test]
 fn create_writes_the_pid_file() {
-    let mut bundle = Bundle::new();
-    bundle.args(&["sleep", "1000"]);
-    let ctr = Container::new(bundle);
+    let ctr = Container::with_args(&["sleep", "1000"]);
     let pid_file = ctr.bundle().path().join("init.pid");
     ctr.create_with(&["--pid-file", pid_file.to_str().unwrap()])
         .ok();
@@ -337,9 +323,7 @@ fn create_writes_the_pid_file() {
 
 #[test]
 fn run_detach_writes_the_pid_file() {
-    let mut bundle = Bundle::new();
-    bundle.args(&["sleep", "1000"]);
-    let ctr = Container::new(bundle);
+    let ctr = Container::with_args(&["sleep", "1000"]);
     let pid_file = ctr.bundle().path().join("init.pid");
     ctr.run_with(&["--detach", "--pid-file", pid_file.to_str().unwrap()])
         .ok();

@@ -61,9 +61,7 @@ fn terminal_without_console_socket_fails() {
 
 #[test]
 fn console_socket_without_terminal_fails() {
-    let mut bundle = Bundle::new();
-    bundle.args(&["true"]);
-    let ctr = Container::new(bundle);
+    let ctr = Container::with_args(&["true"]);
     let socket = ConsoleSocket::new();
     let out = ctr
         .create_with(&["--console-socket", socket.path().to_str().unwrap()])
