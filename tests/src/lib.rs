@@ -1,1 +1,31 @@
-//! Helpers for integration tests.
+//! Harness for peapod's integration tests: real containers, run as root, by
+//! the runtime's runc-compatible CLI.
+//!
+//! # Layout
+//! - [`cli`]: finds the runtime under test (`PEAPOD_RUNTIME`, else
+//!   `target/<profile>/peapod-runtime`) and runs it ([`run`], [`Output`]).
+//! - [`bundle`]: [`Bundle`], a busybox rootfs plus a `config.json` edited as JSON.
+//! - [`spec`]: the default spec `runc spec` writes, and capability masks.
+//! - [`container`]: [`Container`], a guard with a unique id and state dir
+//!   that force-deletes the container on drop.
+//! - [`host`]: the root check, namespace and cgroup lookups, mount tables,
+//!   and [`Netns`], a throwaway network namespace.
+//! - [`console`]: receiving a pty master over `--console-socket`.
+//!
+//! A test builds a [`Bundle`], edits its spec, wraps it in a [`Container`]
+//! and checks what the container sees from inside, usually by running
+//! `sh -c '...'` in the foreground and reading its standard output.
+#![warn(missing_docs)]
+
+pub mod bundle;
+pub mod cli;
+pub mod console;
+pub mod container;
+pub mod host;
+pub mod spec;
+
+pub use bundle::Bundle;
+pub use cli::{run, run_in, runtime_path, Output};
+pub use console::{ConsoleSocket, Pty};
+pub use container::Container;
+pub use host::{require_root, Netns};

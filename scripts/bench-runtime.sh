@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# Times `RUNTIME --root TMP run ID` of /bin/true in a busybox bundle for
+# peapod-runtime, runc and crun, interleaved in one invocation, and prints
+# each runtime's median and the ratios peapod/runc and peapod/crun.
+#
+#   scripts/bench-runtime.sh [RUNS]        (default 50, at least 50)
+#
+# Each run uses a fresh id; `run` deletes its container on exit and an
+# untimed `delete --force` makes sure. peapod-runtime is $PEAPOD_RUNTIME,
+# else the release build (built if missing). A runtime that cannot run the
+# bundle on this host is reported with its error and left out; for crun,
+# `--cgroup-manager=disabled` is tried first (crun refuses some cgroup
+# v1/v2 hybrid layouts).
+set -euo pipefail
+# shellcheck source=scripts/lib.sh
+source "$(dirname "$0")/lib.sh"
+require_root
+
+runs=${1:-50}
+if [[ ! $runs =~ ^[0-9]+$ ]] || ((runs < 50)); then die "RUNS must be a number >= 50"; fi
+warmup=3
+
+peapod=$(runtime_binary)
+if [[ -z $peapod ]]; then
+  ensure_cargo
+  log "cargo build --release -p peapod-runtime"
+  (cd "$PEAPOD_ROOT" && cargo build --release -p peapod-runtime)
+  peapod=$(target_dir)/release/peapod-runtime
+fi
+
+tmp=$(mktemp -d)
+# Force-deletes whatever a state dir still holds (runc and crun keep one
+# directory per container id there), then removes the temp dir.
+cleanup() {
+  local root state
+  local -a cmd
+  for root in "$tmp"/root-*/; do
+    root=${root%/}
+    read -r -a cmd <"$root.cmd" || continue
+    for state in "$root"/*/; do
+      if [[ -d $state ]]; then
+        "${cmd[@]}" --root "$root" delete --force "$(basename "$state")" >/dev/null 2>&1 || true
+      fi
+    done
+  done
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+"$PEAPOD_ROOT/scripts/mkbundle.sh" "$tmp/bundle" -- /bin/true
+"$PEAPOD_ROOT/scripts/mkbundle.sh" "$tmp/probe" -- echo bench-probe-ok
+
+# Runs runtime NAME (its command line is in $tmp/root-NAME.cmd) on bundle
+# $2 as id $3; its output goes to $tmp/out.
+run_once() {
+  local name=$1 bundle=$2 id=$3
+  local -a cmd
+  read -r -a cmd <"$tmp/root-$name.cmd"
+  "${cmd[@]}" --root "$tmp/root-$name" run --bundle "$bundle" "$id" </dev/null >"$tmp/out" 2>&1
+}
+
+# Registers runtime NAME as CMD... (split on spaces) if it runs the probe bundle and prints
+# its marker (a stub that exits 0 without running anything does not count).
+usable=()
+try_runtime() {
+  local name=$1
+  shift
+  mkdir -p "$tmp/root-$name"
+  echo "$*" >"$tmp/root-$name.cmd"
+  if run_once "$name" "$tmp/probe" "probe-$name-$$" && grep -q bench-probe-ok "$tmp/out"; then
+    usable+=("$name")
+    printf '%-7s %s\n' "$name:" "$*"
+    return 0
+  fi
+  printf '%-7s %s: cannot run the bundle here: %s\n' "$name:" "$*" "$(tr '\n' ' ' <"$tmp/out" | cut -c1-300)"
+  return 1
+}
+
+echo "runtimes:"
+try_runtime peapod "$peapod" || true
+if command -v runc >/dev/null; then try_runtime runc "$(command -v runc)" || true; fi
+if command -v crun >/dev/null; then
+  try_runtime crun "$(command -v crun)" ||
+    { echo "        retrying crun without cgroups: --cgroup-manager=disabled"; try_runtime crun "$(command -v crun) --cgroup-manager=disabled"; } ||
+    {
+      echo "        crun left out"
+      unified=/sys/fs/cgroup/unified/cgroup.controllers
+      if [[ -s $unified ]]; then
+        echo "        (this is a v1/v2 hybrid host whose cgroup2 still holds controllers: $(cat "$unified"))"
+      fi
+    }
+fi
+((${#usable[@]} > 0)) || die "no runtime can run the bundle"
+
+# Interleaved, so that drift on the machine hits every runtime alike.
+# EPOCHREALTIME (bash 5) reads the clock without forking.
+now_us() { local t=${EPOCHREALTIME/[.,]/}; printf '%s' "$((10#$t))"; }
+echo "timing $runs runs each (+$warmup warm-up) of: run /bin/true"
+for ((i = 1; i <= warmup + runs; i++)); do
+  for name in "${usable[@]}"; do
+    id=bench-$name-$$-$i
+    t0=$(now_us)
+    run_once "$name" "$tmp/bundle" "$id" || die "$name failed on run $i: $(cat "$tmp/out")"
+    t1=$(now_us)
+    ((i > warmup)) && echo $((t1 - t0)) >>"$tmp/times-$name"
+    read -r -a cmd <"$tmp/root-$name.cmd"
+    "${cmd[@]}" --root "$tmp/root-$name" delete --force "$id" >/dev/null 2>&1 || true
+  done
+done
+
+# Median in microseconds of the numbers in file $1.
+median() {
+  sort -n "$1" | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : int((v[NR / 2] + v[NR / 2 + 1]) / 2) }'
+}
+
+declare -A med
+echo
+printf '%-8s %12s\n' runtime "median (ms)"
+for name in "${usable[@]}"; do
+  med[$name]=$(median "$tmp/times-$name")
+  printf '%-8s %12.2f\n' "$name" "$(awk -v us="${med[$name]}" 'BEGIN { print us / 1000 }')"
+done
+echo
+for other in runc crun; do
+  if [[ -n ${med[peapod]:-} && -n ${med[$other]:-} ]]; then
+    printf 'peapod/%s: %.2f\n' "$other" "$(awk -v a="${med[peapod]}" -v b="${med[$other]}" 'BEGIN { print a / b }')"
+  else
+    printf 'peapod/%s: n/a (not measured)\n' "$other"
+  fi
+done
+[[ -n ${med[peapod]:-} ]] || die "peapod-runtime was not measured"
