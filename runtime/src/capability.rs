@@ -98,10 +98,10 @@ impl CapabilityPlan {
         caps::set(None, CapSet::Effective, &self.effective).map_err(err("effective"))?;
         caps::clear(None, CapSet::Ambient).map_err(err("ambient"))?;
         for cap in &self.ambient {
-            // Ambient needs the capability in permitted and inheritable; runc warns and
-            // goes on where it cannot be raised.
+            // Ambient needs the capability in permitted and inheritable; like runc, go
+            // on where it cannot be raised (configs often list ambient without inheritable).
             if let Err(e) = caps::raise(None, CapSet::Ambient, *cap) {
-                tracing::warn!("ambient capability {cap}: {e}");
+                tracing::debug!("ambient capability {cap} not raised: {e}");
             }
         }
         Ok(())

@@ -47,10 +47,12 @@ const MOUNT_OPTIONS: &[&str] = &[
 
 /// The config `peapod-runtime spec` writes: the same container `runc spec` describes
 /// (a read-only busybox-style root, `sh` on a terminal, the usual mounts and masks).
+/// It uses nothing newer than runtime-spec 1.0.2 and says so, so older runtimes
+/// (e.g. Debian's crun) accept the same bundle.
 pub fn example_spec() -> Value {
     let caps = json!(["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]);
     json!({
-        "ociVersion": crate::container::OCI_VERSION,
+        "ociVersion": "1.0.2",
         "process": {
             "terminal": true,
             "user": {"uid": 0, "gid": 0},
