@@ -276,8 +276,8 @@ pub fn release_host_mounts(rootfs: &Path) -> Result<(), RootfsError> {
 /// each `linux.readonlyPaths` entry read-only (bind onto itself, remount `ro` keeping the
 /// nosuid/nodev/noexec it has, as runc), mask each `linux.maskedPaths` entry (`/dev/null` over
 /// files, a read-only tmpfs over directories; missing paths are skipped), point fds 0–2 that are
-/// the host's `/dev/null` at the container's, apply `linux.rootfsPropagation` to `/` if set, and
-/// set the umask (`process.user.umask`, default 0022) as runc's `finalizeRootfs` does.
+/// the host's `/dev/null` at the container's, and apply `linux.rootfsPropagation` to `/` if set,
+/// as runc's `finalizeRootfs` does. (The umask is the process's business: `process::init`.)
 ///
 /// Call after [`pivot`] and after anything that must write to `/proc/sys` (sysctls), which
 /// becomes read-only here.
@@ -305,12 +305,6 @@ pub fn finalize(spec: &Spec) -> Result<(), RootfsError> {
     if let Some(flags) = propagation {
         mount::set_propagation(Path::new("/"), flags)?;
     }
-    let umask = spec
-        .process()
-        .as_ref()
-        .and_then(|p| p.user().umask())
-        .unwrap_or(0o022);
-    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(umask));
     Ok(())
 }
 

@@ -282,8 +282,9 @@ fn prepare_process(process: &Process) -> Result<Program, InitError> {
         limits::apply_rlimits(rlimits)?;
     }
     let u = process.user();
-    // SAFETY: umask only changes this process's file mode creation mask.
-    unsafe { libc::umask(u.umask().unwrap_or(0o022) as libc::mode_t) };
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(
+        u.umask().unwrap_or(0o022) as libc::mode_t,
+    ));
     let cwd = process.cwd();
     // Try before dropping privileges, and again after for dirs only the user may enter.
     let cwd_early = nix::unistd::chdir(cwd.as_path()).is_ok();
