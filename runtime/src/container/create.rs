@@ -100,11 +100,13 @@ fn build(
     let linux = spec.linux().clone().unwrap_or_default();
     let namespaces = Namespaces::from_spec(linux.namespaces().as_deref().unwrap_or_default())?;
     let start = start_listener(&store.start_socket(opts.id))?;
+    tracing::debug!(id = opts.id, "bundle loaded");
     let cgroup = Cgroup::create(
         linux.cgroups_path().as_deref(),
         opts.id,
         linux.resources().as_ref(),
     )?;
+    tracing::debug!(id = opts.id, "cgroup created");
     undo.cgroup = Some(cgroup.clone());
     let mut container = Container {
         id: opts.id.to_string(),
@@ -143,7 +145,9 @@ fn build(
     drop(child);
     drop(start);
     undo.pid = Some(pid);
+    tracing::debug!(id = opts.id, pid = pid.as_raw(), "cloned the init");
     cgroup.add_process(pid.as_raw())?;
+    tracing::debug!(id = opts.id, "init placed in its cgroup");
     if namespaces.creates(LinuxNamespaceType::User) {
         write_id_maps(pid, &linux)?;
     }
@@ -164,6 +168,7 @@ fn build(
             }
         }
     }
+    tracing::debug!(id = opts.id, "init ready");
     container.pid_start = process_start_time(pid.as_raw());
     store.save(&container)?;
     if let Some(path) = opts.pid_file {

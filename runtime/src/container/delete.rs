@@ -34,6 +34,7 @@ pub fn delete(store: &Store, id: &str, force: bool) -> Result<(), ContainerError
             wait_gone(pid, start);
         }
     }
+    tracing::debug!(id, "deleting");
     if let Some(cgroup) = &container.cgroup {
         // Processes outside a pid namespace survive their init: end them too.
         if force {

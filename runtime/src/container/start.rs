@@ -41,6 +41,7 @@ pub fn start(store: &Store, id: &str) -> Result<(), ContainerError> {
     ))?;
     // The socket file marks the created status: gone means started.
     let _ = std::fs::remove_file(&path);
+    tracing::debug!(id, "init released");
     match reply.as_slice() {
         b"0" => {}
         [] => {

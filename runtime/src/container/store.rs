@@ -89,7 +89,10 @@ impl Store {
         }
     }
 
-    /// Write a container's record atomically (temp file, fsync, rename).
+    /// Write a container's record atomically: a temp file renamed into place, so a
+    /// reader sees the old record or the new one, never half of one. No fsync: the
+    /// state root is runtime state (tmpfs under /run, like runc's), gone at reboot
+    /// anyway, and a sync on every create would cost milliseconds on disk-backed roots.
     pub fn save(&self, container: &Container) -> Result<(), StoreError> {
         let dir = self.dir(&container.id);
         let path = dir.join(STATE_FILE);
@@ -100,7 +103,6 @@ impl Store {
         })?;
         let mut file = fs::File::create(&tmp).map_err(io(&tmp))?;
         file.write_all(&json).map_err(io(&tmp))?;
-        file.sync_all().map_err(io(&tmp))?;
         fs::rename(&tmp, &path).map_err(io(&path))
     }
 
