@@ -19,9 +19,9 @@ pub enum NamespaceError {
     /// The same namespace type appears twice.
     #[error("linux.namespaces: {0} namespace listed more than once")]
     Duplicate(&'static str),
-    /// A namespace type this runtime cannot create.
-    #[error("linux.namespaces: creating a new {0} namespace is not supported; join one by path")]
-    Unsupported(&'static str),
+    /// The clock offsets of a new time namespace could not be set.
+    #[error("linux.timeOffsets: {0}")]
+    Offsets(String),
     /// A namespace path could not be opened or is not a namespace of that type.
     #[error("linux.namespaces: {kind} namespace path {path}: {errno}")]
     Open {
@@ -116,9 +116,6 @@ impl Namespaces {
                         })?;
                     ns.joins.push(Join { kind, fd });
                 }
-                _ if kind == LinuxNamespaceType::Time => {
-                    return Err(NamespaceError::Unsupported(name))
-                }
                 _ => ns.new |= flag(kind),
             }
         }
@@ -149,31 +146,44 @@ impl Namespaces {
 
     /// Flags for the container's `clone`. The cgroup namespace is left out: it is
     /// unshared only after the runtime has moved the child into its cgroup, so the
-    /// namespace is rooted there.
+    /// namespace is rooted there. The time namespace is left out too: `clone` cannot
+    /// take its flag; [`Namespaces::enter_for_children`] unshares it instead.
     pub fn clone_flags(&self) -> CloneFlags {
-        self.new - CloneFlags::CLONE_NEWCGROUP
+        self.new - CloneFlags::CLONE_NEWCGROUP - CloneFlags::from_bits_retain(libc::CLONE_NEWTIME)
     }
 
-    /// Runtime side, before clone: join a pid namespace given by path, which only
-    /// affects the children the runtime creates from now on.
-    pub fn join_pid_for_children(&self) -> Result<(), NamespaceError> {
-        for j in self
-            .joins
-            .iter()
-            .filter(|j| j.kind == LinuxNamespaceType::Pid)
-        {
+    /// Runtime side, just before clone: enter the pid and time namespaces the child
+    /// must start in. Both only apply to children created from now on, so the
+    /// runtime's own view is unchanged. A new time namespace gets `offsets`
+    /// (clock name, seconds, nanoseconds) before any process is in it.
+    pub fn enter_for_children(&self, offsets: &[(String, i64, u32)]) -> Result<(), NamespaceError> {
+        for j in self.joins.iter().filter(|j| for_children(j.kind)) {
             enter(j)?;
+        }
+        if self.creates(LinuxNamespaceType::Time) {
+            nix::sched::unshare(CloneFlags::from_bits_retain(libc::CLONE_NEWTIME)).map_err(
+                |errno| NamespaceError::Enter {
+                    op: "unshare",
+                    kind: "time",
+                    errno,
+                },
+            )?;
+            let text: String = offsets
+                .iter()
+                .map(|(clock, secs, nanos)| format!("{clock} {secs} {nanos}\n"))
+                .collect();
+            if !text.is_empty() {
+                std::fs::write("/proc/self/timens_offsets", text)
+                    .map_err(|e| NamespaceError::Offsets(e.to_string()))?;
+            }
         }
         Ok(())
     }
 
-    /// Child side: join every namespace given by path except pid, in [`JOIN_ORDER`].
+    /// Child side: join every namespace given by path but pid and time (the runtime
+    /// entered those for it), in [`JOIN_ORDER`].
     pub fn join_all(&self) -> Result<(), NamespaceError> {
-        for j in self
-            .joins
-            .iter()
-            .filter(|j| j.kind != LinuxNamespaceType::Pid)
-        {
+        for j in self.joins.iter().filter(|j| !for_children(j.kind)) {
             enter(j)?;
         }
         Ok(())
@@ -197,6 +207,11 @@ impl Namespaces {
     pub fn fds(&self) -> Vec<i32> {
         self.joins.iter().map(|j| j.fd.as_raw_fd()).collect()
     }
+}
+
+/// Namespaces whose `setns`/`unshare` applies to the caller's future children only.
+fn for_children(kind: LinuxNamespaceType) -> bool {
+    matches!(kind, LinuxNamespaceType::Pid | LinuxNamespaceType::Time)
 }
 
 fn enter(j: &Join) -> Result<(), NamespaceError> {

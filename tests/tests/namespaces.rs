@@ -193,3 +193,44 @@ fn sysctls_are_applied_in_the_containers_namespaces() {
     let out = Container::new(bundle).run().ok();
     assert_eq!(out.stdout, "pp-sysctl.example\n1\n");
 }
+
+#[test]
+fn time_namespace_shifts_the_clocks() {
+    if runc_version().is_some_and(|v| v < (1, 2)) {
+        // Time namespaces came with runtime-spec 1.2; runc 1.1 does not know them.
+        eprintln!(
+            "runc {:?} has no time namespaces; not checked",
+            runc_version()
+        );
+        return;
+    }
+    let mut bundle = Bundle::new();
+    bundle.namespace("time", None);
+    let year = 365 * 24 * 3600;
+    bundle.spec["linux"]["timeOffsets"] = json!({
+        "boottime": { "secs": year, "nanosecs": 0 },
+        "monotonic": { "secs": 1000, "nanosecs": 0 }
+    });
+    bundle.sh("cut -d. -f1 /proc/uptime; readlink /proc/self/ns/time");
+    let host_uptime: u64 = std::fs::read_to_string("/proc/uptime")
+        .unwrap()
+        .split('.')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let out = Container::new(bundle).run().ok();
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    let uptime: u64 = lines[0].parse().unwrap_or_else(|_| panic!("{out}"));
+    assert!(
+        uptime >= host_uptime + year && uptime < host_uptime + year + 60,
+        "uptime {uptime} inside, {host_uptime} outside: {out}"
+    );
+    assert_ne!(
+        lines[1],
+        std::fs::read_link("/proc/self/ns/time")
+            .unwrap()
+            .to_string_lossy(),
+        "{out}"
+    );
+}

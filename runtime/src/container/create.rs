@@ -122,7 +122,7 @@ fn build(
     store.save(&container)?;
 
     let (parent, child) = channel()?;
-    namespaces.join_pid_for_children()?;
+    namespaces.enter_for_children(&time_offsets(&linux))?;
     let pid = match clone(namespaces.clone_flags())? {
         Forked::Child => {
             drop(parent);
@@ -175,6 +175,22 @@ fn build(
         write_pid_file(path, pid.as_raw())?;
     }
     Ok(Created { pid, container })
+}
+
+/// `linux.timeOffsets` as (clock, seconds, nanoseconds).
+fn time_offsets(linux: &oci_spec::runtime::Linux) -> Vec<(String, i64, u32)> {
+    linux
+        .time_offsets()
+        .iter()
+        .flatten()
+        .map(|(clock, o)| {
+            (
+                clock.clone(),
+                o.secs().unwrap_or(0),
+                o.nanosecs().unwrap_or(0),
+            )
+        })
+        .collect()
 }
 
 /// prestart (deprecated, still honoured) and createRuntime, in the runtime's

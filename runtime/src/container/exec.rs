@@ -52,7 +52,7 @@ pub fn exec(store: &Store, opts: ExecOptions) -> Result<Spawned, ContainerError>
         .map_err(ContainerError::State)?;
     let namespaces = Namespaces::joining(namespace::of_process(pid)?);
     let (parent, child) = channel()?;
-    namespaces.join_pid_for_children()?;
+    namespaces.enter_for_children(&[])?;
     let child_pid = match clone(nix::sched::CloneFlags::empty())? {
         Forked::Child => {
             drop(parent);
