@@ -79,6 +79,8 @@ pub struct Limits {
     pub cpu: Cpu,
     /// `pids.limit`, if given: >0 a limit, otherwise unlimited.
     pub pids: Option<i64>,
+    /// Device rules in order (v1 only; v2 needs an eBPF program).
+    pub devices: Vec<super::devices::DeviceRule>,
     /// The `linux.resources` fields that were set but are not applied by this module.
     pub ignored: Vec<&'static str>,
 }
@@ -141,10 +143,15 @@ impl Limits {
             limits.ignore(&ignored);
         }
         limits.pids = resources.pids().map(|p| p.limit());
+        let device_rules = resources.devices().as_deref().unwrap_or_default();
+        // Without rules the container keeps its parent's list: nothing to write.
+        if version == Version::V1 && !device_rules.is_empty() {
+            limits.devices = super::devices::rules(device_rules)?;
+        }
         let ignored = [
             (
                 "devices",
-                resources.devices().as_ref().is_some_and(|d| !d.is_empty()),
+                version != Version::V1 && !device_rules.is_empty(),
             ),
             ("blockIO", resources.block_io().is_some()),
             (
@@ -175,6 +182,7 @@ impl Limits {
             ("cpu", self.cpu.has_bandwidth()),
             ("cpuset", self.cpu.has_cpuset()),
             ("pids", self.pids.is_some()),
+            ("devices", !self.devices.is_empty()),
         ];
         wanted.iter().filter(|(_, w)| *w).map(|(c, _)| *c).collect()
     }
@@ -442,8 +450,13 @@ mod tests {
             ["memory.kernel", "memory.swappiness", "devices"]
         );
         let limits = Limits::new(Some(&resources), Version::V1).unwrap();
-        assert_eq!(limits.ignored, ["memory.kernel", "devices"]);
+        assert_eq!(limits.ignored, ["memory.kernel"]);
         assert_eq!(limits.memory.swappiness, Some(10));
+        assert_eq!(
+            limits.devices.len(),
+            13,
+            "the deny rule and runc's 12 defaults"
+        );
     }
 
     #[test]

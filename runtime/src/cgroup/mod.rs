@@ -36,6 +36,7 @@
 //! `unified`, `memory.{kernel,kernelTCP,swappiness,disableOOMKiller}` and the realtime, idle
 //! and burst cpu settings are reported in a warning and otherwise ignored.
 
+mod devices;
 mod dir;
 mod error;
 mod file;
@@ -59,6 +60,7 @@ use std::time::Duration;
 use oci_spec::runtime::LinuxResources;
 use serde::{Deserialize, Serialize};
 
+pub use devices::with_device_nodes;
 pub use error::CgroupError;
 pub use hierarchy::{detect, Layout, Mode, Version};
 

@@ -48,6 +48,9 @@ pub fn apply(placements: &[Placement], limits: &Limits, root: &Path) -> Result<(
     if limits.cpu.has_cpuset() {
         cpuset(dir_of("cpuset")?, &limits.cpu)?;
     }
+    if !limits.devices.is_empty() {
+        super::devices::apply_v1(dir_of("devices")?, &limits.devices)?;
+    }
     if let Some(limit) = limits.pids {
         let max = limits::pids_max(limit);
         let dir = dir_of("pids")?;

@@ -101,11 +101,11 @@ fn build(
     let namespaces = Namespaces::from_spec(linux.namespaces().as_deref().unwrap_or_default())?;
     let start = start_listener(&store.start_socket(opts.id))?;
     tracing::debug!(id = opts.id, "bundle loaded");
-    let cgroup = Cgroup::create(
-        linux.cgroups_path().as_deref(),
-        opts.id,
+    let resources = crate::cgroup::with_device_nodes(
         linux.resources().as_ref(),
-    )?;
+        linux.devices().as_deref().unwrap_or_default(),
+    );
+    let cgroup = Cgroup::create(linux.cgroups_path().as_deref(), opts.id, Some(&resources))?;
     tracing::debug!(id = opts.id, "cgroup created");
     undo.cgroup = Some(cgroup.clone());
     let mut container = Container {
