@@ -183,3 +183,20 @@ fn unknown_mount_type_fails_create() {
     assert_fails_mentioning(ctr.create_with(&[]), &["/x", "pp-no-such-fs"]);
     assert_nothing_left(&ctr);
 }
+
+#[test]
+fn a_closed_stdout_ends_the_output_without_a_panic() {
+    // `state ID | grep -q running` closes the pipe early; the runtime must not
+    // panic or die of it.
+    let (read, write) = nix::unistd::pipe().expect("pipe");
+    drop(read);
+    let out = std::process::Command::new(peapod_tests::runtime_path())
+        .arg("features")
+        .stdout(std::process::Stdio::from(write))
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("run the runtime");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+}

@@ -4,6 +4,15 @@
 mod foreground;
 mod log;
 
+/// `println!` that treats a closed stdout (e.g. `state ID | grep -q running`) as the
+/// end of the output instead of a panic.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
@@ -233,7 +242,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             let store = store()?;
             let c = store.load(&id)?;
             let state = c.state_json(c.status(&store));
-            println!("{}", serde_json::to_string_pretty(&state)?);
+            out!("{}", serde_json::to_string_pretty(&state)?);
             Ok(0)
         }
         Command::Kill { all, id, signal } => {
@@ -268,7 +277,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::Features => {
-            println!(
+            out!(
                 "{}",
                 serde_json::to_string_pretty(&runtime::defaults::features())?
             );
@@ -436,7 +445,7 @@ fn ps(store: &Store, id: &str, format: &str, ps_args: &[String]) -> anyhow::Resu
         None => container.pid.into_iter().collect(),
     };
     match format {
-        "json" => println!("{}", serde_json::to_string(&pids)?),
+        "json" => out!("{}", serde_json::to_string(&pids)?),
         "table" => {
             let args: Vec<String> = if ps_args.is_empty() {
                 vec!["-ef".into()]
@@ -454,14 +463,14 @@ fn ps(store: &Store, id: &str, format: &str, ps_args: &[String]) -> anyhow::Resu
                 .split_whitespace()
                 .position(|h| h == "PID")
                 .context("ps output has no PID column")?;
-            println!("{header}");
+            out!("{header}");
             for line in lines {
                 let pid: Option<i32> = line
                     .split_whitespace()
                     .nth(pid_col)
                     .and_then(|p| p.parse().ok());
                 if pid.is_some_and(|p| pids.contains(&p)) {
-                    println!("{line}");
+                    out!("{line}");
                 }
             }
         }
@@ -474,7 +483,7 @@ fn list(store: &Store, format: &str, quiet: bool) -> anyhow::Result<i32> {
     let containers = store.list()?;
     if quiet {
         for c in &containers {
-            println!("{}", c.id);
+            out!("{}", c.id);
         }
         return Ok(0);
     }
@@ -495,7 +504,7 @@ fn list(store: &Store, format: &str, quiet: bool) -> anyhow::Result<i32> {
                     v
                 })
                 .collect();
-            println!("{}", serde_json::to_string(&docs)?);
+            out!("{}", serde_json::to_string(&docs)?);
         }
         "table" => {
             let mut table = vec![[
@@ -530,7 +539,7 @@ fn list(store: &Store, format: &str, quiet: bool) -> anyhow::Result<i32> {
                     .zip(&widths)
                     .map(|(cell, w)| format!("{cell:<w$}"))
                     .collect();
-                println!("{}", line.join("   ").trim_end());
+                out!("{}", line.join("   ").trim_end());
             }
         }
         other => bail!("--format: expected table or json, got {other:?}"),
