@@ -4,10 +4,8 @@
 #
 #   scripts/mkbundle.sh DIR [-- CMD...]
 #
-# config.json comes from `peapod-runtime spec` ($PEAPOD_RUNTIME, else the
-# release build, else peapod-runtime on PATH). If that runtime is missing or
-# its `spec` fails, the script writes the default `runc spec` document
-# itself, the same one the integration tests generate (tests/src/spec.rs).
+# config.json comes from `RUNTIME spec`: $PEAPOD_RUNTIME, else the release
+# build, else peapod-runtime on PATH (any runc-compatible runtime will do).
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -63,88 +61,11 @@ user:x:1000:
 nogroup:x:65534:
 GROUP
 
-# --- config.json ---
-# The default `runc spec` document (runc 1.1), kept in step with tests/src/spec.rs.
-default_spec() {
-  cat <<'SPEC'
-{
-  "ociVersion": "1.0.2-dev",
-  "process": {
-    "terminal": true,
-    "user": {
-      "uid": 0,
-      "gid": 0
-    },
-    "args": [
-      "sh"
-    ],
-    "env": [
-      "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-      "TERM=xterm"
-    ],
-    "cwd": "/",
-    "capabilities": {
-      "bounding": ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"],
-      "effective": ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"],
-      "permitted": ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"],
-      "ambient": ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
-    },
-    "rlimits": [
-      { "type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024 }
-    ],
-    "noNewPrivileges": true
-  },
-  "root": {
-    "path": "rootfs",
-    "readonly": true
-  },
-  "hostname": "runc",
-  "mounts": [
-    { "destination": "/proc", "type": "proc", "source": "proc" },
-    { "destination": "/dev", "type": "tmpfs", "source": "tmpfs",
-      "options": ["nosuid", "strictatime", "mode=755", "size=65536k"] },
-    { "destination": "/dev/pts", "type": "devpts", "source": "devpts",
-      "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"] },
-    { "destination": "/dev/shm", "type": "tmpfs", "source": "shm",
-      "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"] },
-    { "destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
-      "options": ["nosuid", "noexec", "nodev"] },
-    { "destination": "/sys", "type": "sysfs", "source": "sysfs",
-      "options": ["nosuid", "noexec", "nodev", "ro"] },
-    { "destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
-      "options": ["nosuid", "noexec", "nodev", "relatime", "ro"] }
-  ],
-  "linux": {
-    "resources": {
-      "devices": [
-        { "allow": false, "access": "rwm" }
-      ]
-    },
-    "namespaces": [
-      { "type": "pid" },
-      { "type": "network" },
-      { "type": "ipc" },
-      { "type": "uts" },
-      { "type": "mount" }
-    ],
-    "maskedPaths": [
-      "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
-      "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/proc/scsi"
-    ],
-    "readonlyPaths": [
-      "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"
-    ]
-  }
-}
-SPEC
-}
-
+# --- config.json: the runtime's own `spec` document ---
 runtime=$(runtime_binary)
-from="$(basename "${runtime:-peapod-runtime}") spec"
-if [[ -z $runtime ]] || ! "$runtime" spec --bundle "$dir" >/dev/null 2>&1 || [[ ! -s $dir/config.json ]]; then
-  from="the built-in default spec"
-  default_spec >"$dir/config.json"
-fi
+[[ -n $runtime ]] || die "no runtime to write config.json: build peapod (cargo build --release -p peapod-runtime) or set PEAPOD_RUNTIME"
+"$runtime" spec --bundle "$dir" >/dev/null || die "$runtime spec --bundle $dir failed"
+from="$(basename "$runtime") spec"
 
 # Set process.args to CMD and process.terminal to false. `spec` output is
 # pretty-printed JSON with "args": [ on a line of its own; the array may

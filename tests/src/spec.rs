@@ -5,8 +5,7 @@ use serde_json::{json, Value};
 /// The `config.json` that `runc spec` (runc 1.1) writes, field for field.
 ///
 /// Tests start from this rather than from the runtime's own `spec` output so
-/// that a bug in `spec` cannot hide a bug elsewhere. `scripts/mkbundle.sh`
-/// carries the same document as its fallback.
+/// that a bug in `spec` cannot hide a bug elsewhere.
 pub fn default_spec() -> Value {
     let caps = json!(["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]);
     json!({
