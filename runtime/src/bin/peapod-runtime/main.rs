@@ -176,7 +176,7 @@ struct ExecArgs {
     /// Extra environment variables (KEY=VALUE).
     #[arg(short, long)]
     env: Vec<String>,
-    /// uid[:gid] to run as.
+    /// `uid[:gid]` to run as.
     #[arg(short, long)]
     user: Option<String>,
     /// Extra group ids.
