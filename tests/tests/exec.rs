@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use serde_json::json;
 
+use peapod_tests::cli::runc_version;
 use peapod_tests::host::{ns_link, process_gone, wait_for_file};
 use peapod_tests::{Bundle, ConsoleSocket, Container};
 
@@ -168,4 +169,28 @@ fn exec_into_a_stopped_container_fails() {
     ctr.wait_for_status("stopped");
     let out = ctr.exec(&[], &["true"]).failed();
     assert!(!out.stderr.is_empty(), "{out}");
+}
+
+#[test]
+fn exec_without_a_mount_namespace_sees_the_containers_root() {
+    // runc allows a container in the host's mount namespace; its processes are
+    // confined to the rootfs by chroot, and so must an exec'd one be.
+    if runc_version().is_some() {
+        // runc 1.1 execs such a process at the host's root and leaves the
+        // container's mounts on the host: not run against runc.
+        eprintln!("runc does not confine exec without a mount namespace; not checked");
+        return;
+    }
+    let mut bundle = Bundle::new();
+    bundle.without_namespace("mount");
+    // runc refuses masked and read-only paths without a mount namespace.
+    bundle.spec["linux"]["maskedPaths"] = json!([]);
+    bundle.spec["linux"]["readonlyPaths"] = json!([]);
+    bundle.args(&["sleep", "1000"]);
+    fs::write(bundle.rootfs().join("pp-exec-marker"), "inside\n").unwrap();
+    let ctr = Container::new(bundle);
+    ctr.run_detached();
+    let out = ctr.exec(&[], &["cat", "/pp-exec-marker"]).ok();
+    assert_eq!(out.stdout, "inside\n", "{out}");
+    ctr.delete_force();
 }

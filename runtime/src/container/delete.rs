@@ -44,7 +44,7 @@ pub fn delete(store: &Store, id: &str, force: bool) -> Result<(), ContainerError
         }
         cgroup.remove()?;
     }
-    if shares_host_mounts(&container) {
+    if container.shares_host_mounts() {
         if let Err(e) = crate::rootfs::release_host_mounts(&container.rootfs) {
             tracing::warn!("container {id}: unmounting its mounts from the host: {e}");
         }
@@ -59,19 +59,6 @@ pub fn delete(store: &Store, id: &str, force: bool) -> Result<(), ContainerError
         crate::hooks::run_warn("poststop", &list, &container.state_json(Status::Stopped));
     }
     Ok(())
-}
-
-/// A container without a mount namespace of its own mounted into the host's.
-fn shares_host_mounts(container: &super::Container) -> bool {
-    let namespaces = container
-        .spec
-        .linux()
-        .as_ref()
-        .and_then(|l| l.namespaces().clone());
-    !namespaces
-        .iter()
-        .flatten()
-        .any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Mount)
 }
 
 /// Wait (at most 10 s) until a killed process has exited. A pidfd becomes readable when

@@ -60,6 +60,9 @@ pub fn exec(store: &Store, opts: ExecOptions) -> Result<Spawned, ContainerError>
                 ExecConfig {
                     process: &opts.process,
                     namespaces: &namespaces,
+                    chroot: container
+                        .shares_host_mounts()
+                        .then_some(container.rootfs.as_path()),
                     console: opts.console,
                     preserve_fds: opts.preserve_fds,
                 },

@@ -171,6 +171,21 @@ impl Container {
         }
     }
 
+    /// Whether the container lives in the host's mount namespace (no `mount` entry in
+    /// `linux.namespaces`, which runc allows): its mounts were made on the host and its
+    /// processes are confined by chroot only.
+    pub fn shares_host_mounts(&self) -> bool {
+        let namespaces = self
+            .spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.namespaces().clone());
+        !namespaces
+            .iter()
+            .flatten()
+            .any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Mount)
+    }
+
     /// The OCI state document (`runtime state`).
     pub fn state_json(&self, status: Status) -> serde_json::Value {
         let mut state = serde_json::json!({

@@ -89,6 +89,8 @@ pub struct ExecConfig<'a> {
     pub process: &'a Process,
     /// The container's namespaces, opened from its init.
     pub namespaces: &'a Namespaces,
+    /// The rootfs to chroot into, for a container without a mount namespace.
+    pub chroot: Option<&'a Path>,
     /// Where to send the pty master, when `process.terminal` is set.
     pub console: Option<OwnedFd>,
     /// Extra fds (after stdio) passed to the program.
@@ -172,6 +174,9 @@ fn init(cfg: InitConfig, chan: &ChildEnd) -> Result<std::convert::Infallible, In
 fn exec(cfg: ExecConfig, chan: &ChildEnd) -> Result<std::convert::Infallible, InitError> {
     chan.wait_go()?;
     cfg.namespaces.join_all()?;
+    if let Some(rootfs) = cfg.chroot {
+        crate::rootfs::chroot(rootfs)?;
+    }
     let process = cfg.process;
     if process.terminal() == Some(true) {
         nix::unistd::setsid().map_err(sys("setsid"))?;
