@@ -304,3 +304,23 @@ fn can_lower_oom_score_adj() -> bool {
         .status()
         .is_ok_and(|s| s.success())
 }
+
+/// The line of the host's /proc/keys naming the session keyring of `id`, if any.
+fn session_keyring_of(id: &str) -> Option<String> {
+    let keys = std::fs::read_to_string("/proc/keys").expect("read /proc/keys");
+    let name = format!("_ses.{id}:");
+    keys.lines().find(|l| l.contains(&name)).map(str::to_owned)
+}
+
+#[test]
+fn the_container_gets_a_session_keyring_of_its_own() {
+    let ctr = Container::with_args(&["sleep", "1000"]);
+    ctr.run_detached();
+    let line = session_keyring_of(ctr.id()).expect("no _ses.<id> keyring in /proc/keys");
+    assert!(line.contains("perm 3f1b0000"), "{line}");
+    ctr.delete_force();
+
+    let ctr = Container::with_args(&["sleep", "1000"]);
+    ctr.run_with(&["--detach", "--no-new-keyring"]).ok();
+    assert_eq!(session_keyring_of(ctr.id()), None);
+}

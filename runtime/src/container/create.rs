@@ -31,6 +31,8 @@ pub struct CreateOptions<'a> {
     pub no_pivot: bool,
     /// Extra fds passed to the program after stdio.
     pub preserve_fds: i32,
+    /// Give the container a session keyring of its own (runc's default).
+    pub new_keyring: bool,
 }
 
 /// A created container.
@@ -136,6 +138,7 @@ fn build(
                     console: opts.console,
                     start,
                     preserve_fds: opts.preserve_fds,
+                    new_keyring: opts.new_keyring,
                 },
                 child,
             )

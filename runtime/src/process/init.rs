@@ -81,6 +81,8 @@ pub struct InitConfig<'a> {
     pub start: OwnedFd,
     /// Extra fds (after stdio) passed to the program.
     pub preserve_fds: i32,
+    /// Join a new session keyring named after the container.
+    pub new_keyring: bool,
 }
 
 /// What a process joining a container needs.
@@ -140,6 +142,9 @@ fn init(cfg: InitConfig, chan: &ChildEnd) -> Result<std::convert::Infallible, In
     ns.join_all()?;
     ns.unshare_cgroup()?;
     nix::unistd::setsid().map_err(sys("setsid"))?;
+    if cfg.new_keyring {
+        session_keyring(&record.id)?;
+    }
     crate::rootfs::prepare(spec, cfg.rootfs, ns.creates(LinuxNamespaceType::Cgroup))?;
     let hooks = spec.hooks().clone().unwrap_or_default();
     #[allow(deprecated)]
@@ -220,6 +225,38 @@ fn console(
     terminal::send_fd(socket.as_fd(), &pty.path, pty.master.as_fd())?;
     drop(pty.master);
     terminal::become_stdio(&pty.slave)?;
+    Ok(())
+}
+
+/// Join a new session keyring `_ses.<id>`, so the container does not share the
+/// caller's keys, and let its user search it (as runc does). Kernels without keyrings
+/// (ENOSYS) or that refuse it (EPERM, e.g. in some user namespaces) are let be.
+fn session_keyring(id: &str) -> Result<(), InitError> {
+    const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
+    const KEYCTL_SETPERM: libc::c_long = 5;
+    // Possessor: all; user: view, read, search, link (the mask runc sets).
+    const PERM: libc::c_long = 0x3f1b_0000;
+    let name = std::ffi::CString::new(format!("_ses.{id}"))
+        .map_err(|_| InitError::Config(format!("container id {id:?} holds a NUL byte")))?;
+    // SAFETY: keyctl with a valid NUL-terminated name; returns a key serial or -1.
+    let serial =
+        unsafe { libc::syscall(libc::SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, name.as_ptr()) };
+    if serial < 0 {
+        return match nix::errno::Errno::last() {
+            nix::errno::Errno::ENOSYS | nix::errno::Errno::EPERM => Ok(()),
+            errno => Err(InitError::Sys {
+                op: "join a new session keyring".into(),
+                errno,
+            }),
+        };
+    }
+    // SAFETY: keyctl on the serial the kernel just gave us, with a permission mask.
+    if unsafe { libc::syscall(libc::SYS_keyctl, KEYCTL_SETPERM, serial, PERM) } < 0 {
+        return Err(InitError::Sys {
+            op: "set the session keyring's permissions".into(),
+            errno: nix::errno::Errno::last(),
+        });
+    }
     Ok(())
 }
 

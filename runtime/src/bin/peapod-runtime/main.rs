@@ -66,7 +66,7 @@ struct CreateArgs {
     /// Use MS_MOVE + chroot instead of pivot_root (for a rootfs on ramfs).
     #[arg(long)]
     no_pivot: bool,
-    /// Accepted for runc compatibility: peapod never creates a session keyring.
+    /// Keep the caller's session keyring instead of giving the container its own.
     #[arg(long)]
     no_new_keyring: bool,
     /// Pass this many extra fds (after stdio) to the program.
@@ -301,6 +301,7 @@ fn create_options(args: &CreateArgs, console: Option<OwnedFd>) -> CreateOptions<
         console,
         no_pivot: args.no_pivot,
         preserve_fds: args.preserve_fds,
+        new_keyring: !args.no_new_keyring,
     }
 }
 
