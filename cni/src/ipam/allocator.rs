@@ -40,6 +40,15 @@ pub enum Error {
     Store(#[from] store::Error),
 }
 
+impl From<Error> for crate::spec::Error {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Store(e) => e.into(),
+            e => crate::spec::Error::new(crate::spec::Code::INTERNAL, e.to_string()),
+        }
+    }
+}
+
 /// Allocates and releases addresses of one network's range sets on a store the caller holds exclusively.
 pub struct Allocator<'a, S: Store + ?Sized> {
     store: &'a mut S,
@@ -110,16 +119,25 @@ impl<'a, S: Store + ?Sized> Allocator<'a, S> {
             match self.allocate(set, index, holder, wanted) {
                 Ok(ip) => ips.push(ip),
                 Err(e) => {
-                    self.release(holder)?;
+                    self.undo(&ips)?;
                     return Err(e);
                 }
             }
         }
         if !requested.is_empty() {
-            self.release(holder)?;
+            self.undo(&ips)?;
             return Err(Error::Unfulfilled(requested));
         }
         Ok(ips)
+    }
+
+    /// Releases the addresses a failed [`Allocator::allocate_all`] took, and only those:
+    /// what the holder held before (a duplicate ADD) stays reserved.
+    fn undo(&mut self, taken: &[IpConfig]) -> Result<(), Error> {
+        for ip in taken {
+            self.store.release(ip.address.addr)?;
+        }
+        Ok(())
     }
 
     /// Releases every address `holder` holds (falling back, as host-local does, to
@@ -369,6 +387,9 @@ mod tests {
         let cfg = config(vec![s4, full6], &[]);
         assert!(a.allocate_all(&cfg, &holder("b")).is_err());
         assert!(a.held_by(&holder("b")).unwrap().is_empty());
+        // A duplicate ADD fails without touching the first ADD's reservation.
+        assert!(a.allocate_all(&cfg, &holder("a")).is_err());
+        assert_eq!(a.held_by(&holder("a")).unwrap().len(), 1);
     }
 
     #[test]

@@ -42,6 +42,16 @@ pub enum Error {
     BadRequestedIp(String),
 }
 
+impl From<Error> for crate::spec::Error {
+    fn from(e: Error) -> Self {
+        let code = match e {
+            Error::Decode(_) => crate::spec::Code::Decode,
+            _ => crate::spec::Code::InvalidConfig,
+        };
+        crate::spec::Error::new(code, e.to_string())
+    }
+}
+
 /// A usable host-local configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IpamConfig {

@@ -37,6 +37,12 @@ pub enum Error {
     },
 }
 
+impl From<Error> for crate::spec::Error {
+    fn from(e: Error) -> Self {
+        crate::spec::Error::new(crate::spec::Code::Io, e.to_string())
+    }
+}
+
 /// Reserved addresses, per network. Implementations need no locking of their
 /// own: the caller holds the store exclusively for a whole operation.
 pub trait Store {
