@@ -25,11 +25,12 @@ finish() {
 }
 trap finish EXIT
 
-# busybox-static: container rootfs; containerd: the drop-in test drives
+# busybox-static: container rootfs; containernetworking-plugins: the
+# reference CNI plugins the interop tests run against; containerd: the drop-in test drives
 # peapod-runtime through its runc shim; iproute2: `ip netns` in the namespace
 # tests and the CNI plugins; iptables: the CNI plugins' masquerade rules.
 mapfile -t build_deps < <(build_packages)
-ensure_packages busybox-static containerd iproute2 iptables "${build_deps[@]}"
+ensure_packages busybox-static containerd containernetworking-plugins iproute2 iptables "${build_deps[@]}"
 ensure_cargo
 
 cd "$PEAPOD_ROOT"
