@@ -5,6 +5,8 @@
 //!   environment, results of every supported version, error JSON, versions.
 //! - [`plugin`]: the skeleton every plugin binary runs: read stdin and the
 //!   environment, dispatch to the verb callbacks, print the result or error.
+//! - [`caller`]: what a runtime uses — load a network config and run its plugin
+//!   chain (ADD/DEL/CHECK/GC/STATUS) with a result cache and timeouts.
 //! - [`ipam`]: host-local IP address management — a pure allocator over a
 //!   [`ipam::Store`], the disk store shared with the reference `host-local`,
 //!   and an in-memory store for tests.
@@ -12,6 +14,7 @@
 //! Start reading at `src/bin/peapod-host-local.rs`, then [`plugin::dispatch`].
 #![warn(missing_docs)]
 
+pub mod caller;
 pub mod ipam;
 pub mod plugin;
 pub mod spec;
