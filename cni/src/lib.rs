@@ -12,6 +12,10 @@
 //! Start reading at `src/bin/peapod-host-local.rs`, then [`plugin::dispatch`].
 #![warn(missing_docs)]
 
+pub mod delegate;
 pub mod ipam;
+pub mod link;
+pub mod masq;
+pub mod netns;
 pub mod plugin;
 pub mod spec;
