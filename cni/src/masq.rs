@@ -55,9 +55,22 @@ fn tool(ip: &Cidr) -> &'static str {
     }
 }
 
+/// Where iptables lives when the runtime gave the plugin a `PATH` without the sbin dirs.
+const SBIN_DIRS: [&str; 2] = ["/usr/sbin", "/sbin"];
+
+/// `tool` as found on `PATH`, else in the usual sbin directories, else the bare name.
+fn locate(tool: &str) -> std::path::PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(SBIN_DIRS.iter().map(std::path::PathBuf::from))
+        .map(|dir| dir.join(tool))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| tool.into())
+}
+
 fn iptables(tool: &str, args: &[&str]) -> Result<String, Error> {
     let cmd = format!("{tool} -w {}", args.join(" "));
-    let out = Command::new(tool)
+    let out = Command::new(locate(tool))
         .arg("-w")
         .args(args)
         .output()

@@ -115,30 +115,7 @@ impl Net {
         if verb == "ADD" && !self.containers.iter().any(|c| c == id) {
             self.containers.push(id.to_string());
         }
-        let mut child = Command::new(self.cni_path.path().join(plugin))
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("CNI_COMMAND", verb)
-            .env("CNI_CONTAINERID", id)
-            .env("CNI_NETNS", netns)
-            .env("CNI_IFNAME", "eth0")
-            .env("CNI_PATH", self.cni_path.path())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(conf.to_string().as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        Outcome {
-            ok: out.status.success(),
-            stdout: String::from_utf8(out.stdout).unwrap(),
-        }
+        run_plugin(self, plugin, verb, id, netns, conf)
     }
 
     /// Host-side nat rules mentioning this network (by comment).
@@ -173,6 +150,41 @@ impl Drop for Net {
         for id in &self.containers {
             let _ = cni::masq::teardown(&self.name, id);
         }
+    }
+}
+
+/// Runs `plugin` from the network's CNI_PATH with a runtime-like environment.
+fn run_plugin(
+    net: &Net,
+    plugin: &str,
+    verb: &str,
+    id: &str,
+    netns: &Path,
+    conf: &Value,
+) -> Outcome {
+    let mut child = Command::new(net.cni_path.path().join(plugin))
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("CNI_COMMAND", verb)
+        .env("CNI_CONTAINERID", id)
+        .env("CNI_NETNS", netns)
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", net.cni_path.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(conf.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    Outcome {
+        ok: out.status.success(),
+        stdout: String::from_utf8(out.stdout).unwrap(),
     }
 }
 
@@ -521,4 +533,69 @@ fn reference_bridge_del_cleans_peapod_masq_chain() {
     reference["type"] = json!("bridge");
     net.run("bridge", "DEL", "c1", &ns, &reference).assert_ok();
     assert!(net.masq_rules().is_empty(), "{:#?}", net.masq_rules());
+}
+
+#[test]
+fn failed_add_releases_its_address_and_veth() {
+    let mut net = Net::new();
+    let ns = net.netns();
+    // eth0 already taken in the pod: ADD must fail after IPAM, and undo it.
+    // (a veth pair: this kernel has no dummy driver)
+    ip_in(
+        &ns,
+        &[
+            "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p",
+        ],
+    );
+    assert!(ip_in(&ns, &["ip", "link"]).contains("eth0"));
+    let conf = net.config(
+        "peapod-bridge",
+        "peapod-host-local",
+        json!({"ipMasq": true}),
+    );
+    let out = net.run("peapod-bridge", "ADD", "c1", &ns, &conf);
+    assert!(!out.ok, "ADD succeeded over an existing eth0");
+    assert!(
+        out.json()["msg"].as_str().unwrap().contains("eth0"),
+        "{}",
+        out.stdout
+    );
+    assert!(net.reserved().is_empty(), "{:?}", net.reserved());
+    assert!(net.masq_rules().is_empty());
+    let veths =
+        String::from_utf8(sh(&["ip", "-o", "link", "show", "master", &net.bridge]).stdout).unwrap();
+    assert!(veths.is_empty(), "{veths}");
+}
+
+#[test]
+fn concurrent_adds_create_the_bridge_once_and_get_distinct_addresses() {
+    let mut net = Net::new();
+    let namespaces: Vec<PathBuf> = (0..8).map(|_| net.netns()).collect();
+    let conf = net.config(
+        "peapod-bridge",
+        "peapod-host-local",
+        json!({"ipMasq": true}),
+    );
+    let ids: Vec<String> = (0..8).map(|i| format!("c{i}")).collect();
+    net.containers.extend(ids.iter().cloned());
+    let (net_ref, conf) = (&net, &conf);
+    let results: Vec<Value> = std::thread::scope(|s| {
+        let handles: Vec<_> = ids
+            .iter()
+            .zip(&namespaces)
+            .map(|(id, ns)| {
+                s.spawn(move || run_plugin(net_ref, "peapod-bridge", "ADD", id, ns, conf))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap().result())
+            .collect()
+    });
+    let mut addrs: Vec<String> = results.iter().map(address).collect();
+    addrs.sort();
+    addrs.dedup();
+    assert_eq!(addrs.len(), 8);
+    assert!(pings(&namespaces[0], &host_ip(&results[7])));
+    assert_eq!(net.masq_rules().len(), 24);
 }
