@@ -599,3 +599,30 @@ fn concurrent_adds_create_the_bridge_once_and_get_distinct_addresses() {
     assert!(pings(&namespaces[0], &host_ip(&results[7])));
     assert_eq!(net.masq_rules().len(), 24);
 }
+
+#[test]
+fn ipam_route_without_gw_goes_via_the_gateway() {
+    let mut net = Net::new();
+    let ns = net.netns();
+    let mut conf = net.config(
+        "peapod-bridge",
+        "peapod-host-local",
+        json!({"isDefaultGateway": false, "isGateway": true}),
+    );
+    conf["ipam"]["routes"] = json!([{"dst": "0.0.0.0/0"}]);
+    let r = net.run("peapod-bridge", "ADD", "c1", &ns, &conf).result();
+    assert_eq!(r["routes"], json!([{"dst": "0.0.0.0/0"}]));
+    let routes = ip_in(&ns, &["ip", "route"]);
+    assert!(
+        routes.contains(&format!("default via {}", net.gateway())),
+        "{routes}"
+    );
+    let bridge =
+        String::from_utf8(sh(&["ip", "-o", "-4", "addr", "show", "dev", &net.bridge]).stdout)
+            .unwrap();
+    assert!(
+        bridge.contains(&format!("{}/24", net.gateway())),
+        "{bridge}"
+    );
+    assert!(pings(&ns, &net.gateway()));
+}

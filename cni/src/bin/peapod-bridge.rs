@@ -398,7 +398,13 @@ fn attach(
             }
             nl.set_up(container.index).await.map_err(netlink_err)?;
             for r in &routes {
-                nl.add_route(container.index, r.dst.addr, r.dst.prefix, r.gw)
+                // As the reference: a route without gw goes via the gateway of its family.
+                let gw = r.gw.or_else(|| {
+                    ips.iter()
+                        .find(|ip| ip.address.addr.is_ipv4() == r.dst.addr.is_ipv4())
+                        .and_then(|ip| ip.gateway)
+                });
+                nl.add_route(container.index, r.dst.addr, r.dst.prefix, gw)
                     .await
                     .map_err(netlink_err)?;
             }
