@@ -144,12 +144,13 @@ fn remove_chain(tool: &str, chain: &str) -> Result<(), Error> {
         let words = split_rule(rule);
         match words.first().map(String::as_str) {
             Some("-N") if words.get(1).map(String::as_str) == Some(chain) => exists = true,
-            Some("-A") if words.get(1).is_some_and(|c| c != chain) => {
-                if words.windows(2).any(|w| w[0] == "-j" && w[1] == chain) {
-                    let args: Vec<String> = words[1..].iter().map(|w| quote(w)).collect();
-                    script += &format!("-D {}\n", args.join(" "));
-                    exists = true;
-                }
+            Some("-A")
+                if words.get(1).is_some_and(|c| c != chain)
+                    && words.windows(2).any(|w| w[0] == "-j" && w[1] == chain) =>
+            {
+                let args: Vec<String> = words[1..].iter().map(|w| quote(w)).collect();
+                script += &format!("-D {}\n", args.join(" "));
+                exists = true;
             }
             _ => {}
         }
