@@ -170,9 +170,6 @@ impl Plugin for Bridge {
 
     fn del(&self, req: &Request) -> Result<(), Error> {
         let conf = BridgeConf::load(req)?;
-        if let Some(t) = ipam_type(req) {
-            delegate::exec(t, Command::Del, &req.env.path, &req.stdin)?;
-        }
         let host_veth = host_veth_name(&req.config.name, &req.env.container_id, &req.env.ifname);
         let ns = match req.env.netns.as_deref().map(NetNs::open) {
             Some(Ok(ns)) => Some(ns),
@@ -180,26 +177,37 @@ impl Plugin for Bridge {
             Some(Err(e)) => return Err(Error::new(Code::Io, e.to_string())),
         };
         let ifname = req.env.ifname.clone();
-        block_on(async move {
-            if let Some(ns) = &ns {
-                Netlink::in_netns(ns)
+        // The three teardowns are independent: run IPAM and iptables (both child
+        // processes) alongside the netlink work, which waits on the kernel
+        // (deleting a veth takes an RCU grace period). No thread enters a netns.
+        let (ipam, masq, links) = std::thread::scope(|s| {
+            let ipam = ipam_type(req).map(|t| {
+                s.spawn(move || delegate::exec(t, Command::Del, &req.env.path, &req.stdin))
+            });
+            let masq = conf
+                .ip_masq
+                .then(|| s.spawn(|| masq::teardown(&req.config.name, &req.env.container_id)));
+            let links = block_on(async move {
+                if let Some(ns) = &ns {
+                    Netlink::in_netns(ns)
+                        .map_err(netlink_err)?
+                        .delete(&ifname)
+                        .await
+                        .map_err(netlink_err)?;
+                }
+                // Gone with its peer in the common case; still there if the netns vanished oddly.
+                Netlink::host()
                     .map_err(netlink_err)?
-                    .delete(&ifname)
+                    .delete(&host_veth)
                     .await
                     .map_err(netlink_err)?;
-            }
-            // Gone with its peer in the common case; still there if the netns vanished oddly.
-            Netlink::host()
-                .map_err(netlink_err)?
-                .delete(&host_veth)
-                .await
-                .map_err(netlink_err)?;
-            Ok(())
-        })?;
-        if conf.ip_masq {
-            masq::teardown(&req.config.name, &req.env.container_id).map_err(masq_err)?;
-        }
-        Ok(())
+                Ok(())
+            });
+            (ipam.map(join), masq.map(join), links)
+        });
+        ipam.transpose()?;
+        masq.transpose().map_err(masq_err)?;
+        links
     }
 
     fn check(&self, req: &Request) -> Result<(), Error> {
@@ -319,6 +327,13 @@ impl Plugin for Bridge {
     }
 }
 
+/// Joins a scoped helper thread, re-raising its panic.
+fn join<T>(handle: std::thread::ScopedJoinHandle<'_, T>) -> T {
+    handle
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
 fn failed(msg: String) -> Error {
     Error::new(Code::INTERNAL, msg)
 }
@@ -362,68 +377,75 @@ fn attach(
             }
         }
     }
-    let (bridge, veth, container) = block_on(async {
-        let host = Netlink::host().map_err(netlink_err)?;
-        let bridge = host
-            .ensure_bridge(&conf.bridge, conf.mtu, conf.promisc_mode)
-            .await
-            .map_err(netlink_err)?;
-        let nl = Netlink::in_netns(ns).map_err(netlink_err)?;
-        if nl.by_name(ifname).await.map_err(netlink_err)?.is_some() {
-            return Err(Error::new(
-                Code::INTERNAL,
-                format!(
-                    "interface {ifname} already exists in {}",
-                    ns.path().display()
-                ),
-            ));
-        }
-        let veth = host
-            .add_veth(&host_veth, ns, ifname, bridge.index, conf.mtu)
-            .await
-            .map_err(netlink_err)?;
-        if conf.hairpin_mode {
-            host.set_hairpin(veth.index).await.map_err(netlink_err)?;
-        }
-        let container = nl
-            .by_name(ifname)
-            .await
-            .map_err(netlink_err)?
-            .ok_or_else(|| failed(format!("{ifname} missing after creation")))?;
-        if !conf.disable_container_interface {
-            for ip in &ips {
-                nl.add_address(container.index, ip.address.addr, ip.address.prefix, false)
-                    .await
-                    .map_err(netlink_err)?;
+    let addrs: Vec<Cidr> = ips.iter().map(|ip| ip.address).collect();
+    // iptables (a child process) runs while the netlink work waits on the kernel.
+    let (masq, links) = std::thread::scope(|s| {
+        let masq = conf
+            .ip_masq
+            .then(|| s.spawn(|| masq::setup(&req.config.name, &req.env.container_id, &addrs)));
+        let links = block_on(async {
+            let host = Netlink::host().map_err(netlink_err)?;
+            let bridge = host
+                .ensure_bridge(&conf.bridge, conf.mtu, conf.promisc_mode)
+                .await
+                .map_err(netlink_err)?;
+            let nl = Netlink::in_netns(ns).map_err(netlink_err)?;
+            if nl.by_name(ifname).await.map_err(netlink_err)?.is_some() {
+                return Err(Error::new(
+                    Code::INTERNAL,
+                    format!(
+                        "interface {ifname} already exists in {}",
+                        ns.path().display()
+                    ),
+                ));
             }
-            nl.set_up(container.index).await.map_err(netlink_err)?;
-            for r in &routes {
-                // As the reference: a route without gw goes via the gateway of its family.
-                let gw = r.gw.or_else(|| {
-                    ips.iter()
-                        .find(|ip| ip.address.addr.is_ipv4() == r.dst.addr.is_ipv4())
-                        .and_then(|ip| ip.gateway)
-                });
-                nl.add_route(container.index, r.dst.addr, r.dst.prefix, gw)
-                    .await
-                    .map_err(netlink_err)?;
+            let veth = host
+                .add_veth(&host_veth, ns, ifname, bridge.index, conf.mtu)
+                .await
+                .map_err(netlink_err)?;
+            if conf.hairpin_mode {
+                host.set_hairpin(veth.index).await.map_err(netlink_err)?;
             }
-        }
-        if conf.is_gateway {
-            for ip in &ips {
-                if let Some(gw) = ip.gateway {
-                    set_gateway(&host, &bridge, gw, ip.address.prefix, conf.force_address).await?;
+            let container = nl
+                .by_name(ifname)
+                .await
+                .map_err(netlink_err)?
+                .ok_or_else(|| failed(format!("{ifname} missing after creation")))?;
+            if !conf.disable_container_interface {
+                for ip in &ips {
+                    nl.add_address(container.index, ip.address.addr, ip.address.prefix, false)
+                        .await
+                        .map_err(netlink_err)?;
+                }
+                nl.set_up(container.index).await.map_err(netlink_err)?;
+                for r in &routes {
+                    // As the reference: a route without gw goes via the gateway of its family.
+                    let gw = r.gw.or_else(|| {
+                        ips.iter()
+                            .find(|ip| ip.address.addr.is_ipv4() == r.dst.addr.is_ipv4())
+                            .and_then(|ip| ip.gateway)
+                    });
+                    nl.add_route(container.index, r.dst.addr, r.dst.prefix, gw)
+                        .await
+                        .map_err(netlink_err)?;
                 }
             }
-        }
-        Ok((bridge, veth, container))
-    })?;
+            if conf.is_gateway {
+                for ip in &ips {
+                    if let Some(gw) = ip.gateway {
+                        set_gateway(&host, &bridge, gw, ip.address.prefix, conf.force_address)
+                            .await?;
+                    }
+                }
+            }
+            Ok((bridge, veth, container))
+        });
+        (masq.map(join), links)
+    });
+    masq.transpose().map_err(masq_err)?;
+    let (bridge, veth, container) = links?;
     if conf.is_gateway {
         enable_forwarding(&ips)?;
-    }
-    if conf.ip_masq {
-        let addrs: Vec<Cidr> = ips.iter().map(|ip| ip.address).collect();
-        masq::setup(&req.config.name, &req.env.container_id, &addrs).map_err(masq_err)?;
     }
     let sandbox = req.env.netns.as_ref().map(|p| p.display().to_string());
     Ok(CniResult {
