@@ -73,3 +73,54 @@ fn run(path: &Path, command: Command, stdin: &[u8]) -> Result<Option<CniResult>,
     }
     CniResult::parse(&out.stdout).map(Some)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn script(dir: &Path, name: &str, body: &str) {
+        let path = dir.join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    #[test]
+    fn finds_in_order_and_rejects_paths() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        script(b.path(), "ipam", "true");
+        let path = vec![a.path().to_path_buf(), b.path().to_path_buf()];
+        assert_eq!(find("ipam", &path).unwrap(), b.path().join("ipam"));
+        assert_eq!(find("nope", &path).unwrap_err().code, Code::InvalidConfig);
+        assert_eq!(
+            find("../ipam", &path).unwrap_err().code,
+            Code::InvalidConfig
+        );
+    }
+
+    #[test]
+    fn passes_verb_and_stdin_and_parses_results_and_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        script(
+            dir.path(),
+            "echo-ipam",
+            r#"read -r conf; [ "$CNI_COMMAND" = ADD ] || exit 0
+echo '{"cniVersion":"1.0.0","ips":[{"address":"10.0.0.2/24"}]}'"#,
+        );
+        script(
+            dir.path(),
+            "bad-ipam",
+            r#"echo '{"code":11,"msg":"busy"}'; exit 1"#,
+        );
+        let path = vec![dir.path().to_path_buf()];
+        let r = exec("echo-ipam", Command::Add, &path, b"{}\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.ips[0].address.to_string(), "10.0.0.2/24");
+        assert!(exec("echo-ipam", Command::Del, &path, b"{}\n")
+            .unwrap()
+            .is_none());
+        let e = exec("bad-ipam", Command::Add, &path, b"{}").unwrap_err();
+        assert_eq!((e.code, e.msg.as_str()), (Code::TryAgainLater, "busy"));
+    }
+}

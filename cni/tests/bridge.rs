@@ -626,3 +626,85 @@ fn ipam_route_without_gw_goes_via_the_gateway() {
     );
     assert!(pings(&ns, &net.gateway()));
 }
+
+#[test]
+fn hairpin_promisc_and_their_conflict() {
+    let mut net = Net::new();
+    let (a, b) = (net.netns(), net.netns());
+    let conf = net.config(
+        "peapod-bridge",
+        "peapod-host-local",
+        json!({"hairpinMode": true}),
+    );
+    let r = net.run("peapod-bridge", "ADD", "a", &a, &conf).result();
+    let veth = r["interfaces"][1]["name"].as_str().unwrap();
+    let hairpin =
+        std::fs::read_to_string(format!("/sys/class/net/{veth}/brport/hairpin_mode")).unwrap();
+    assert_eq!(hairpin.trim(), "1");
+    let promisc = net.config(
+        "peapod-bridge",
+        "peapod-host-local",
+        json!({"promiscMode": true}),
+    );
+    net.run("peapod-bridge", "ADD", "b", &b, &promisc).result();
+    let link = String::from_utf8(sh(&["ip", "-o", "link", "show", &net.bridge]).stdout).unwrap();
+    assert!(link.contains("PROMISC"), "{link}");
+    let both = net.config(
+        "peapod-bridge",
+        "peapod-host-local",
+        json!({"promiscMode": true, "hairpinMode": true}),
+    );
+    let out = net.run("peapod-bridge", "ADD", "c", &b, &both);
+    assert!(!out.ok);
+    assert_eq!(out.json()["code"], 7);
+    let vlan = net.config("peapod-bridge", "peapod-host-local", json!({"vlan": 10}));
+    let out = net.run("peapod-bridge", "ADD", "c", &b, &vlan);
+    assert_eq!(out.json()["code"], 2, "{}", out.stdout);
+}
+
+#[test]
+fn force_address_replaces_a_foreign_bridge_address() {
+    let mut net = Net::new();
+    let (a, b) = (net.netns(), net.netns());
+    assert!(sh(&["ip", "link", "add", &net.bridge, "type", "bridge"])
+        .status
+        .success());
+    let foreign = format!("{}.200/24", net.prefix);
+    assert!(sh(&["ip", "addr", "add", &foreign, "dev", &net.bridge])
+        .status
+        .success());
+    let conf = net.config("peapod-bridge", "peapod-host-local", json!({}));
+    let out = net.run("peapod-bridge", "ADD", "a", &a, &conf);
+    assert!(!out.ok, "ADD kept a foreign gateway address");
+    assert!(net.reserved().is_empty(), "failed ADD kept its IP");
+    let forced = net.config(
+        "peapod-bridge",
+        "peapod-host-local",
+        json!({"forceAddress": true}),
+    );
+    net.run("peapod-bridge", "ADD", "b", &b, &forced).result();
+    let addrs =
+        String::from_utf8(sh(&["ip", "-o", "-4", "addr", "show", "dev", &net.bridge]).stdout)
+            .unwrap();
+    assert!(!addrs.contains(&foreign), "{addrs}");
+    assert!(addrs.contains(&format!("{}/24", net.gateway())), "{addrs}");
+}
+
+#[test]
+fn disabled_container_interface_stays_down_without_addresses() {
+    let mut net = Net::new();
+    let ns = net.netns();
+    let conf = net.config(
+        "peapod-bridge",
+        "peapod-host-local",
+        json!({"disableContainerInterface": true}),
+    );
+    let r = net.run("peapod-bridge", "ADD", "c1", &ns, &conf).result();
+    assert_eq!(r["interfaces"][2]["name"], "eth0");
+    let link = ip_in(&ns, &["ip", "-o", "link", "show", "eth0"]);
+    assert!(!link.contains(",UP"), "{link}");
+    assert!(!ip_in(&ns, &["ip", "-o", "-4", "addr"]).contains(&address(&r)));
+    net.run("peapod-bridge", "DEL", "c1", &ns, &conf)
+        .assert_ok();
+    assert!(net.reserved().is_empty());
+}
