@@ -7,7 +7,7 @@
 
 use crate::netns::{self, NetNs};
 use futures::TryStreamExt;
-use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+use netlink_packet_route::address::{AddressAttribute, AddressHeaderFlags, AddressMessage};
 use netlink_packet_route::link::{
     InfoBridgePort, InfoData, InfoPortData, InfoVeth, LinkAttribute, LinkMessage,
 };
@@ -252,7 +252,8 @@ impl Netlink {
             .collect())
     }
 
-    /// Adds an address; with `exist_ok`, an identical address already present is fine.
+    /// Adds an address (IPv6 without duplicate address detection); with `exist_ok`, an
+    /// identical address already present is fine.
     pub async fn add_address(
         &self,
         index: u32,
@@ -260,7 +261,12 @@ impl Netlink {
         prefix: u8,
         exist_ok: bool,
     ) -> Result<(), Error> {
-        match self.handle.address().add(index, ip, prefix).execute().await {
+        let mut add = self.handle.address().add(index, ip, prefix);
+        if ip.is_ipv6() {
+            // As the reference's default (enabledad=false): usable at once, no DAD wait.
+            add.message_mut().header.flags |= AddressHeaderFlags::Nodad;
+        }
+        match add.execute().await {
             Err(e) if !(exist_ok && errno(&e) == Some(libc::EEXIST)) => {
                 Err(request(format!("add address {ip}/{prefix}"))(e))
             }

@@ -708,3 +708,46 @@ fn disabled_container_interface_stays_down_without_addresses() {
         .assert_ok();
     assert!(net.reserved().is_empty());
 }
+
+#[test]
+fn dual_stack_pod_reaches_both_gateways_at_once() {
+    let mut net = Net::new();
+    let ns = net.netns();
+    let n = net.prefix.rsplit('.').next().unwrap().to_string();
+    let v6 = format!("fd00:{:x}:{n}::", std::process::id() % 0xffff);
+    let mut conf = net.config(
+        "peapod-bridge",
+        "peapod-host-local",
+        json!({"ipMasq": true}),
+    );
+    conf["ipam"] = json!({
+        "type": "peapod-host-local",
+        "ranges": [[{"subnet": format!("{}.0/24", net.prefix)}], [{"subnet": format!("{v6}/64")}]],
+        "dataDir": net.data.path(),
+    });
+    let r = net.run("peapod-bridge", "ADD", "c1", &ns, &conf).result();
+    assert_eq!(r["ips"].as_array().unwrap().len(), 2);
+    assert_eq!(r["ips"][1]["address"], format!("{v6}2/64"));
+    assert_eq!(
+        r["routes"][1],
+        json!({"dst": "::/0", "gw": format!("{v6}1")})
+    );
+    // No DAD wait: the address is usable right after ADD.
+    let global = ip_in(
+        &ns,
+        &["ip", "-o", "-6", "addr", "show", "eth0", "scope", "global"],
+    );
+    assert!(
+        global.contains(&format!("{v6}2/64")) && !global.contains("tentative"),
+        "{global}"
+    );
+    assert!(pings(&ns, &net.gateway()));
+    assert!(pings(&ns, &format!("{v6}1")), "no IPv6 path to the gateway");
+    let v6_rules = String::from_utf8(sh(&["ip6tables", "-w", "-t", "nat", "-S"]).stdout).unwrap();
+    assert!(v6_rules.contains(&format!("-s {v6}2/128")), "{v6_rules}");
+    net.run("peapod-bridge", "DEL", "c1", &ns, &with_prev(&conf, &r))
+        .assert_ok();
+    let v6_rules = String::from_utf8(sh(&["ip6tables", "-w", "-t", "nat", "-S"]).stdout).unwrap();
+    assert!(!v6_rules.contains(&net.name), "{v6_rules}");
+    assert!(net.masq_rules().is_empty());
+}
