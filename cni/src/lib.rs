@@ -19,3 +19,4 @@ pub mod masq;
 pub mod netns;
 pub mod plugin;
 pub mod spec;
+pub mod spoofchk;

@@ -149,6 +149,7 @@ impl Drop for Net {
         let _ = sh(&["ip", "link", "del", &self.bridge]);
         for id in &self.containers {
             let _ = cni::masq::teardown(&self.name, id);
+            let _ = cni::spoofchk::teardown(id, "eth0");
         }
     }
 }
@@ -750,4 +751,35 @@ fn dual_stack_pod_reaches_both_gateways_at_once() {
     let v6_rules = String::from_utf8(sh(&["ip6tables", "-w", "-t", "nat", "-S"]).stdout).unwrap();
     assert!(!v6_rules.contains(&net.name), "{v6_rules}");
     assert!(net.masq_rules().is_empty());
+}
+
+#[test]
+fn macspoofchk_drops_frames_with_a_foreign_source_mac() {
+    let mut net = Net::new();
+    let ns = net.netns();
+    // Container ids are unique per test run so the shared `bridge nat` table never mixes tests.
+    let id = format!("{}-spoof", net.name);
+    let conf = net.config(
+        "peapod-bridge",
+        "peapod-host-local",
+        json!({"macspoofchk": true}),
+    );
+    let r = net.run("peapod-bridge", "ADD", &id, &ns, &conf).result();
+    let table = String::from_utf8(sh(&["nft", "list", "table", "bridge", "nat"]).stdout).unwrap();
+    let mac = r["interfaces"][2]["mac"].as_str().unwrap();
+    assert!(
+        table.contains(&format!("ether saddr {mac} return")),
+        "{table}"
+    );
+    assert!(table.contains(&format!("macspoofchk-{id}-eth0")));
+    assert!(pings(&ns, &net.gateway()));
+    ip_in(
+        &ns,
+        &["ip", "link", "set", "eth0", "address", "02:00:00:00:00:99"],
+    );
+    assert!(!pings(&ns, &net.gateway()), "a spoofed MAC got through");
+    net.run("peapod-bridge", "DEL", &id, &ns, &with_prev(&conf, &r))
+        .assert_ok();
+    let table = String::from_utf8(sh(&["nft", "list", "table", "bridge", "nat"]).stdout).unwrap();
+    assert!(!table.contains(&id), "{table}");
 }

@@ -16,7 +16,7 @@ use cni::link::{self, Netlink};
 use cni::netns::{self, NetNs};
 use cni::plugin::{self, Plugin, Request};
 use cni::spec::{Cidr, CniResult, Code, Command, Error, Interface, IpConfig, Route, Version};
-use cni::{delegate, masq};
+use cni::{delegate, masq, spoofchk};
 use serde::Deserialize;
 use sha2::{Digest, Sha512};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -78,9 +78,6 @@ impl BridgeConf {
         if conf.vlan != 0 {
             return Err(unsupported("vlan"));
         }
-        if conf.macspoofchk {
-            return Err(unsupported("macspoofchk"));
-        }
         Ok(conf)
     }
 }
@@ -93,6 +90,10 @@ fn unsupported(field: &str) -> Error {
 }
 
 fn netlink_err(e: link::Error) -> Error {
+    Error::new(Code::INTERNAL, e.to_string())
+}
+
+fn spoofchk_err(e: spoofchk::Error) -> Error {
     Error::new(Code::INTERNAL, e.to_string())
 }
 
@@ -160,6 +161,9 @@ impl Plugin for Bridge {
                 if conf.ip_masq {
                     let _ = masq::teardown(&req.config.name, &req.env.container_id);
                 }
+                if conf.macspoofchk {
+                    let _ = spoofchk::teardown(&req.env.container_id, &req.env.ifname);
+                }
                 if let Some(t) = ipam_type(req) {
                     let _ = delegate::exec(t, Command::Del, &req.env.path, &req.stdin);
                 }
@@ -207,7 +211,11 @@ impl Plugin for Bridge {
         });
         ipam.transpose()?;
         masq.transpose().map_err(masq_err)?;
-        links
+        links?;
+        if conf.macspoofchk {
+            spoofchk::teardown(&req.env.container_id, &req.env.ifname).map_err(spoofchk_err)?;
+        }
+        Ok(())
     }
 
     fn check(&self, req: &Request) -> Result<(), Error> {
@@ -444,6 +452,13 @@ fn attach(
     });
     masq.transpose().map_err(masq_err)?;
     let (bridge, veth, container) = links?;
+    if conf.macspoofchk {
+        let mac = container
+            .mac
+            .as_deref()
+            .ok_or_else(|| failed(format!("{ifname} has no MAC address")))?;
+        spoofchk::setup(&req.env.container_id, ifname, &veth.name, mac).map_err(spoofchk_err)?;
+    }
     if conf.is_gateway {
         enable_forwarding(&ips)?;
     }
