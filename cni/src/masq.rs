@@ -124,6 +124,14 @@ pub fn setup(network: &str, container_id: &str, ips: &[Cidr]) -> Result<(), Erro
     Ok(())
 }
 
+/// Whether the attachment's chain exists (for CHECK).
+pub fn exists(network: &str, container_id: &str) -> bool {
+    let chain = chain_name(network, container_id);
+    ["iptables", "ip6tables"]
+        .iter()
+        .any(|tool| iptables(tool, &["-t", "nat", "-S", &chain]).is_ok())
+}
+
 /// Removes the jumps and the chain of an attachment; absent rules are fine.
 pub fn teardown(network: &str, container_id: &str) -> Result<(), Error> {
     let chain = chain_name(network, container_id);

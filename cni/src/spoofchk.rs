@@ -81,9 +81,34 @@ pub fn setup(container_id: &str, ifname: &str, host_veth: &str, mac: &str) -> Re
     nft(&["-f", "-"], Some(&script)).map(drop)
 }
 
+/// The references (`<containerID>-<ifname>`) of every attachment with spoof-check rules.
+pub fn attachments() -> Result<Vec<String>, Error> {
+    let Ok(listing) = nft(&["list", "table", "bridge", "nat"], None) else {
+        return Ok(Vec::new());
+    };
+    let mut refs: Vec<String> = listing
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("chain cni-br-iface-"))
+        .filter_map(|rest| rest.strip_suffix(" {"))
+        .filter(|r| !r.ends_with("-mac"))
+        .map(str::to_string)
+        .collect();
+    refs.dedup();
+    Ok(refs)
+}
+
+/// Whether `reference` (from [`attachments`]) belongs to the attachment `(container_id, ifname)`.
+pub fn is_reference_of(reference_id: &str, container_id: &str, ifname: &str) -> bool {
+    reference_id == reference(container_id, ifname)
+}
+
 /// Removes the attachment's jump and chains; absent ones are fine.
 pub fn teardown(container_id: &str, ifname: &str) -> Result<(), Error> {
-    let r = reference(container_id, ifname);
+    teardown_reference(&reference(container_id, ifname))
+}
+
+/// [`teardown`] by reference, for GC, which knows only what [`attachments`] listed.
+pub fn teardown_reference(r: &str) -> Result<(), Error> {
     let (iface, mac_chain) = (format!("cni-br-iface-{r}"), format!("cni-br-iface-{r}-mac"));
     let Ok(listing) = nft(&["-a", "list", "table", "bridge", "nat"], None) else {
         return Ok(()); // no table, nothing of ours

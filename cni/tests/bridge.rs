@@ -436,6 +436,23 @@ fn check_passes_after_add_and_fails_when_the_address_is_gone() {
         "{}",
         out.stdout
     );
+    // A missing masquerade chain fails CHECK too.
+    // (removing the address took the default route with it)
+    ip_in(&ns, &["ip", "addr", "add", &address(&r), "dev", "eth0"]);
+    ip_in(
+        &ns,
+        &["ip", "route", "add", "default", "via", &net.gateway()],
+    );
+    net.run("peapod-bridge", "CHECK", "c1", &ns, &check)
+        .assert_ok();
+    cni::masq::teardown(&net.name, "c1").unwrap();
+    let out = net.run("peapod-bridge", "CHECK", "c1", &ns, &check);
+    assert!(
+        !out.ok && out.stdout.contains("masquerade"),
+        "{}",
+        out.stdout
+    );
+    ip_in(&ns, &["ip", "addr", "del", &address(&r), "dev", "eth0"]);
     // The address is gone from the link, but DEL still cleans the rules up.
     net.run("peapod-bridge", "DEL", "c1", &ns, &check)
         .assert_ok();
@@ -779,6 +796,17 @@ fn macspoofchk_drops_frames_with_a_foreign_source_mac() {
     );
     assert!(!pings(&ns, &net.gateway()), "a spoofed MAC got through");
     net.run("peapod-bridge", "DEL", &id, &ns, &with_prev(&conf, &r))
+        .assert_ok();
+    let table = String::from_utf8(sh(&["nft", "list", "table", "bridge", "nat"]).stdout).unwrap();
+    assert!(!table.contains(&id), "{table}");
+    // GC drops the chains of attachments the runtime no longer knows.
+    let mut gc_conf = conf.clone();
+    gc_conf["cniVersion"] = json!("1.1.0");
+    let ns2 = net.netns();
+    net.run("peapod-bridge", "ADD", &id, &ns2, &gc_conf)
+        .result();
+    gc_conf["cni.dev/valid-attachments"] = json!([]);
+    net.run("peapod-bridge", "GC", "", Path::new(""), &gc_conf)
         .assert_ok();
     let table = String::from_utf8(sh(&["nft", "list", "table", "bridge", "nat"]).stdout).unwrap();
     assert!(!table.contains(&id), "{table}");

@@ -227,6 +227,12 @@ impl Plugin for Bridge {
         if let Some(t) = ipam_type(req) {
             delegate::exec(t, Command::Check, &req.env.path, &req.stdin)?;
         }
+        if conf.ip_masq && !masq::exists(&req.config.name, &req.env.container_id) {
+            return Err(failed(format!(
+                "masquerade chain {} is missing",
+                masq::chain_name(&req.config.name, &req.env.container_id)
+            )));
+        }
         let ns = open_netns(req)?;
         let ifname = req.env.ifname.clone();
         block_on(async move {
@@ -320,6 +326,18 @@ impl Plugin for Bridge {
             {
                 if let Err(e) = masq::teardown(&req.config.name, id) {
                     first.get_or_insert(masq_err(e));
+                }
+            }
+        }
+        if conf.macspoofchk {
+            let refs = spoofchk::attachments().map_err(spoofchk_err)?;
+            for r in refs.iter().filter(|r| {
+                !valid
+                    .iter()
+                    .any(|a| spoofchk::is_reference_of(r, &a.container_id, &a.ifname))
+            }) {
+                if let Err(e) = spoofchk::teardown_reference(r) {
+                    first.get_or_insert(spoofchk_err(e));
                 }
             }
         }
