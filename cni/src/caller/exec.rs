@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -24,25 +24,18 @@ pub struct Invocation<'a> {
     pub stdin: Vec<u8>,
 }
 
-/// Find `plugin` in `dirs`, in order, as libcni does.
+/// Find `plugin` in `dirs`, in order, as libcni does (the same search a plugin
+/// uses for its delegate).
 pub fn find(plugin: &str, dirs: &[PathBuf]) -> Result<PathBuf, CallerError> {
     if plugin.is_empty() || plugin.contains('/') {
         return Err(CallerError::BadPluginName(plugin.to_string()));
     }
-    dirs.iter()
-        .map(|d| d.join(plugin))
-        .find(|p| is_executable(p))
-        .ok_or_else(|| CallerError::PluginNotFound {
-            plugin: plugin.to_string(),
-            path: std::env::join_paths(dirs)
-                .map(|p| p.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-        })
-}
-
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    crate::delegate::find(plugin, dirs).map_err(|_| CallerError::PluginNotFound {
+        plugin: plugin.to_string(),
+        path: std::env::join_paths(dirs)
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    })
 }
 
 /// Run the plugin and return its stdout on success. A non-zero exit becomes

@@ -1,0 +1,813 @@
+//! Runs the built `peapod-bridge` as a runtime would, in network namespaces and on bridges the tests create.
+//!
+//! Needs root (it fails loudly otherwise), iproute2, iptables, ping and the
+//! Debian package `containernetworking-plugins` for the interop tests. Every
+//! test owns a unique bridge `ppbr<pid%10000><n>`, netns `pp-cni-<pid>-<n>`
+//! and subnet `10.<from pid>.<n>.0/24`; a [`Net`] guard removes them, the
+//! masquerade chains and the IPAM data in `Drop`, even when the test fails.
+//! Traffic only goes to pods' addresses and their bridge gateway.
+
+use serde_json::{json, Value};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+const BRIDGE: &str = env!("CARGO_BIN_EXE_peapod-bridge");
+/// Where Debian's `containernetworking-plugins` installs the reference plugins.
+const REFERENCE_DIR: &str = "/usr/lib/cni";
+
+static NEXT: AtomicU32 = AtomicU32::new(1);
+
+fn unique() -> u32 {
+    NEXT.fetch_add(1, Ordering::SeqCst)
+}
+
+fn sh(args: &[&str]) -> std::process::Output {
+    Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("failed to run {args:?}: {e}"))
+}
+
+/// A test network: bridge, subnet, IPAM data dir, CNI_PATH dir and the netns it created.
+struct Net {
+    name: String,
+    bridge: String,
+    /// `10.a.b` of the subnet `10.a.b.0/24`.
+    prefix: String,
+    data: tempfile::TempDir,
+    cni_path: tempfile::TempDir,
+    namespaces: Vec<String>,
+    containers: Vec<String>,
+}
+
+impl Net {
+    fn new() -> Net {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "the bridge tests need root (they create netns, bridges and iptables rules)"
+        );
+        let pid = std::process::id();
+        let n = unique();
+        let cni_path = tempfile::tempdir().unwrap();
+        let ours = Path::new(BRIDGE);
+        let bin_dir = ours.parent().unwrap();
+        let links = [
+            (ours.to_path_buf(), "peapod-bridge"),
+            (bin_dir.join("peapod-host-local"), "peapod-host-local"),
+            (Path::new(REFERENCE_DIR).join("bridge"), "bridge"),
+            (Path::new(REFERENCE_DIR).join("host-local"), "host-local"),
+        ];
+        for (target, name) in links {
+            assert!(
+                target.exists(),
+                "{} is missing (apt-get install containernetworking-plugins; cargo builds ours)",
+                target.display()
+            );
+            std::os::unix::fs::symlink(&target, cni_path.path().join(name)).unwrap();
+        }
+        Net {
+            name: format!("ppnet{pid}-{n}"),
+            bridge: format!("ppbr{}{n}", pid % 10000),
+            prefix: format!("10.{}.{n}", 20 + pid % 200),
+            data: tempfile::tempdir().unwrap(),
+            cni_path,
+            namespaces: Vec::new(),
+            containers: Vec::new(),
+        }
+    }
+
+    fn gateway(&self) -> String {
+        format!("{}.1", self.prefix)
+    }
+
+    /// Creates a fresh netns and returns its path.
+    fn netns(&mut self) -> PathBuf {
+        let name = format!("pp-cni-{}-{}", std::process::id(), unique());
+        let out = sh(&["ip", "netns", "add", &name]);
+        assert!(out.status.success(), "ip netns add {name}: {out:?}");
+        self.namespaces.push(name.clone());
+        PathBuf::from("/run/netns").join(name)
+    }
+
+    /// The network config for `plugin` with `ipam` as IPAM plugin, plus `extra` fields.
+    fn config(&self, plugin: &str, ipam: &str, extra: Value) -> Value {
+        let mut conf = json!({
+            "cniVersion": "1.0.0",
+            "name": self.name,
+            "type": plugin,
+            "bridge": self.bridge,
+            "isDefaultGateway": true,
+            "ipam": {
+                "type": ipam,
+                "subnet": format!("{}.0/24", self.prefix),
+                "dataDir": self.data.path(),
+            }
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            conf[k] = v.clone();
+        }
+        conf
+    }
+
+    fn run(&mut self, plugin: &str, verb: &str, id: &str, netns: &Path, conf: &Value) -> Outcome {
+        if verb == "ADD" && !self.containers.iter().any(|c| c == id) {
+            self.containers.push(id.to_string());
+        }
+        run_plugin(self, plugin, verb, id, netns, conf)
+    }
+
+    /// Host-side nat rules mentioning this network (by comment).
+    fn masq_rules(&self) -> Vec<String> {
+        let out = sh(&["iptables", "-w", "-t", "nat", "-S"]);
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains(&format!("name: \\\"{}\\\"", self.name)))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// The reservation files (named after addresses) in the IPAM data dir.
+    fn reserved(&self) -> Vec<String> {
+        std::fs::read_dir(self.data.path().join(&self.name))
+            .map(|d| {
+                d.map(|e| e.unwrap().file_name().into_string().unwrap())
+                    .filter(|n| n.parse::<std::net::IpAddr>().is_ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        for ns in &self.namespaces {
+            let _ = sh(&["ip", "netns", "del", ns]);
+        }
+        let _ = sh(&["ip", "link", "del", &self.bridge]);
+        for id in &self.containers {
+            let _ = cni::masq::teardown(&self.name, id);
+            let _ = cni::spoofchk::teardown(id, "eth0");
+        }
+    }
+}
+
+/// Runs `plugin` from the network's CNI_PATH with a runtime-like environment.
+fn run_plugin(
+    net: &Net,
+    plugin: &str,
+    verb: &str,
+    id: &str,
+    netns: &Path,
+    conf: &Value,
+) -> Outcome {
+    let mut child = Command::new(net.cni_path.path().join(plugin))
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("CNI_COMMAND", verb)
+        .env("CNI_CONTAINERID", id)
+        .env("CNI_NETNS", netns)
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", net.cni_path.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(conf.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    Outcome {
+        ok: out.status.success(),
+        stdout: String::from_utf8(out.stdout).unwrap(),
+    }
+}
+
+/// What one plugin invocation returned.
+struct Outcome {
+    ok: bool,
+    stdout: String,
+}
+
+impl Outcome {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {:?}", self.stdout))
+    }
+
+    /// The result of a successful ADD.
+    fn result(&self) -> Value {
+        assert!(self.ok, "plugin failed: {}", self.stdout);
+        self.json()
+    }
+
+    fn assert_ok(&self) {
+        assert!(self.ok, "plugin failed: {}", self.stdout);
+    }
+}
+
+fn ip_in(netns: &Path, args: &[&str]) -> String {
+    let name = netns.file_name().unwrap().to_str().unwrap();
+    let mut full = vec!["ip", "netns", "exec", name];
+    full.extend_from_slice(args);
+    let out = sh(&full);
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+fn pings(netns: &Path, target: &str) -> bool {
+    let name = netns.file_name().unwrap().to_str().unwrap();
+    sh(&["ip", "netns", "exec", name, "ping", "-c1", "-W1", target])
+        .status
+        .success()
+}
+
+fn address(result: &Value) -> String {
+    result["ips"][0]["address"].as_str().unwrap().to_string()
+}
+
+fn host_ip(result: &Value) -> String {
+    address(result).split('/').next().unwrap().to_string()
+}
+
+fn link_exists(name: &str) -> bool {
+    sh(&["ip", "link", "show", name]).status.success()
+}
+
+fn with_prev(conf: &Value, prev: &Value) -> Value {
+    let mut conf = conf.clone();
+    conf["prevResult"] = prev.clone();
+    conf
+}
+
+#[test]
+fn add_configures_container_and_reaches_gateway() {
+    let mut net = Net::new();
+    let ns = net.netns();
+    let conf = net.config("peapod-bridge", "peapod-host-local", json!({"mtu": 1400}));
+    let r = net.run("peapod-bridge", "ADD", "c1", &ns, &conf).result();
+    assert_eq!(r["cniVersion"], "1.0.0");
+    assert_eq!(address(&r), format!("{}.2/24", net.prefix));
+    assert_eq!(r["ips"][0]["gateway"], net.gateway());
+    assert_eq!(r["ips"][0]["interface"], 2);
+    let ifaces = r["interfaces"].as_array().unwrap();
+    assert_eq!(ifaces.len(), 3);
+    assert_eq!(ifaces[0]["name"], net.bridge);
+    assert_eq!(ifaces[2]["name"], "eth0");
+    assert_eq!(ifaces[2]["sandbox"], ns.to_str().unwrap());
+    assert!(ifaces[1].get("sandbox").is_none());
+    assert_eq!(
+        r["routes"][0],
+        json!({"dst": "0.0.0.0/0", "gw": net.gateway()})
+    );
+    let addrs = ip_in(&ns, &["ip", "-o", "addr", "show", "eth0"]);
+    assert!(addrs.contains(&address(&r)), "{addrs}");
+    let link = ip_in(&ns, &["ip", "-o", "link", "show", "eth0"]);
+    assert!(link.contains("mtu 1400") && link.contains(",UP"), "{link}");
+    let routes = ip_in(&ns, &["ip", "route"]);
+    assert!(
+        routes.contains(&format!("default via {}", net.gateway())),
+        "{routes}"
+    );
+    assert!(link_exists(ifaces[1]["name"].as_str().unwrap()));
+    assert!(
+        pings(&ns, &net.gateway()),
+        "container cannot ping its gateway"
+    );
+}
+
+#[test]
+fn two_containers_reach_each_other() {
+    let mut net = Net::new();
+    let (a, b) = (net.netns(), net.netns());
+    let conf = net.config("peapod-bridge", "peapod-host-local", json!({}));
+    let ra = net.run("peapod-bridge", "ADD", "a", &a, &conf).result();
+    let rb = net.run("peapod-bridge", "ADD", "b", &b, &conf).result();
+    assert_ne!(address(&ra), address(&rb));
+    assert!(pings(&a, &host_ip(&rb)), "a cannot ping b");
+    assert!(pings(&b, &host_ip(&ra)), "b cannot ping a");
+}
+
+#[test]
+fn del_removes_veth_reservation_and_masq_rules() {
+    let mut net = Net::new();
+    let ns = net.netns();
+    let conf = net.config(
+        "peapod-bridge",
+        "peapod-host-local",
+        json!({"ipMasq": true}),
+    );
+    let r = net.run("peapod-bridge", "ADD", "c1", &ns, &conf).result();
+    let veth = r["interfaces"][1]["name"].as_str().unwrap().to_string();
+    let rules = net.masq_rules();
+    assert_eq!(rules.len(), 3, "{rules:#?}");
+    let src = format!("-s {}/32", host_ip(&r));
+    assert!(
+        rules
+            .iter()
+            .any(|l| l.starts_with("-A POSTROUTING") && l.contains(&src)),
+        "{rules:#?}"
+    );
+    assert!(rules
+        .iter()
+        .any(|l| l.contains("! -d 224.0.0.0/4") && l.contains("MASQUERADE")));
+    assert_eq!(net.reserved().len(), 1);
+    let del = net.run("peapod-bridge", "DEL", "c1", &ns, &with_prev(&conf, &r));
+    del.assert_ok();
+    assert!(del.stdout.is_empty());
+    assert!(!link_exists(&veth), "host veth {veth} survived DEL");
+    assert!(!ip_in(&ns, &["ip", "link"]).contains("eth0"));
+    assert!(net.reserved().is_empty(), "{:?}", net.reserved());
+    assert!(net.masq_rules().is_empty(), "{:#?}", net.masq_rules());
+    // DEL is idempotent.
+    net.run("peapod-bridge", "DEL", "c1", &ns, &conf)
+        .assert_ok();
+}
+
+#[test]
+fn del_of_unknown_container_and_vanished_netns_succeeds() {
+    let mut net = Net::new();
+    let ns = net.netns();
+    let conf = net.config(
+        "peapod-bridge",
+        "peapod-host-local",
+        json!({"ipMasq": true}),
+    );
+    net.run("peapod-bridge", "DEL", "never-added", &ns, &conf)
+        .assert_ok();
+    net.run(
+        "peapod-bridge",
+        "DEL",
+        "never-added",
+        Path::new("/run/netns/pp-cni-none"),
+        &conf,
+    )
+    .assert_ok();
+    net.run("peapod-bridge", "DEL", "never-added", Path::new(""), &conf)
+        .assert_ok();
+}
+
+#[test]
+fn del_with_empty_netns_still_removes_masq_rules() {
+    let mut net = Net::new();
+    let ns = net.netns();
+    let conf = net.config(
+        "peapod-bridge",
+        "peapod-host-local",
+        json!({"ipMasq": true}),
+    );
+    let r = net.run("peapod-bridge", "ADD", "c1", &ns, &conf).result();
+    assert_eq!(net.masq_rules().len(), 3);
+    let veth = r["interfaces"][1]["name"].as_str().unwrap().to_string();
+    net.run(
+        "peapod-bridge",
+        "DEL",
+        "c1",
+        Path::new(""),
+        &with_prev(&conf, &r),
+    )
+    .assert_ok();
+    assert!(net.masq_rules().is_empty(), "{:#?}", net.masq_rules());
+    assert!(net.reserved().is_empty());
+    assert!(!link_exists(&veth));
+}
+
+#[test]
+fn malformed_config_is_a_cni_error() {
+    let mut net = Net::new();
+    let ns = net.netns();
+    let mut child = Command::new(BRIDGE)
+        .env("CNI_COMMAND", "ADD")
+        .env("CNI_CONTAINERID", "c1")
+        .env("CNI_NETNS", &ns)
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", net.cni_path.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"{\"cniVersion\":")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let err: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(err["code"], 6, "{err}");
+    assert!(err["msg"].as_str().unwrap().contains("decode"));
+
+    let bad = net.config("peapod-bridge", "peapod-host-local", json!({"mtu": "big"}));
+    let out = net.run("peapod-bridge", "ADD", "c1", &ns, &bad);
+    assert!(!out.ok);
+    assert_eq!(out.json()["code"], 6);
+    let bad = net.config("peapod-bridge", "no-such-ipam", json!({}));
+    let out = net.run("peapod-bridge", "ADD", "c1", &ns, &bad);
+    assert!(!out.ok);
+    assert_eq!(out.json()["code"], 7, "{}", out.stdout);
+    assert!(!link_exists(&net.bridge) || !ip_in(&ns, &["ip", "link"]).contains("eth0"));
+}
+
+#[test]
+fn check_passes_after_add_and_fails_when_the_address_is_gone() {
+    let mut net = Net::new();
+    let ns = net.netns();
+    let conf = net.config(
+        "peapod-bridge",
+        "peapod-host-local",
+        json!({"ipMasq": true}),
+    );
+    let r = net.run("peapod-bridge", "ADD", "c1", &ns, &conf).result();
+    let check = with_prev(&conf, &r);
+    let out = net.run("peapod-bridge", "CHECK", "c1", &ns, &check);
+    out.assert_ok();
+    assert!(out.stdout.is_empty());
+    ip_in(&ns, &["ip", "addr", "del", &address(&r), "dev", "eth0"]);
+    let out = net.run("peapod-bridge", "CHECK", "c1", &ns, &check);
+    assert!(!out.ok, "CHECK passed without the address");
+    assert!(
+        out.json()["msg"].as_str().unwrap().contains(&address(&r)),
+        "{}",
+        out.stdout
+    );
+    // A missing masquerade chain fails CHECK too.
+    // (removing the address took the default route with it)
+    ip_in(&ns, &["ip", "addr", "add", &address(&r), "dev", "eth0"]);
+    ip_in(
+        &ns,
+        &["ip", "route", "add", "default", "via", &net.gateway()],
+    );
+    net.run("peapod-bridge", "CHECK", "c1", &ns, &check)
+        .assert_ok();
+    cni::masq::teardown(&net.name, "c1").unwrap();
+    let out = net.run("peapod-bridge", "CHECK", "c1", &ns, &check);
+    assert!(
+        !out.ok && out.stdout.contains("masquerade"),
+        "{}",
+        out.stdout
+    );
+    ip_in(&ns, &["ip", "addr", "del", &address(&r), "dev", "eth0"]);
+    // The address is gone from the link, but DEL still cleans the rules up.
+    net.run("peapod-bridge", "DEL", "c1", &ns, &check)
+        .assert_ok();
+    assert!(net.masq_rules().is_empty(), "{:#?}", net.masq_rules());
+}
+
+#[test]
+fn result_follows_config_version() {
+    let mut net = Net::new();
+    let ns = net.netns();
+    let mut conf = net.config("peapod-bridge", "peapod-host-local", json!({}));
+    conf["cniVersion"] = json!("0.4.0");
+    let r = net.run("peapod-bridge", "ADD", "c1", &ns, &conf).result();
+    assert_eq!(r["cniVersion"], "0.4.0");
+    assert_eq!(r["ips"][0]["version"], "4");
+    net.run("peapod-bridge", "DEL", "c1", &ns, &conf)
+        .assert_ok();
+}
+
+#[test]
+fn gc_and_status_forward_to_ipam_and_drop_stale_chains() {
+    let mut net = Net::new();
+    let (a, b) = (net.netns(), net.netns());
+    let mut conf = net.config(
+        "peapod-bridge",
+        "peapod-host-local",
+        json!({"ipMasq": true}),
+    );
+    conf["cniVersion"] = json!("1.1.0");
+    net.run("peapod-bridge", "ADD", "keep", &a, &conf).result();
+    net.run("peapod-bridge", "ADD", "stale", &b, &conf).result();
+    assert_eq!(net.masq_rules().len(), 6);
+    net.run("peapod-bridge", "STATUS", "", Path::new(""), &conf)
+        .assert_ok();
+    let mut gc = conf.clone();
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": "keep", "ifname": "eth0"}]);
+    net.run("peapod-bridge", "GC", "", Path::new(""), &gc)
+        .assert_ok();
+    let rules = net.masq_rules();
+    assert_eq!(rules.len(), 3, "{rules:#?}");
+    assert!(rules.iter().all(|l| l.contains("id: \\\"keep\\\"")));
+    assert_eq!(net.reserved().len(), 1);
+}
+
+#[test]
+fn reference_bridge_with_peapod_host_local() {
+    let mut net = Net::new();
+    let (a, b) = (net.netns(), net.netns());
+    let conf = net.config("bridge", "peapod-host-local", json!({"ipMasq": true}));
+    let ra = net.run("bridge", "ADD", "a", &a, &conf).result();
+    let rb = net.run("bridge", "ADD", "b", &b, &conf).result();
+    assert!(pings(&a, &host_ip(&rb)));
+    assert!(pings(&a, &net.gateway()));
+    assert_eq!(net.reserved().len(), 2);
+    net.run("bridge", "CHECK", "a", &a, &with_prev(&conf, &ra))
+        .assert_ok();
+    net.run("bridge", "DEL", "a", &a, &with_prev(&conf, &ra))
+        .assert_ok();
+    net.run("bridge", "DEL", "b", &b, &with_prev(&conf, &rb))
+        .assert_ok();
+    assert!(net.reserved().is_empty());
+}
+
+#[test]
+fn peapod_bridge_with_reference_host_local() {
+    let mut net = Net::new();
+    let (a, b) = (net.netns(), net.netns());
+    let conf = net.config("peapod-bridge", "host-local", json!({"ipMasq": true}));
+    let ra = net.run("peapod-bridge", "ADD", "a", &a, &conf).result();
+    let rb = net.run("peapod-bridge", "ADD", "b", &b, &conf).result();
+    assert_ne!(address(&ra), address(&rb));
+    assert!(pings(&b, &host_ip(&ra)));
+    assert!(pings(&b, &net.gateway()));
+    net.run("peapod-bridge", "CHECK", "a", &a, &with_prev(&conf, &ra))
+        .assert_ok();
+    net.run("peapod-bridge", "DEL", "a", &a, &with_prev(&conf, &ra))
+        .assert_ok();
+    net.run("peapod-bridge", "DEL", "b", &b, &with_prev(&conf, &rb))
+        .assert_ok();
+    assert!(net.reserved().is_empty());
+    assert!(net.masq_rules().is_empty(), "{:#?}", net.masq_rules());
+}
+
+#[test]
+fn reference_bridge_del_cleans_peapod_masq_chain() {
+    // Same chain names and comments as the reference, so either plugin can tear down the other's rules.
+    let mut net = Net::new();
+    let ns = net.netns();
+    let conf = net.config(
+        "peapod-bridge",
+        "peapod-host-local",
+        json!({"ipMasq": true}),
+    );
+    let r = net.run("peapod-bridge", "ADD", "c1", &ns, &conf).result();
+    let mut reference = with_prev(&conf, &r);
+    reference["type"] = json!("bridge");
+    net.run("bridge", "DEL", "c1", &ns, &reference).assert_ok();
+    assert!(net.masq_rules().is_empty(), "{:#?}", net.masq_rules());
+}
+
+#[test]
+fn failed_add_releases_its_address_and_veth() {
+    let mut net = Net::new();
+    let ns = net.netns();
+    // eth0 already taken in the pod: ADD must fail after IPAM, and undo it.
+    // (a veth pair: this kernel has no dummy driver)
+    ip_in(
+        &ns,
+        &[
+            "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p",
+        ],
+    );
+    assert!(ip_in(&ns, &["ip", "link"]).contains("eth0"));
+    let conf = net.config(
+        "peapod-bridge",
+        "peapod-host-local",
+        json!({"ipMasq": true}),
+    );
+    let out = net.run("peapod-bridge", "ADD", "c1", &ns, &conf);
+    assert!(!out.ok, "ADD succeeded over an existing eth0");
+    assert!(
+        out.json()["msg"].as_str().unwrap().contains("eth0"),
+        "{}",
+        out.stdout
+    );
+    assert!(net.reserved().is_empty(), "{:?}", net.reserved());
+    assert!(net.masq_rules().is_empty());
+    let veths =
+        String::from_utf8(sh(&["ip", "-o", "link", "show", "master", &net.bridge]).stdout).unwrap();
+    assert!(veths.is_empty(), "{veths}");
+}
+
+#[test]
+fn concurrent_adds_create_the_bridge_once_and_get_distinct_addresses() {
+    let mut net = Net::new();
+    let namespaces: Vec<PathBuf> = (0..8).map(|_| net.netns()).collect();
+    let conf = net.config(
+        "peapod-bridge",
+        "peapod-host-local",
+        json!({"ipMasq": true}),
+    );
+    let ids: Vec<String> = (0..8).map(|i| format!("c{i}")).collect();
+    net.containers.extend(ids.iter().cloned());
+    let (net_ref, conf) = (&net, &conf);
+    let results: Vec<Value> = std::thread::scope(|s| {
+        let handles: Vec<_> = ids
+            .iter()
+            .zip(&namespaces)
+            .map(|(id, ns)| {
+                s.spawn(move || run_plugin(net_ref, "peapod-bridge", "ADD", id, ns, conf))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap().result())
+            .collect()
+    });
+    let mut addrs: Vec<String> = results.iter().map(address).collect();
+    addrs.sort();
+    addrs.dedup();
+    assert_eq!(addrs.len(), 8);
+    assert!(pings(&namespaces[0], &host_ip(&results[7])));
+    assert_eq!(net.masq_rules().len(), 24);
+}
+
+#[test]
+fn ipam_route_without_gw_goes_via_the_gateway() {
+    let mut net = Net::new();
+    let ns = net.netns();
+    let mut conf = net.config(
+        "peapod-bridge",
+        "peapod-host-local",
+        json!({"isDefaultGateway": false, "isGateway": true}),
+    );
+    conf["ipam"]["routes"] = json!([{"dst": "0.0.0.0/0"}]);
+    let r = net.run("peapod-bridge", "ADD", "c1", &ns, &conf).result();
+    assert_eq!(r["routes"], json!([{"dst": "0.0.0.0/0"}]));
+    let routes = ip_in(&ns, &["ip", "route"]);
+    assert!(
+        routes.contains(&format!("default via {}", net.gateway())),
+        "{routes}"
+    );
+    let bridge =
+        String::from_utf8(sh(&["ip", "-o", "-4", "addr", "show", "dev", &net.bridge]).stdout)
+            .unwrap();
+    assert!(
+        bridge.contains(&format!("{}/24", net.gateway())),
+        "{bridge}"
+    );
+    assert!(pings(&ns, &net.gateway()));
+}
+
+#[test]
+fn hairpin_promisc_and_their_conflict() {
+    let mut net = Net::new();
+    let (a, b) = (net.netns(), net.netns());
+    let conf = net.config(
+        "peapod-bridge",
+        "peapod-host-local",
+        json!({"hairpinMode": true}),
+    );
+    let r = net.run("peapod-bridge", "ADD", "a", &a, &conf).result();
+    let veth = r["interfaces"][1]["name"].as_str().unwrap();
+    let hairpin =
+        std::fs::read_to_string(format!("/sys/class/net/{veth}/brport/hairpin_mode")).unwrap();
+    assert_eq!(hairpin.trim(), "1");
+    let promisc = net.config(
+        "peapod-bridge",
+        "peapod-host-local",
+        json!({"promiscMode": true}),
+    );
+    net.run("peapod-bridge", "ADD", "b", &b, &promisc).result();
+    let link = String::from_utf8(sh(&["ip", "-o", "link", "show", &net.bridge]).stdout).unwrap();
+    assert!(link.contains("PROMISC"), "{link}");
+    let both = net.config(
+        "peapod-bridge",
+        "peapod-host-local",
+        json!({"promiscMode": true, "hairpinMode": true}),
+    );
+    let out = net.run("peapod-bridge", "ADD", "c", &b, &both);
+    assert!(!out.ok);
+    assert_eq!(out.json()["code"], 7);
+    let vlan = net.config("peapod-bridge", "peapod-host-local", json!({"vlan": 10}));
+    let out = net.run("peapod-bridge", "ADD", "c", &b, &vlan);
+    assert_eq!(out.json()["code"], 2, "{}", out.stdout);
+}
+
+#[test]
+fn force_address_replaces_a_foreign_bridge_address() {
+    let mut net = Net::new();
+    let (a, b) = (net.netns(), net.netns());
+    assert!(sh(&["ip", "link", "add", &net.bridge, "type", "bridge"])
+        .status
+        .success());
+    let foreign = format!("{}.200/24", net.prefix);
+    assert!(sh(&["ip", "addr", "add", &foreign, "dev", &net.bridge])
+        .status
+        .success());
+    let conf = net.config("peapod-bridge", "peapod-host-local", json!({}));
+    let out = net.run("peapod-bridge", "ADD", "a", &a, &conf);
+    assert!(!out.ok, "ADD kept a foreign gateway address");
+    assert!(net.reserved().is_empty(), "failed ADD kept its IP");
+    let forced = net.config(
+        "peapod-bridge",
+        "peapod-host-local",
+        json!({"forceAddress": true}),
+    );
+    net.run("peapod-bridge", "ADD", "b", &b, &forced).result();
+    let addrs =
+        String::from_utf8(sh(&["ip", "-o", "-4", "addr", "show", "dev", &net.bridge]).stdout)
+            .unwrap();
+    assert!(!addrs.contains(&foreign), "{addrs}");
+    assert!(addrs.contains(&format!("{}/24", net.gateway())), "{addrs}");
+}
+
+#[test]
+fn disabled_container_interface_stays_down_without_addresses() {
+    let mut net = Net::new();
+    let ns = net.netns();
+    let conf = net.config(
+        "peapod-bridge",
+        "peapod-host-local",
+        json!({"disableContainerInterface": true}),
+    );
+    let r = net.run("peapod-bridge", "ADD", "c1", &ns, &conf).result();
+    assert_eq!(r["interfaces"][2]["name"], "eth0");
+    let link = ip_in(&ns, &["ip", "-o", "link", "show", "eth0"]);
+    assert!(!link.contains(",UP"), "{link}");
+    assert!(!ip_in(&ns, &["ip", "-o", "-4", "addr"]).contains(&address(&r)));
+    net.run("peapod-bridge", "DEL", "c1", &ns, &conf)
+        .assert_ok();
+    assert!(net.reserved().is_empty());
+}
+
+#[test]
+fn dual_stack_pod_reaches_both_gateways_at_once() {
+    let mut net = Net::new();
+    let ns = net.netns();
+    let n = net.prefix.rsplit('.').next().unwrap().to_string();
+    let v6 = format!("fd00:{:x}:{n}::", std::process::id() % 0xffff);
+    let mut conf = net.config(
+        "peapod-bridge",
+        "peapod-host-local",
+        json!({"ipMasq": true}),
+    );
+    conf["ipam"] = json!({
+        "type": "peapod-host-local",
+        "ranges": [[{"subnet": format!("{}.0/24", net.prefix)}], [{"subnet": format!("{v6}/64")}]],
+        "dataDir": net.data.path(),
+    });
+    let r = net.run("peapod-bridge", "ADD", "c1", &ns, &conf).result();
+    assert_eq!(r["ips"].as_array().unwrap().len(), 2);
+    assert_eq!(r["ips"][1]["address"], format!("{v6}2/64"));
+    assert_eq!(
+        r["routes"][1],
+        json!({"dst": "::/0", "gw": format!("{v6}1")})
+    );
+    // No DAD wait: the address is usable right after ADD.
+    let global = ip_in(
+        &ns,
+        &["ip", "-o", "-6", "addr", "show", "eth0", "scope", "global"],
+    );
+    assert!(
+        global.contains(&format!("{v6}2/64")) && !global.contains("tentative"),
+        "{global}"
+    );
+    assert!(pings(&ns, &net.gateway()));
+    assert!(pings(&ns, &format!("{v6}1")), "no IPv6 path to the gateway");
+    let v6_rules = String::from_utf8(sh(&["ip6tables", "-w", "-t", "nat", "-S"]).stdout).unwrap();
+    assert!(v6_rules.contains(&format!("-s {v6}2/128")), "{v6_rules}");
+    net.run("peapod-bridge", "DEL", "c1", &ns, &with_prev(&conf, &r))
+        .assert_ok();
+    let v6_rules = String::from_utf8(sh(&["ip6tables", "-w", "-t", "nat", "-S"]).stdout).unwrap();
+    assert!(!v6_rules.contains(&net.name), "{v6_rules}");
+    assert!(net.masq_rules().is_empty());
+}
+
+#[test]
+fn macspoofchk_drops_frames_with_a_foreign_source_mac() {
+    let mut net = Net::new();
+    let ns = net.netns();
+    // Container ids are unique per test run so the shared `bridge nat` table never mixes tests.
+    let id = format!("{}-spoof", net.name);
+    let conf = net.config(
+        "peapod-bridge",
+        "peapod-host-local",
+        json!({"macspoofchk": true}),
+    );
+    let r = net.run("peapod-bridge", "ADD", &id, &ns, &conf).result();
+    let table = String::from_utf8(sh(&["nft", "list", "table", "bridge", "nat"]).stdout).unwrap();
+    let mac = r["interfaces"][2]["mac"].as_str().unwrap();
+    assert!(
+        table.contains(&format!("ether saddr {mac} return")),
+        "{table}"
+    );
+    assert!(table.contains(&format!("macspoofchk-{id}-eth0")));
+    assert!(pings(&ns, &net.gateway()));
+    ip_in(
+        &ns,
+        &["ip", "link", "set", "eth0", "address", "02:00:00:00:00:99"],
+    );
+    assert!(!pings(&ns, &net.gateway()), "a spoofed MAC got through");
+    net.run("peapod-bridge", "DEL", &id, &ns, &with_prev(&conf, &r))
+        .assert_ok();
+    let table = String::from_utf8(sh(&["nft", "list", "table", "bridge", "nat"]).stdout).unwrap();
+    assert!(!table.contains(&id), "{table}");
+    // GC drops the chains of attachments the runtime no longer knows.
+    let mut gc_conf = conf.clone();
+    gc_conf["cniVersion"] = json!("1.1.0");
+    let ns2 = net.netns();
+    net.run("peapod-bridge", "ADD", &id, &ns2, &gc_conf)
+        .result();
+    gc_conf["cni.dev/valid-attachments"] = json!([]);
+    net.run("peapod-bridge", "GC", "", Path::new(""), &gc_conf)
+        .assert_ok();
+    let table = String::from_utf8(sh(&["nft", "list", "table", "bridge", "nat"]).stdout).unwrap();
+    assert!(!table.contains(&id), "{table}");
+}
