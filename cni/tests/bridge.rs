@@ -3,9 +3,14 @@
 //! Needs root (it fails loudly otherwise), iproute2, iptables, ping and the
 //! Debian package `containernetworking-plugins` for the interop tests. Every
 //! test owns a unique bridge `ppbr<pid%10000><n>`, netns `pp-cni-<pid>-<n>`
-//! and subnet `10.<from pid>.<n>.0/24`; a [`Net`] guard removes them, the
-//! masquerade chains and the IPAM data in `Drop`, even when the test fails.
-//! Traffic only goes to pods' addresses and their bridge gateway.
+//! and subnet `10.<from pid>.<n>.0/24`; a [`Net`] guard removes them and the
+//! IPAM data in `Drop`, even when the test fails.
+//!
+//! Safety: the plugins run in a private "host" network namespace each test
+//! makes (no uplink, only lo), as a runtime's host would be: the bridge, the
+//! veths' host ends, the masquerade rules and ip_forward live there, never in
+//! the machine's own namespace. Traffic only goes to pods' addresses and their
+//! bridge gateway.
 
 use serde_json::{json, Value};
 use std::io::Write;
@@ -38,8 +43,9 @@ struct Net {
     prefix: String,
     data: tempfile::TempDir,
     cni_path: tempfile::TempDir,
+    /// The private "host" netns the plugins run in.
+    host: String,
     namespaces: Vec<String>,
-    containers: Vec<String>,
 }
 
 impl Net {
@@ -67,15 +73,48 @@ impl Net {
             );
             std::os::unix::fs::symlink(&target, cni_path.path().join(name)).unwrap();
         }
+        let host = format!("pp-cnihost-{pid}-{n}");
+        let out = sh(&["ip", "netns", "add", &host]);
+        assert!(out.status.success(), "ip netns add {host}: {out:?}");
+        sh(&[
+            "ip", "netns", "exec", &host, "ip", "link", "set", "lo", "up",
+        ]);
         Net {
+            host,
             name: format!("ppnet{pid}-{n}"),
             bridge: format!("ppbr{}{n}", pid % 10000),
             prefix: format!("10.{}.{n}", 20 + pid % 200),
             data: tempfile::tempdir().unwrap(),
             cni_path,
             namespaces: Vec::new(),
-            containers: Vec::new(),
         }
+    }
+
+    /// Runs a command in the private host netns.
+    fn host_sh(&self, args: &[&str]) -> std::process::Output {
+        let mut full = vec!["ip", "netns", "exec", &self.host];
+        full.extend_from_slice(args);
+        sh(&full)
+    }
+
+    /// Runs `f` on a thread inside the private host netns (processes it starts
+    /// inherit that namespace); the thread, and its namespace, end with `f`.
+    fn in_host<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        let path = PathBuf::from("/run/netns").join(&self.host);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let ns = std::fs::File::open(&path).unwrap();
+                nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+                f()
+            })
+            .join()
+            .unwrap()
+        })
+    }
+
+    /// Whether a link exists in the private host netns.
+    fn link_exists(&self, name: &str) -> bool {
+        self.host_sh(&["ip", "link", "show", name]).status.success()
     }
 
     fn gateway(&self) -> String {
@@ -112,15 +151,12 @@ impl Net {
     }
 
     fn run(&mut self, plugin: &str, verb: &str, id: &str, netns: &Path, conf: &Value) -> Outcome {
-        if verb == "ADD" && !self.containers.iter().any(|c| c == id) {
-            self.containers.push(id.to_string());
-        }
         run_plugin(self, plugin, verb, id, netns, conf)
     }
 
     /// Host-side nat rules mentioning this network (by comment).
     fn masq_rules(&self) -> Vec<String> {
-        let out = sh(&["iptables", "-w", "-t", "nat", "-S"]);
+        let out = self.host_sh(&["iptables", "-w", "-t", "nat", "-S"]);
         String::from_utf8(out.stdout)
             .unwrap()
             .lines()
@@ -143,13 +179,9 @@ impl Net {
 
 impl Drop for Net {
     fn drop(&mut self) {
-        for ns in &self.namespaces {
+        // The host netns takes the bridge, the veths and every rule with it.
+        for ns in self.namespaces.iter().chain([&self.host]) {
             let _ = sh(&["ip", "netns", "del", ns]);
-        }
-        let _ = sh(&["ip", "link", "del", &self.bridge]);
-        for id in &self.containers {
-            let _ = cni::masq::teardown(&self.name, id);
-            let _ = cni::spoofchk::teardown(id, "eth0");
         }
     }
 }
@@ -163,7 +195,9 @@ fn run_plugin(
     netns: &Path,
     conf: &Value,
 ) -> Outcome {
-    let mut child = Command::new(net.cni_path.path().join(plugin))
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &net.host])
+        .arg(net.cni_path.path().join(plugin))
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("CNI_COMMAND", verb)
@@ -235,10 +269,6 @@ fn host_ip(result: &Value) -> String {
     address(result).split('/').next().unwrap().to_string()
 }
 
-fn link_exists(name: &str) -> bool {
-    sh(&["ip", "link", "show", name]).status.success()
-}
-
 fn with_prev(conf: &Value, prev: &Value) -> Value {
     let mut conf = conf.clone();
     conf["prevResult"] = prev.clone();
@@ -274,7 +304,7 @@ fn add_configures_container_and_reaches_gateway() {
         routes.contains(&format!("default via {}", net.gateway())),
         "{routes}"
     );
-    assert!(link_exists(ifaces[1]["name"].as_str().unwrap()));
+    assert!(net.link_exists(ifaces[1]["name"].as_str().unwrap()));
     assert!(
         pings(&ns, &net.gateway()),
         "container cannot ping its gateway"
@@ -320,7 +350,7 @@ fn del_removes_veth_reservation_and_masq_rules() {
     let del = net.run("peapod-bridge", "DEL", "c1", &ns, &with_prev(&conf, &r));
     del.assert_ok();
     assert!(del.stdout.is_empty());
-    assert!(!link_exists(&veth), "host veth {veth} survived DEL");
+    assert!(!net.link_exists(&veth), "host veth {veth} survived DEL");
     assert!(!ip_in(&ns, &["ip", "link"]).contains("eth0"));
     assert!(net.reserved().is_empty(), "{:?}", net.reserved());
     assert!(net.masq_rules().is_empty(), "{:#?}", net.masq_rules());
@@ -374,7 +404,7 @@ fn del_with_empty_netns_still_removes_masq_rules() {
     .assert_ok();
     assert!(net.masq_rules().is_empty(), "{:#?}", net.masq_rules());
     assert!(net.reserved().is_empty());
-    assert!(!link_exists(&veth));
+    assert!(!net.link_exists(&veth));
 }
 
 #[test]
@@ -411,7 +441,7 @@ fn malformed_config_is_a_cni_error() {
     let out = net.run("peapod-bridge", "ADD", "c1", &ns, &bad);
     assert!(!out.ok);
     assert_eq!(out.json()["code"], 7, "{}", out.stdout);
-    assert!(!link_exists(&net.bridge) || !ip_in(&ns, &["ip", "link"]).contains("eth0"));
+    assert!(!net.link_exists(&net.bridge) || !ip_in(&ns, &["ip", "link"]).contains("eth0"));
 }
 
 #[test]
@@ -445,7 +475,8 @@ fn check_passes_after_add_and_fails_when_the_address_is_gone() {
     );
     net.run("peapod-bridge", "CHECK", "c1", &ns, &check)
         .assert_ok();
-    cni::masq::teardown(&net.name, "c1").unwrap();
+    net.in_host(|| cni::masq::teardown(&net.name, "c1"))
+        .unwrap();
     let out = net.run("peapod-bridge", "CHECK", "c1", &ns, &check);
     assert!(
         !out.ok && out.stdout.contains("masquerade"),
@@ -580,8 +611,11 @@ fn failed_add_releases_its_address_and_veth() {
     );
     assert!(net.reserved().is_empty(), "{:?}", net.reserved());
     assert!(net.masq_rules().is_empty());
-    let veths =
-        String::from_utf8(sh(&["ip", "-o", "link", "show", "master", &net.bridge]).stdout).unwrap();
+    let veths = String::from_utf8(
+        net.host_sh(&["ip", "-o", "link", "show", "master", &net.bridge])
+            .stdout,
+    )
+    .unwrap();
     assert!(veths.is_empty(), "{veths}");
 }
 
@@ -595,7 +629,6 @@ fn concurrent_adds_create_the_bridge_once_and_get_distinct_addresses() {
         json!({"ipMasq": true}),
     );
     let ids: Vec<String> = (0..8).map(|i| format!("c{i}")).collect();
-    net.containers.extend(ids.iter().cloned());
     let (net_ref, conf) = (&net, &conf);
     let results: Vec<Value> = std::thread::scope(|s| {
         let handles: Vec<_> = ids
@@ -635,9 +668,11 @@ fn ipam_route_without_gw_goes_via_the_gateway() {
         routes.contains(&format!("default via {}", net.gateway())),
         "{routes}"
     );
-    let bridge =
-        String::from_utf8(sh(&["ip", "-o", "-4", "addr", "show", "dev", &net.bridge]).stdout)
-            .unwrap();
+    let bridge = String::from_utf8(
+        net.host_sh(&["ip", "-o", "-4", "addr", "show", "dev", &net.bridge])
+            .stdout,
+    )
+    .unwrap();
     assert!(
         bridge.contains(&format!("{}/24", net.gateway())),
         "{bridge}"
@@ -656,16 +691,24 @@ fn hairpin_promisc_and_their_conflict() {
     );
     let r = net.run("peapod-bridge", "ADD", "a", &a, &conf).result();
     let veth = r["interfaces"][1]["name"].as_str().unwrap();
-    let hairpin =
-        std::fs::read_to_string(format!("/sys/class/net/{veth}/brport/hairpin_mode")).unwrap();
-    assert_eq!(hairpin.trim(), "1");
+    let path = format!("/sys/class/net/{veth}/brport/hairpin_mode");
+    let hairpin = net.host_sh(&["cat", &path]);
+    assert_eq!(
+        String::from_utf8_lossy(&hairpin.stdout).trim(),
+        "1",
+        "{hairpin:?}"
+    );
     let promisc = net.config(
         "peapod-bridge",
         "peapod-host-local",
         json!({"promiscMode": true}),
     );
     net.run("peapod-bridge", "ADD", "b", &b, &promisc).result();
-    let link = String::from_utf8(sh(&["ip", "-o", "link", "show", &net.bridge]).stdout).unwrap();
+    let link = String::from_utf8(
+        net.host_sh(&["ip", "-o", "link", "show", &net.bridge])
+            .stdout,
+    )
+    .unwrap();
     assert!(link.contains("PROMISC"), "{link}");
     let both = net.config(
         "peapod-bridge",
@@ -684,11 +727,13 @@ fn hairpin_promisc_and_their_conflict() {
 fn force_address_replaces_a_foreign_bridge_address() {
     let mut net = Net::new();
     let (a, b) = (net.netns(), net.netns());
-    assert!(sh(&["ip", "link", "add", &net.bridge, "type", "bridge"])
+    assert!(net
+        .host_sh(&["ip", "link", "add", &net.bridge, "type", "bridge"])
         .status
         .success());
     let foreign = format!("{}.200/24", net.prefix);
-    assert!(sh(&["ip", "addr", "add", &foreign, "dev", &net.bridge])
+    assert!(net
+        .host_sh(&["ip", "addr", "add", &foreign, "dev", &net.bridge])
         .status
         .success());
     let conf = net.config("peapod-bridge", "peapod-host-local", json!({}));
@@ -701,9 +746,11 @@ fn force_address_replaces_a_foreign_bridge_address() {
         json!({"forceAddress": true}),
     );
     net.run("peapod-bridge", "ADD", "b", &b, &forced).result();
-    let addrs =
-        String::from_utf8(sh(&["ip", "-o", "-4", "addr", "show", "dev", &net.bridge]).stdout)
-            .unwrap();
+    let addrs = String::from_utf8(
+        net.host_sh(&["ip", "-o", "-4", "addr", "show", "dev", &net.bridge])
+            .stdout,
+    )
+    .unwrap();
     assert!(!addrs.contains(&foreign), "{addrs}");
     assert!(addrs.contains(&format!("{}/24", net.gateway())), "{addrs}");
 }
@@ -761,11 +808,13 @@ fn dual_stack_pod_reaches_both_gateways_at_once() {
     );
     assert!(pings(&ns, &net.gateway()));
     assert!(pings(&ns, &format!("{v6}1")), "no IPv6 path to the gateway");
-    let v6_rules = String::from_utf8(sh(&["ip6tables", "-w", "-t", "nat", "-S"]).stdout).unwrap();
+    let v6_rules =
+        String::from_utf8(net.host_sh(&["ip6tables", "-w", "-t", "nat", "-S"]).stdout).unwrap();
     assert!(v6_rules.contains(&format!("-s {v6}2/128")), "{v6_rules}");
     net.run("peapod-bridge", "DEL", "c1", &ns, &with_prev(&conf, &r))
         .assert_ok();
-    let v6_rules = String::from_utf8(sh(&["ip6tables", "-w", "-t", "nat", "-S"]).stdout).unwrap();
+    let v6_rules =
+        String::from_utf8(net.host_sh(&["ip6tables", "-w", "-t", "nat", "-S"]).stdout).unwrap();
     assert!(!v6_rules.contains(&net.name), "{v6_rules}");
     assert!(net.masq_rules().is_empty());
 }
@@ -782,7 +831,11 @@ fn macspoofchk_drops_frames_with_a_foreign_source_mac() {
         json!({"macspoofchk": true}),
     );
     let r = net.run("peapod-bridge", "ADD", &id, &ns, &conf).result();
-    let table = String::from_utf8(sh(&["nft", "list", "table", "bridge", "nat"]).stdout).unwrap();
+    let table = String::from_utf8(
+        net.host_sh(&["nft", "list", "table", "bridge", "nat"])
+            .stdout,
+    )
+    .unwrap();
     let mac = r["interfaces"][2]["mac"].as_str().unwrap();
     assert!(
         table.contains(&format!("ether saddr {mac} return")),
@@ -797,7 +850,11 @@ fn macspoofchk_drops_frames_with_a_foreign_source_mac() {
     assert!(!pings(&ns, &net.gateway()), "a spoofed MAC got through");
     net.run("peapod-bridge", "DEL", &id, &ns, &with_prev(&conf, &r))
         .assert_ok();
-    let table = String::from_utf8(sh(&["nft", "list", "table", "bridge", "nat"]).stdout).unwrap();
+    let table = String::from_utf8(
+        net.host_sh(&["nft", "list", "table", "bridge", "nat"])
+            .stdout,
+    )
+    .unwrap();
     assert!(!table.contains(&id), "{table}");
     // GC drops the chains of attachments the runtime no longer knows.
     let mut gc_conf = conf.clone();
@@ -808,6 +865,10 @@ fn macspoofchk_drops_frames_with_a_foreign_source_mac() {
     gc_conf["cni.dev/valid-attachments"] = json!([]);
     net.run("peapod-bridge", "GC", "", Path::new(""), &gc_conf)
         .assert_ok();
-    let table = String::from_utf8(sh(&["nft", "list", "table", "bridge", "nat"]).stdout).unwrap();
+    let table = String::from_utf8(
+        net.host_sh(&["nft", "list", "table", "bridge", "nat"])
+            .stdout,
+    )
+    .unwrap();
     assert!(!table.contains(&id), "{table}");
 }
