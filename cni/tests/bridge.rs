@@ -130,6 +130,11 @@ impl Net {
         PathBuf::from("/run/netns").join(name)
     }
 
+    /// Our pair: `peapod-bridge` with `peapod-host-local`, plus `extra` fields.
+    fn ours(&self, extra: Value) -> Value {
+        self.config("peapod-bridge", "peapod-host-local", extra)
+    }
+
     /// The network config for `plugin` with `ipam` as IPAM plugin, plus `extra` fields.
     fn config(&self, plugin: &str, ipam: &str, extra: Value) -> Value {
         let mut conf = json!({
@@ -279,7 +284,7 @@ fn with_prev(conf: &Value, prev: &Value) -> Value {
 fn add_configures_container_and_reaches_gateway() {
     let mut net = Net::new();
     let ns = net.netns();
-    let conf = net.config("peapod-bridge", "peapod-host-local", json!({"mtu": 1400}));
+    let conf = net.ours(json!({"mtu": 1400}));
     let r = net.run("peapod-bridge", "ADD", "c1", &ns, &conf).result();
     assert_eq!(r["cniVersion"], "1.0.0");
     assert_eq!(address(&r), format!("{}.2/24", net.prefix));
@@ -315,7 +320,7 @@ fn add_configures_container_and_reaches_gateway() {
 fn two_containers_reach_each_other() {
     let mut net = Net::new();
     let (a, b) = (net.netns(), net.netns());
-    let conf = net.config("peapod-bridge", "peapod-host-local", json!({}));
+    let conf = net.ours(json!({}));
     let ra = net.run("peapod-bridge", "ADD", "a", &a, &conf).result();
     let rb = net.run("peapod-bridge", "ADD", "b", &b, &conf).result();
     assert_ne!(address(&ra), address(&rb));
@@ -327,11 +332,7 @@ fn two_containers_reach_each_other() {
 fn del_removes_veth_reservation_and_masq_rules() {
     let mut net = Net::new();
     let ns = net.netns();
-    let conf = net.config(
-        "peapod-bridge",
-        "peapod-host-local",
-        json!({"ipMasq": true}),
-    );
+    let conf = net.ours(json!({"ipMasq": true}));
     let r = net.run("peapod-bridge", "ADD", "c1", &ns, &conf).result();
     let veth = r["interfaces"][1]["name"].as_str().unwrap().to_string();
     let rules = net.masq_rules();
@@ -363,11 +364,7 @@ fn del_removes_veth_reservation_and_masq_rules() {
 fn del_of_unknown_container_and_vanished_netns_succeeds() {
     let mut net = Net::new();
     let ns = net.netns();
-    let conf = net.config(
-        "peapod-bridge",
-        "peapod-host-local",
-        json!({"ipMasq": true}),
-    );
+    let conf = net.ours(json!({"ipMasq": true}));
     net.run("peapod-bridge", "DEL", "never-added", &ns, &conf)
         .assert_ok();
     net.run(
@@ -386,11 +383,7 @@ fn del_of_unknown_container_and_vanished_netns_succeeds() {
 fn del_with_empty_netns_still_removes_masq_rules() {
     let mut net = Net::new();
     let ns = net.netns();
-    let conf = net.config(
-        "peapod-bridge",
-        "peapod-host-local",
-        json!({"ipMasq": true}),
-    );
+    let conf = net.ours(json!({"ipMasq": true}));
     let r = net.run("peapod-bridge", "ADD", "c1", &ns, &conf).result();
     assert_eq!(net.masq_rules().len(), 3);
     let veth = r["interfaces"][1]["name"].as_str().unwrap().to_string();
@@ -433,7 +426,7 @@ fn malformed_config_is_a_cni_error() {
     assert_eq!(err["code"], 6, "{err}");
     assert!(err["msg"].as_str().unwrap().contains("decode"));
 
-    let bad = net.config("peapod-bridge", "peapod-host-local", json!({"mtu": "big"}));
+    let bad = net.ours(json!({"mtu": "big"}));
     let out = net.run("peapod-bridge", "ADD", "c1", &ns, &bad);
     assert!(!out.ok);
     assert_eq!(out.json()["code"], 6);
@@ -448,11 +441,7 @@ fn malformed_config_is_a_cni_error() {
 fn check_passes_after_add_and_fails_when_the_address_is_gone() {
     let mut net = Net::new();
     let ns = net.netns();
-    let conf = net.config(
-        "peapod-bridge",
-        "peapod-host-local",
-        json!({"ipMasq": true}),
-    );
+    let conf = net.ours(json!({"ipMasq": true}));
     let r = net.run("peapod-bridge", "ADD", "c1", &ns, &conf).result();
     let check = with_prev(&conf, &r);
     let out = net.run("peapod-bridge", "CHECK", "c1", &ns, &check);
@@ -494,7 +483,7 @@ fn check_passes_after_add_and_fails_when_the_address_is_gone() {
 fn result_follows_config_version() {
     let mut net = Net::new();
     let ns = net.netns();
-    let mut conf = net.config("peapod-bridge", "peapod-host-local", json!({}));
+    let mut conf = net.ours(json!({}));
     conf["cniVersion"] = json!("0.4.0");
     let r = net.run("peapod-bridge", "ADD", "c1", &ns, &conf).result();
     assert_eq!(r["cniVersion"], "0.4.0");
@@ -507,11 +496,7 @@ fn result_follows_config_version() {
 fn gc_and_status_forward_to_ipam_and_drop_stale_chains() {
     let mut net = Net::new();
     let (a, b) = (net.netns(), net.netns());
-    let mut conf = net.config(
-        "peapod-bridge",
-        "peapod-host-local",
-        json!({"ipMasq": true}),
-    );
+    let mut conf = net.ours(json!({"ipMasq": true}));
     conf["cniVersion"] = json!("1.1.0");
     net.run("peapod-bridge", "ADD", "keep", &a, &conf).result();
     net.run("peapod-bridge", "ADD", "stale", &b, &conf).result();
@@ -572,11 +557,7 @@ fn reference_bridge_del_cleans_peapod_masq_chain() {
     // Same chain names and comments as the reference, so either plugin can tear down the other's rules.
     let mut net = Net::new();
     let ns = net.netns();
-    let conf = net.config(
-        "peapod-bridge",
-        "peapod-host-local",
-        json!({"ipMasq": true}),
-    );
+    let conf = net.ours(json!({"ipMasq": true}));
     let r = net.run("peapod-bridge", "ADD", "c1", &ns, &conf).result();
     let mut reference = with_prev(&conf, &r);
     reference["type"] = json!("bridge");
@@ -597,11 +578,7 @@ fn failed_add_releases_its_address_and_veth() {
         ],
     );
     assert!(ip_in(&ns, &["ip", "link"]).contains("eth0"));
-    let conf = net.config(
-        "peapod-bridge",
-        "peapod-host-local",
-        json!({"ipMasq": true}),
-    );
+    let conf = net.ours(json!({"ipMasq": true}));
     let out = net.run("peapod-bridge", "ADD", "c1", &ns, &conf);
     assert!(!out.ok, "ADD succeeded over an existing eth0");
     assert!(
@@ -623,11 +600,7 @@ fn failed_add_releases_its_address_and_veth() {
 fn concurrent_adds_create_the_bridge_once_and_get_distinct_addresses() {
     let mut net = Net::new();
     let namespaces: Vec<PathBuf> = (0..8).map(|_| net.netns()).collect();
-    let conf = net.config(
-        "peapod-bridge",
-        "peapod-host-local",
-        json!({"ipMasq": true}),
-    );
+    let conf = net.ours(json!({"ipMasq": true}));
     let ids: Vec<String> = (0..8).map(|i| format!("c{i}")).collect();
     let (net_ref, conf) = (&net, &conf);
     let results: Vec<Value> = std::thread::scope(|s| {
@@ -655,11 +628,7 @@ fn concurrent_adds_create_the_bridge_once_and_get_distinct_addresses() {
 fn ipam_route_without_gw_goes_via_the_gateway() {
     let mut net = Net::new();
     let ns = net.netns();
-    let mut conf = net.config(
-        "peapod-bridge",
-        "peapod-host-local",
-        json!({"isDefaultGateway": false, "isGateway": true}),
-    );
+    let mut conf = net.ours(json!({"isDefaultGateway": false, "isGateway": true}));
     conf["ipam"]["routes"] = json!([{"dst": "0.0.0.0/0"}]);
     let r = net.run("peapod-bridge", "ADD", "c1", &ns, &conf).result();
     assert_eq!(r["routes"], json!([{"dst": "0.0.0.0/0"}]));
@@ -684,11 +653,7 @@ fn ipam_route_without_gw_goes_via_the_gateway() {
 fn hairpin_promisc_and_their_conflict() {
     let mut net = Net::new();
     let (a, b) = (net.netns(), net.netns());
-    let conf = net.config(
-        "peapod-bridge",
-        "peapod-host-local",
-        json!({"hairpinMode": true}),
-    );
+    let conf = net.ours(json!({"hairpinMode": true}));
     let r = net.run("peapod-bridge", "ADD", "a", &a, &conf).result();
     let veth = r["interfaces"][1]["name"].as_str().unwrap();
     let path = format!("/sys/class/net/{veth}/brport/hairpin_mode");
@@ -698,11 +663,7 @@ fn hairpin_promisc_and_their_conflict() {
         "1",
         "{hairpin:?}"
     );
-    let promisc = net.config(
-        "peapod-bridge",
-        "peapod-host-local",
-        json!({"promiscMode": true}),
-    );
+    let promisc = net.ours(json!({"promiscMode": true}));
     net.run("peapod-bridge", "ADD", "b", &b, &promisc).result();
     let link = String::from_utf8(
         net.host_sh(&["ip", "-o", "link", "show", &net.bridge])
@@ -710,15 +671,11 @@ fn hairpin_promisc_and_their_conflict() {
     )
     .unwrap();
     assert!(link.contains("PROMISC"), "{link}");
-    let both = net.config(
-        "peapod-bridge",
-        "peapod-host-local",
-        json!({"promiscMode": true, "hairpinMode": true}),
-    );
+    let both = net.ours(json!({"promiscMode": true, "hairpinMode": true}));
     let out = net.run("peapod-bridge", "ADD", "c", &b, &both);
     assert!(!out.ok);
     assert_eq!(out.json()["code"], 7);
-    let vlan = net.config("peapod-bridge", "peapod-host-local", json!({"vlan": 10}));
+    let vlan = net.ours(json!({"vlan": 10}));
     let out = net.run("peapod-bridge", "ADD", "c", &b, &vlan);
     assert_eq!(out.json()["code"], 2, "{}", out.stdout);
 }
@@ -736,15 +693,11 @@ fn force_address_replaces_a_foreign_bridge_address() {
         .host_sh(&["ip", "addr", "add", &foreign, "dev", &net.bridge])
         .status
         .success());
-    let conf = net.config("peapod-bridge", "peapod-host-local", json!({}));
+    let conf = net.ours(json!({}));
     let out = net.run("peapod-bridge", "ADD", "a", &a, &conf);
     assert!(!out.ok, "ADD kept a foreign gateway address");
     assert!(net.reserved().is_empty(), "failed ADD kept its IP");
-    let forced = net.config(
-        "peapod-bridge",
-        "peapod-host-local",
-        json!({"forceAddress": true}),
-    );
+    let forced = net.ours(json!({"forceAddress": true}));
     net.run("peapod-bridge", "ADD", "b", &b, &forced).result();
     let addrs = String::from_utf8(
         net.host_sh(&["ip", "-o", "-4", "addr", "show", "dev", &net.bridge])
@@ -759,11 +712,7 @@ fn force_address_replaces_a_foreign_bridge_address() {
 fn disabled_container_interface_stays_down_without_addresses() {
     let mut net = Net::new();
     let ns = net.netns();
-    let conf = net.config(
-        "peapod-bridge",
-        "peapod-host-local",
-        json!({"disableContainerInterface": true}),
-    );
+    let conf = net.ours(json!({"disableContainerInterface": true}));
     let r = net.run("peapod-bridge", "ADD", "c1", &ns, &conf).result();
     assert_eq!(r["interfaces"][2]["name"], "eth0");
     let link = ip_in(&ns, &["ip", "-o", "link", "show", "eth0"]);
@@ -780,11 +729,7 @@ fn dual_stack_pod_reaches_both_gateways_at_once() {
     let ns = net.netns();
     let n = net.prefix.rsplit('.').next().unwrap().to_string();
     let v6 = format!("fd00:{:x}:{n}::", std::process::id() % 0xffff);
-    let mut conf = net.config(
-        "peapod-bridge",
-        "peapod-host-local",
-        json!({"ipMasq": true}),
-    );
+    let mut conf = net.ours(json!({"ipMasq": true}));
     conf["ipam"] = json!({
         "type": "peapod-host-local",
         "ranges": [[{"subnet": format!("{}.0/24", net.prefix)}], [{"subnet": format!("{v6}/64")}]],
@@ -825,11 +770,7 @@ fn macspoofchk_drops_frames_with_a_foreign_source_mac() {
     let ns = net.netns();
     // Container ids are unique per test run so the shared `bridge nat` table never mixes tests.
     let id = format!("{}-spoof", net.name);
-    let conf = net.config(
-        "peapod-bridge",
-        "peapod-host-local",
-        json!({"macspoofchk": true}),
-    );
+    let conf = net.ours(json!({"macspoofchk": true}));
     let r = net.run("peapod-bridge", "ADD", &id, &ns, &conf).result();
     let table = String::from_utf8(
         net.host_sh(&["nft", "list", "table", "bridge", "nat"])
