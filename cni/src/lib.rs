@@ -13,7 +13,8 @@
 //! - The bridge plugin's parts: [`netns`] (work inside a pod's network
 //!   namespace without a thread living there), [`link`] (bridge, veth,
 //!   addresses, routes over rtnetlink), [`masq`] (ipMasq chains as the
-//!   reference names them), [`spoofchk`] (macspoofchk via nftables) and
+//!   reference names them), [`spoofchk`] (macspoofchk via nftables), [`vlan`]
+//!   (access and trunk VLANs of a pod's bridge port) and
 //!   [`delegate`] (running the IPAM plugin from `CNI_PATH`).
 //!
 //! Start reading at `src/bin/peapod-bridge.rs` and `src/bin/peapod-host-local.rs`,
@@ -29,3 +30,4 @@ pub mod netns;
 pub mod plugin;
 pub mod spec;
 pub mod spoofchk;
+pub mod vlan;

@@ -9,9 +9,11 @@ use crate::netns::{self, NetNs};
 use futures::TryStreamExt;
 use netlink_packet_route::address::{AddressAttribute, AddressHeaderFlags, AddressMessage};
 use netlink_packet_route::link::{
-    InfoBridgePort, InfoData, InfoPortData, InfoVeth, LinkAttribute, LinkMessage,
+    AfSpecBridge, BridgeVlanInfo, BridgeVlanInfoFlags, InfoBridge, InfoBridgePort, InfoData,
+    InfoPortData, InfoVeth, LinkAttribute, LinkExtentMask, LinkMessage,
 };
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
+use netlink_packet_route::AddressFamily;
 use rtnetlink::{
     Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
 };
@@ -52,6 +54,16 @@ pub struct Link {
     pub mac: Option<String>,
     /// Index of the bridge the link is a port of, if any.
     pub controller: Option<u32>,
+}
+
+impl Error {
+    /// The kernel's errno, when a request failed with one.
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            Error::Request { source, .. } => errno(source),
+            _ => None,
+        }
+    }
 }
 
 /// The errno of a failed netlink request, if the kernel sent one.
@@ -116,16 +128,21 @@ impl Netlink {
     }
 
     /// Creates the bridge if absent (a concurrent creator's EEXIST is fine), then sets MTU, promisc and up.
+    /// `vlan_filtering` applies to a bridge this call creates; an existing bridge is left as it is.
     pub async fn ensure_bridge(
         &self,
         name: &str,
         mtu: Option<u32>,
         promisc: bool,
+        vlan_filtering: bool,
     ) -> Result<Link, Error> {
         if self.by_name(name).await?.is_none() {
             let mut msg = LinkBridge::new(name);
             if let Some(mtu) = mtu {
                 msg = msg.mtu(mtu);
+            }
+            if vlan_filtering {
+                msg = msg.set_info_data(InfoData::Bridge(vec![InfoBridge::VlanFiltering(true)]));
             }
             match self.handle.link().add(msg.build()).execute().await {
                 Err(e) if errno(&e) != Some(libc::EEXIST) => {
@@ -152,18 +169,20 @@ impl Netlink {
     }
 
     /// Creates a veth pair: `host_name` here, enslaved to `bridge` and up; its peer created
-    /// directly inside `ns` as `ifname` (so the name only has to be free there).
+    /// directly inside `ns` as `ifname` (so the name only has to be free there), or here
+    /// when `ns` is `None`.
     pub async fn add_veth(
         &self,
         host_name: &str,
-        ns: &NetNs,
+        ns: Option<&NetNs>,
         ifname: &str,
         bridge: u32,
         mtu: Option<u32>,
     ) -> Result<Link, Error> {
-        let mut peer = LinkMessageBuilder::<LinkUnspec>::new()
-            .name(ifname.to_string())
-            .setns_by_fd(ns.file().as_raw_fd());
+        let mut peer = LinkMessageBuilder::<LinkUnspec>::new().name(ifname.to_string());
+        if let Some(ns) = ns {
+            peer = peer.setns_by_fd(ns.file().as_raw_fd());
+        }
         let mut host = LinkVeth::new(host_name, ifname);
         if let Some(mtu) = mtu {
             peer = peer.mtu(mtu);
@@ -196,6 +215,62 @@ impl Netlink {
             .execute()
             .await
             .map_err(request("enable hairpin mode"))
+    }
+
+    /// Adds VLAN `vid` to a bridge port, as `bridge vlan add dev PORT vid VID [pvid untagged]`.
+    pub async fn add_port_vlan(
+        &self,
+        port: u32,
+        vid: u16,
+        pvid_untagged: bool,
+    ) -> Result<(), Error> {
+        let flags = if pvid_untagged {
+            BridgeVlanInfoFlags::Pvid | BridgeVlanInfoFlags::Untagged
+        } else {
+            BridgeVlanInfoFlags::empty()
+        };
+        self.handle
+            .link()
+            .set(port_vlan_message(port, vid, flags))
+            .execute()
+            .await
+            .map_err(request(format!("add VLAN {vid} to bridge port {port}")))
+    }
+
+    /// Removes VLAN `vid` from a bridge port.
+    pub async fn del_port_vlan(&self, port: u32, vid: u16) -> Result<(), Error> {
+        let mut del = self.handle.link().del(port);
+        *del.message_mut() = port_vlan_message(port, vid, BridgeVlanInfoFlags::empty());
+        del.execute().await.map_err(request(format!(
+            "remove VLAN {vid} from bridge port {port}"
+        )))
+    }
+
+    /// The VLAN ids a bridge port is a member of.
+    pub async fn port_vlans(&self, port: u32) -> Result<Vec<u16>, Error> {
+        let msgs: Vec<LinkMessage> = self
+            .handle
+            .link()
+            .get()
+            .set_filter_mask(AddressFamily::Bridge, vec![LinkExtentMask::Brvlan])
+            .execute()
+            .try_collect()
+            .await
+            .map_err(request(format!("list VLANs of bridge port {port}")))?;
+        Ok(msgs
+            .iter()
+            .filter(|m| m.header.index == port)
+            .flat_map(|m| &m.attributes)
+            .filter_map(|a| match a {
+                LinkAttribute::AfSpecBridge(spec) => Some(spec),
+                _ => None,
+            })
+            .flatten()
+            .filter_map(|s| match s {
+                AfSpecBridge::VlanInfo(info) => Some(info.vid),
+                _ => None,
+            })
+            .collect())
     }
 
     /// Brings a link up.
@@ -364,6 +439,18 @@ impl Netlink {
     }
 }
 
+/// An AF_BRIDGE link message carrying one VLAN entry for `port` (the bridge side, as iproute2's default).
+fn port_vlan_message(port: u32, vid: u16, flags: BridgeVlanInfoFlags) -> LinkMessage {
+    let mut msg = LinkMessage::default();
+    msg.header.interface_family = AddressFamily::Bridge;
+    msg.header.index = port;
+    msg.attributes
+        .push(LinkAttribute::AfSpecBridge(vec![AfSpecBridge::VlanInfo(
+            BridgeVlanInfo { flags, vid },
+        )]));
+    msg
+}
+
 fn route_ip(r: &RouteAddress) -> Option<IpAddr> {
     match r {
         RouteAddress::Inet(ip) => Some(IpAddr::V4(*ip)),
@@ -395,4 +482,40 @@ fn to_link(msg: &LinkMessage) -> Link {
         }
     }
     link
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rtnetlink::packet_core::Emitable;
+
+    /// The request body must be byte for byte what iproute2 sends for
+    /// `bridge vlan add dev PORT vid 100 pvid untagged` (read with strace), since
+    /// kernels without VLAN filtering cannot check it for us.
+    #[test]
+    fn port_vlan_message_matches_iproute2() {
+        let msg = port_vlan_message(
+            4,
+            100,
+            BridgeVlanInfoFlags::Pvid | BridgeVlanInfoFlags::Untagged,
+        );
+        let mut buf = vec![0u8; msg.buffer_len()];
+        msg.emit(&mut buf);
+        let want: Vec<u8> = [
+            // ifinfomsg: AF_BRIDGE, pad, type 0, index 4, flags 0, change 0
+            &[7u8, 0, 0, 0][..],
+            &4u32.to_ne_bytes(),
+            &[0; 8],
+            // IFLA_AF_SPEC (26), len 12, holding IFLA_BRIDGE_VLAN_INFO (2), len 8
+            &12u16.to_ne_bytes(),
+            &26u16.to_ne_bytes(),
+            &8u16.to_ne_bytes(),
+            &2u16.to_ne_bytes(),
+            // flags PVID|UNTAGGED, vid 100
+            &6u16.to_ne_bytes(),
+            &100u16.to_ne_bytes(),
+        ]
+        .concat();
+        assert_eq!(buf, want);
+    }
 }

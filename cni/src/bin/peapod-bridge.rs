@@ -16,6 +16,7 @@ use cni::link::{self, Netlink};
 use cni::netns::{self, NetNs};
 use cni::plugin::{self, Plugin, Request};
 use cni::spec::{Cidr, CniResult, Code, Command, Error, Interface, IpConfig, Route, Version};
+use cni::vlan::{PortVlans, Trunk};
 use cni::{delegate, masq, spoofchk};
 use serde::Deserialize;
 use sha2::{Digest, Sha512};
@@ -43,7 +44,14 @@ struct BridgeConf {
     #[serde(default)]
     mtu: Option<u32>,
     #[serde(default)]
-    vlan: u16,
+    vlan: i64,
+    #[serde(default)]
+    vlan_trunk: Option<Vec<Trunk>>,
+    #[serde(default)]
+    preserve_default_vlan: bool,
+    /// `vlan`, `vlanTrunk` and `preserveDefaultVlan`, checked.
+    #[serde(skip)]
+    vlans: PortVlans,
     #[serde(default)]
     macspoofchk: bool,
     #[serde(default)]
@@ -75,18 +83,51 @@ impl BridgeConf {
                 "cannot set hairpin mode and promiscuous mode at the same time",
             ));
         }
-        if conf.vlan != 0 {
-            return Err(unsupported("vlan"));
+        conf.vlans = PortVlans::new(
+            conf.vlan,
+            conf.vlan_trunk.as_deref(),
+            conf.preserve_default_vlan,
+        )
+        .map_err(|m| Error::new(Code::InvalidConfig, m))?;
+        if conf.is_gateway && conf.vlans.access != 0 {
+            let gateway = vlan_gateway_name(&conf.bridge, conf.vlans.access);
+            if gateway.len() > 15 {
+                return Err(Error::new(
+                    Code::InvalidConfig,
+                    format!(
+                        "bridge name {:?} is too long for its VLAN gateway interface {gateway:?} \
+                         (interface names have at most 15 characters)",
+                        conf.bridge
+                    ),
+                ));
+            }
         }
         Ok(conf)
     }
 }
 
-fn unsupported(field: &str) -> Error {
-    Error::new(
-        Code::UnsupportedField,
-        format!("{field} is not supported by peapod-bridge yet"),
-    )
+/// The host interface holding the gateway address of a VLAN (the reference's name).
+fn vlan_gateway_name(bridge: &str, vid: u16) -> String {
+    format!("{bridge}.{vid}")
+}
+
+/// Maps a failed VLAN request; a kernel without bridge VLAN filtering answers EOPNOTSUPP.
+fn vlan_err(conf: &BridgeConf) -> impl Fn(link::Error) -> Error + '_ {
+    move |e| {
+        if e.errno() == Some(libc::EOPNOTSUPP) {
+            Error::new(
+                Code::UnsupportedField,
+                format!(
+                    "vlan={} vlanTrunk={:?}: this kernel has no bridge VLAN filtering \
+                     (CONFIG_BRIDGE_VLAN_FILTERING)",
+                    conf.vlan, conf.vlans.trunk
+                ),
+            )
+            .with_details(e.to_string())
+        } else {
+            netlink_err(e)
+        }
+    }
 }
 
 fn netlink_err(e: link::Error) -> Error {
@@ -114,7 +155,12 @@ fn block_on<T>(f: impl std::future::Future<Output = Result<T, Error>>) -> Result
 
 /// The host-side veth name: stable per attachment, so DEL finds it without the netns.
 fn host_veth_name(network: &str, container_id: &str, ifname: &str) -> String {
-    let digest = Sha512::digest(format!("{network}\0{container_id}\0{ifname}").as_bytes());
+    veth_name(&[network, container_id, ifname])
+}
+
+/// `veth` + 10 hex digits of a hash of `parts`: a name no two owners share.
+fn veth_name(parts: &[&str]) -> String {
+    let digest = Sha512::digest(parts.join("\0").as_bytes());
     let hex: String = digest.iter().take(5).map(|b| format!("{b:02x}")).collect();
     format!("veth{hex}")
 }
@@ -296,10 +342,25 @@ impl Plugin for Bridge {
                 .find(|i| i.sandbox.is_none() && i.name != conf.bridge)
             {
                 let port = host.by_name(&veth.name).await.map_err(netlink_err)?;
-                if port.and_then(|p| p.controller) != Some(bridge.index) {
+                let port = port
+                    .filter(|p| p.controller == Some(bridge.index))
+                    .ok_or_else(|| {
+                        failed(format!("{} is not a port of {}", veth.name, conf.bridge))
+                    })?;
+                let want = conf
+                    .vlans
+                    .pvid()
+                    .into_iter()
+                    .chain(conf.vlans.trunk.clone());
+                let have = if conf.vlans.any() {
+                    host.port_vlans(port.index).await.map_err(netlink_err)?
+                } else {
+                    Vec::new()
+                };
+                if let Some(missing) = want.into_iter().find(|v| !have.contains(v)) {
                     return Err(failed(format!(
-                        "{} is not a port of {}",
-                        veth.name, conf.bridge
+                        "bridge port {} is not a member of VLAN {missing}",
+                        veth.name
                     )));
                 }
             }
@@ -412,9 +473,9 @@ fn attach(
         let links = block_on(async {
             let host = Netlink::host().map_err(netlink_err)?;
             let bridge = host
-                .ensure_bridge(&conf.bridge, conf.mtu, conf.promisc_mode)
+                .ensure_bridge(&conf.bridge, conf.mtu, conf.promisc_mode, conf.vlans.any())
                 .await
-                .map_err(netlink_err)?;
+                .map_err(vlan_err(conf))?;
             let nl = Netlink::in_netns(ns).map_err(netlink_err)?;
             if nl.by_name(ifname).await.map_err(netlink_err)?.is_some() {
                 return Err(Error::new(
@@ -426,11 +487,17 @@ fn attach(
                 ));
             }
             let veth = host
-                .add_veth(&host_veth, ns, ifname, bridge.index, conf.mtu)
+                .add_veth(&host_veth, Some(ns), ifname, bridge.index, conf.mtu)
                 .await
                 .map_err(netlink_err)?;
             if conf.hairpin_mode {
                 host.set_hairpin(veth.index).await.map_err(netlink_err)?;
+            }
+            if conf.vlans.any() {
+                conf.vlans
+                    .apply(&host, veth.index)
+                    .await
+                    .map_err(vlan_err(conf))?;
             }
             let container = nl
                 .by_name(ifname)
@@ -456,20 +523,30 @@ fn attach(
                         .map_err(netlink_err)?;
                 }
             }
-            if conf.is_gateway {
+            let mut gateway_link = None;
+            if conf.is_gateway && ips.iter().any(|ip| ip.gateway.is_some()) {
+                // With an access VLAN the gateway lives on that VLAN, not on the bridge itself.
+                if conf.vlans.access != 0 {
+                    gateway_link = Some(
+                        ensure_vlan_gateway(&host, &bridge, conf)
+                            .await
+                            .map_err(vlan_err(conf))?,
+                    );
+                }
+                let target = gateway_link.as_ref().unwrap_or(&bridge);
                 for ip in &ips {
                     if let Some(gw) = ip.gateway {
-                        set_gateway(&host, &bridge, gw, ip.address.prefix, conf.force_address)
+                        set_gateway(&host, target, gw, ip.address.prefix, conf.force_address)
                             .await?;
                     }
                 }
             }
-            Ok((bridge, veth, container))
+            Ok((bridge, veth, container, gateway_link))
         });
         (masq.map(join), links)
     });
     masq.transpose().map_err(masq_err)?;
-    let (bridge, veth, container) = links?;
+    let (bridge, veth, container, gateway_link) = links?;
     if conf.macspoofchk {
         let mac = container
             .mac
@@ -481,30 +558,75 @@ fn attach(
         enable_forwarding(&ips)?;
     }
     let sandbox = req.env.netns.as_ref().map(|p| p.display().to_string());
+    let mut interfaces = vec![
+        Interface {
+            name: bridge.name,
+            mac: bridge.mac,
+            ..Default::default()
+        },
+        Interface {
+            name: veth.name,
+            mac: veth.mac,
+            ..Default::default()
+        },
+        Interface {
+            name: container.name,
+            mac: container.mac,
+            sandbox,
+            ..Default::default()
+        },
+    ];
+    // As the reference: the VLAN gateway interface comes after the container's.
+    interfaces.extend(gateway_link.map(|l| Interface {
+        name: l.name,
+        mac: l.mac,
+        ..Default::default()
+    }));
     Ok(CniResult {
         cni_version: Version::LATEST.as_str().to_string(),
-        interfaces: vec![
-            Interface {
-                name: bridge.name,
-                mac: bridge.mac,
-                ..Default::default()
-            },
-            Interface {
-                name: veth.name,
-                mac: veth.mac,
-                ..Default::default()
-            },
-            Interface {
-                name: container.name,
-                mac: container.mac,
-                sandbox,
-                ..Default::default()
-            },
-        ],
+        interfaces,
         ips,
         routes,
         dns: ipam.map(|r| r.dns.clone()).unwrap_or_default(),
     })
+}
+
+/// The interface `<bridge>.<vlan>` holding the VLAN's gateway address: one end of a veth
+/// pair whose other end is an access port of the VLAN on the bridge. Created once per
+/// bridge and VLAN, shared by every pod on it, and kept (like the bridge) after DEL.
+async fn ensure_vlan_gateway(
+    host: &Netlink,
+    bridge: &link::Link,
+    conf: &BridgeConf,
+) -> Result<link::Link, link::Error> {
+    let vid = conf.vlans.access;
+    let name = vlan_gateway_name(&bridge.name, vid);
+    if let Some(existing) = host.by_name(&name).await? {
+        return Ok(existing);
+    }
+    let port_name = veth_name(&[&bridge.name, &vid.to_string(), "vlan-gateway"]);
+    match host
+        .add_veth(&port_name, None, &name, bridge.index, conf.mtu)
+        .await
+    {
+        Ok(port) => {
+            let access = PortVlans {
+                access: vid,
+                trunk: Vec::new(),
+                preserve_default: conf.vlans.preserve_default,
+            };
+            access.apply(host, port.index).await?;
+        }
+        // A concurrent ADD created it first.
+        Err(e) if e.errno() == Some(libc::EEXIST) => {}
+        Err(e) => return Err(e),
+    }
+    let gateway = host
+        .by_name(&name)
+        .await?
+        .ok_or_else(|| link::Error::NotFound(name.clone()))?;
+    host.set_up(gateway.index).await?;
+    Ok(gateway)
 }
 
 fn next_ip(ip: IpAddr) -> IpAddr {
