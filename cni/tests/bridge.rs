@@ -6,9 +6,7 @@ mod common;
 
 use common::*;
 use serde_json::{json, Value};
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 #[test]
 fn add_configures_container_and_reaches_gateway() {
@@ -134,25 +132,9 @@ fn del_with_empty_netns_still_removes_masq_rules() {
 fn malformed_config_is_a_cni_error() {
     let mut net = Net::new();
     let ns = net.netns();
-    let mut child = Command::new(BRIDGE)
-        .env("CNI_COMMAND", "ADD")
-        .env("CNI_CONTAINERID", "c1")
-        .env("CNI_NETNS", &ns)
-        .env("CNI_IFNAME", "eth0")
-        .env("CNI_PATH", net.cni_path.path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"{\"cniVersion\":")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(!out.status.success());
-    let err: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = run_plugin_raw(&net, "peapod-bridge", "ADD", "c1", &ns, b"{\"cniVersion\":");
+    assert!(!out.ok);
+    let err = out.json();
     assert_eq!(err["code"], 6, "{err}");
     assert!(err["msg"].as_str().unwrap().contains("decode"));
 

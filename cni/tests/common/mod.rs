@@ -239,6 +239,18 @@ pub fn run_plugin(
     netns: &Path,
     conf: &Value,
 ) -> Outcome {
+    run_plugin_raw(net, plugin, verb, id, netns, conf.to_string().as_bytes())
+}
+
+/// [`run_plugin`] with `stdin` given as bytes, e.g. malformed JSON.
+pub fn run_plugin_raw(
+    net: &Net,
+    plugin: &str,
+    verb: &str,
+    id: &str,
+    netns: &Path,
+    stdin: &[u8],
+) -> Outcome {
     let mut child = Command::new("ip")
         .args(["netns", "exec", &net.host])
         .arg(net.cni_path.path().join(plugin))
@@ -254,12 +266,7 @@ pub fn run_plugin(
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(conf.to_string().as_bytes())
-        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
     let out = child.wait_with_output().unwrap();
     Outcome {
         ok: out.status.success(),
