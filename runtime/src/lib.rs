@@ -8,6 +8,7 @@
 //!   parent/child channel, and the in-container setup (`init`).
 //! - [`namespace`], [`rootfs`], [`cgroup`], [`capability`], [`terminal`]: one
 //!   OS concern each.
+//! - [`image`]: the image store — pulls from registries, layers, container roots.
 //!
 //! Start reading at `container::create`.
 #![warn(missing_docs)]
@@ -18,6 +19,7 @@ pub mod cgroup;
 pub mod container;
 pub mod defaults;
 pub mod hooks;
+pub mod image;
 pub mod namespace;
 pub mod process;
 pub mod rootfs;
