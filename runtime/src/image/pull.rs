@@ -22,6 +22,10 @@ use std::io::IsTerminal;
 /// Layers downloaded at the same time.
 const PARALLEL_LAYERS: usize = 4;
 
+/// Times a pull fetches and tries to record an image whose content a
+/// concurrent prune collected under it.
+const PUT_ROUNDS: u32 = 3;
+
 /// Indexes followed before giving up (an index may point at another index).
 const MAX_INDEX_DEPTH: usize = 2;
 
@@ -80,39 +84,73 @@ pub async fn pull(store: &Store, name: &str, options: &PullOptions) -> Result<Im
     let reference = Reference::parse(name)?;
     let platform = Platform::parse(&options.platform)?;
     let registry = Registry::new(&reference, options);
+    let mut rounds = 0;
+    loop {
+        rounds += 1;
+        let image = fetch_image(&registry, store, &reference, &platform, options.progress).await?;
+        match store.put(&image) {
+            Ok(()) => return Ok(image),
+            // A concurrent prune or rmi may collect content no record named
+            // yet; fetching again restores it (the store's documented contract).
+            Err(err) if rounds < PUT_ROUNDS && !complete(store, &image) => {
+                tracing::debug!(image = %image.name, %err, "content collected before the record was written; fetching again");
+            }
+            Err(err) => return Err(err),
+        }
+    }
+}
 
+/// Fetches everything `reference` needs into the store and describes the
+/// image, without recording it.
+async fn fetch_image(
+    registry: &Registry,
+    store: &Store,
+    reference: &Reference,
+    platform: &Platform,
+    progress: Progress,
+) -> Result<Image> {
     let wanted = match (&reference.digest, &reference.tag) {
         (Some(digest), _) => digest.clone(),
         (None, tag) => tag.clone().unwrap_or_else(|| "latest".into()),
     };
-    let (repo_digest, bytes) = fetch_manifest(&registry, store, &reference, &wanted).await?;
+    let (repo_digest, bytes) = fetch_manifest(registry, store, reference, &wanted).await?;
     if let Some(expected) = &reference.digest {
         check_digest(expected, &repo_digest, bytes.len())?;
     }
     let (manifest_digest, config, layers) = resolve(
-        &registry,
+        registry,
         store,
-        &reference,
-        &platform,
+        reference,
+        platform,
         repo_digest.clone(),
         bytes,
     )
     .await?;
 
-    let config_bytes = layer::document(&registry, store, &config.digest, config.size).await?;
+    let config_bytes = layer::document(registry, store, &config.digest, config.size).await?;
     let layers = describe_layers(&config.digest, &config_bytes, layers)?;
-    fetch_layers(&registry, store, &layers, options.progress).await?;
+    fetch_layers(registry, store, &layers, progress).await?;
 
-    let image = Image {
+    Ok(Image {
         name: reference.to_string(),
         digest: repo_digest,
         manifest: manifest_digest,
         config: config.digest,
         layers,
         stored_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-    };
-    store.put(&image)?;
-    Ok(image)
+    })
+}
+
+/// Whether every blob and unpacked layer `image` names is in the store.
+fn complete(store: &Store, image: &Image) -> bool {
+    let content = store.content();
+    [&image.digest, &image.manifest, &image.config]
+        .into_iter()
+        .all(|digest| content.has(digest))
+        && image
+            .layers
+            .iter()
+            .all(|l| content.has(&l.digest) && store.layer_dir(&l.diff_id).is_some())
 }
 
 /// Returns the stored image for `name`, pulling it first as `policy` says.
@@ -371,5 +409,94 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert_eq!(err, "image config sha256:c: rootfs is missing");
+    }
+
+    /// A store holding `name` as an image without layers (no registry needed).
+    fn store_with(name: &str) -> (tempfile::TempDir, Store, Image) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let config = br#"{"rootfs": {"type": "layers", "diff_ids": []}}"#;
+        let manifest = br#"{"schemaVersion": 2, "layers": []}"#;
+        let (config_digest, manifest_digest) = (sha256(config), sha256(manifest));
+        store.content().write(&config_digest, config).unwrap();
+        store.content().write(&manifest_digest, manifest).unwrap();
+        let image = Image {
+            name: Reference::parse(name).unwrap().to_string(),
+            digest: manifest_digest.clone(),
+            manifest: manifest_digest,
+            config: config_digest,
+            layers: vec![],
+            stored_at: "2024-01-01T00:00:00Z".into(),
+        };
+        store.put(&image).unwrap();
+        (dir, store, image)
+    }
+
+    /// Options for a registry nobody listens on: any contact fails fast.
+    fn offline() -> PullOptions {
+        PullOptions {
+            retries: 1,
+            ..PullOptions::default()
+        }
+    }
+
+    /// `127.0.0.1:<port>/<repo>` on a loopback port just freed, so nothing
+    /// listens there: any contact is refused at once and goes nowhere else.
+    fn closed(repo: &str) -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        format!("127.0.0.1:{port}/{repo}")
+    }
+
+    #[tokio::test]
+    async fn never_uses_the_store_only() {
+        let stored = closed("team/app:1");
+        let (_dir, store, image) = store_with(&stored);
+        let found = ensure(&store, &stored, PullPolicy::Never, &offline())
+            .await
+            .unwrap();
+        assert_eq!(found, image);
+        let err = ensure(
+            &store,
+            &closed("team/other:1"),
+            PullPolicy::Never,
+            &offline(),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(err, Error::NotFound(_)), "{err:?}");
+        assert!(err.to_string().contains("pull policy is Never"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn if_not_present_pulls_only_what_is_missing() {
+        let stored = closed("team/app:1");
+        let (_dir, store, image) = store_with(&stored);
+        let found = ensure(&store, &stored, PullPolicy::IfNotPresent, &offline())
+            .await
+            .unwrap();
+        assert_eq!(
+            found, image,
+            "served from the store without contacting the registry"
+        );
+        let err = ensure(
+            &store,
+            &closed("team/app:2"),
+            PullPolicy::IfNotPresent,
+            &offline(),
+        )
+        .await
+        .unwrap_err();
+        assert!(err.to_string().contains("registry unreachable"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn always_contacts_the_registry() {
+        let stored = closed("team/app:1");
+        let (_dir, store, _image) = store_with(&stored);
+        let err = ensure(&store, &stored, PullPolicy::Always, &offline())
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains(": registry unreachable"), "{err}");
     }
 }

@@ -136,9 +136,14 @@ pub fn remove(store: &Store, args: &RemoveArgs) -> anyhow::Result<()> {
     for name in &args.images {
         match store.remove(name) {
             Ok(removed) => {
-                for image in removed {
+                for image in &removed {
                     out!("Untagged: {}", image.name);
-                    out!("Deleted: {}", image.config);
+                }
+                // An id removes every name of the image: one line per image id.
+                let mut ids: Vec<&str> = removed.iter().map(|i| i.config.as_str()).collect();
+                ids.dedup();
+                for id in ids {
+                    out!("Deleted: {id}");
                 }
             }
             Err(err) => {
