@@ -28,6 +28,7 @@ pub mod host;
 pub mod oci;
 pub mod registry;
 pub mod spec;
+pub mod tree;
 
 pub use bundle::Bundle;
 pub use cli::{run, run_in, runtime_path, Output};
