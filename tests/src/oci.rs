@@ -524,13 +524,30 @@ pub fn layer_tar(entries: &[Entry]) -> Vec<u8> {
                 (path.clone(), content.as_slice())
             }
             Entry::Symlink { path, target } | Entry::Hardlink { path, target } => {
-                let kind = if matches!(entry, Entry::Symlink { .. }) {
-                    tar::EntryType::Symlink
-                } else {
-                    tar::EntryType::Link
+                let hardlink = matches!(entry, Entry::Hardlink { .. });
+                // A hard link's header carries its file's metadata, as tar
+                // tools write it (some unpackers apply it to the shared inode).
+                let (mode, uid, gid) = match entries.iter().find_map(|e| match e {
+                    Entry::File {
+                        path,
+                        mode,
+                        uid,
+                        gid,
+                        ..
+                    } if hardlink && path == target => Some((*mode, *uid, *gid)),
+                    _ => None,
+                }) {
+                    Some(meta) => meta,
+                    None => (0o777, 0, 0),
                 };
-                header.set_entry_type(kind);
-                header.set_mode(0o777);
+                header.set_entry_type(if hardlink {
+                    tar::EntryType::Link
+                } else {
+                    tar::EntryType::Symlink
+                });
+                header.set_mode(mode);
+                header.set_uid(uid);
+                header.set_gid(gid);
                 header.set_size(0);
                 builder
                     .append_link(&mut header, path, target)

@@ -960,3 +960,4 @@ fn harness_pushes_zstd_and_plain_layers_unchanged() {
     let secured = Registry::with_auth("u", "p");
     assert_eq!(secured.get_status("/v2/").unwrap(), 401);
 }
+
