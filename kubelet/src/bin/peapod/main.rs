@@ -1,5 +1,97 @@
 //! `peapod`: the human CLI for one node (images now; pods in a later issue).
+//!
+//! One file per command group: [`images`] (list, remove, import, prune) and
+//! [`pull`]. Each command returns `anyhow::Result`; `main` prints the error
+//! with its causes as `peapod: …` and exits 1.
+
+/// `println!` that treats a closed stdout (`peapod images | head -1`) as the
+/// end of the output instead of a panic.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
+mod images;
+mod pull;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use runtime::image::Store;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "peapod", version, about = "Manage a peapod node: images")]
+struct Cli {
+    /// The image store's directory [env: PEAPOD_ROOT] [default: /var/lib/peapod]
+    #[arg(long, global = true, value_name = "DIR")]
+    root: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List images.
+    Images(images::ListArgs),
+    /// Pull an image from a registry.
+    Pull(pull::PullArgs),
+    /// Remove images by name or id, and what only they used.
+    Rmi(images::RemoveArgs),
+    /// Manage images.
+    #[command(subcommand)]
+    Image(ImageCommand),
+}
+
+#[derive(Subcommand)]
+enum ImageCommand {
+    /// List images (same as `peapod images`).
+    #[command(alias = "list")]
+    Ls(images::ListArgs),
+    /// Pull an image from a registry (same as `peapod pull`).
+    Pull(pull::PullArgs),
+    /// Remove images (same as `peapod rmi`).
+    Rm(images::RemoveArgs),
+    /// Import images from a `docker save` tarball or an OCI archive.
+    Import(images::ImportArgs),
+    /// Delete blobs and layers no image uses.
+    Prune,
+}
 
 fn main() {
-    todo!("peapod CLI")
+    let cli = Cli::parse();
+    if let Err(err) = run(cli) {
+        eprintln!("peapod: {err:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let root = cli
+        .root
+        .or_else(|| std::env::var_os("PEAPOD_ROOT").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(runtime::image::store::DEFAULT_ROOT));
+    let open = || -> anyhow::Result<Store> {
+        Store::open(&root).with_context(|| format!("opening the image store at {}", root.display()))
+    };
+    match cli.command {
+        Command::Images(args) | Command::Image(ImageCommand::Ls(args)) => {
+            images::list(&open()?, &args)
+        }
+        Command::Pull(args) | Command::Image(ImageCommand::Pull(args)) => {
+            let options = pull::options(&args)?;
+            let store = open()?;
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?
+                .block_on(pull::pull(&store, &args, &options))
+        }
+        Command::Rmi(args) | Command::Image(ImageCommand::Rm(args)) => {
+            images::remove(&open()?, &args)
+        }
+        Command::Image(ImageCommand::Import(args)) => images::import(&open()?, &args),
+        Command::Image(ImageCommand::Prune) => images::prune(&open()?),
+    }
 }
