@@ -11,7 +11,8 @@
 //! peapod --root R images | rmi NAME | image prune | image import FILE
 //! ```
 //!
-//! and, for credentials from a docker `config.json`, `$DOCKER_CONFIG/config.json`.
+//! and, for credentials from a docker `config.json`, `$DOCKER_CONFIG/config.json`
+//! or `pull --docker-config FILE`.
 //! Pulls name `127.0.0.1:<port>/…` without any insecure-registry flag:
 //! loopback registries are reached over plain HTTP, as Docker does.
 //!
@@ -636,9 +637,21 @@ fn an_htpasswd_registry_needs_credentials_from_flags_or_docker_config() {
     let auth = base64_encode(creds.joined().as_bytes());
     let json = serde_json::json!({"auths": {registry.host(): {"auth": auth}}});
     fs::write(config_dir.join("config.json"), json.to_string()).unwrap();
-    config.docker_config = Some(config_dir);
+    config.docker_config = Some(config_dir.clone());
     config.pull(&name).ok();
     assert!(config.store().resolve(&name).is_ok());
+
+    let file = Peapod::new();
+    let path = config_dir.join("config.json");
+    file.run(&[
+        "pull",
+        "--quiet",
+        "--docker-config",
+        path.to_str().unwrap(),
+        &name,
+    ])
+    .ok();
+    assert!(file.store().resolve(&name).is_ok());
 }
 
 /// Standard base64 (the tests crate has no base64 dependency; this is all it needs).
@@ -960,4 +973,3 @@ fn harness_pushes_zstd_and_plain_layers_unchanged() {
     let secured = Registry::with_auth("u", "p");
     assert_eq!(secured.get_status("/v2/").unwrap(), 401);
 }
-
