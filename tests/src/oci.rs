@@ -483,6 +483,9 @@ pub fn docker_save(out: &Path, images: &[(Vec<String>, &ImageSpec)]) {
         let mut header = tar::Header::new_gnu();
         header.set_entry_type(tar::EntryType::Regular);
         header.set_mode(0o644);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(0);
         header.set_size(bytes.len() as u64);
         builder
             .append_data(&mut header, &path, bytes.as_slice())
@@ -497,6 +500,9 @@ pub fn layer_tar(entries: &[Entry]) -> Vec<u8> {
     for entry in entries {
         let mut header = tar::Header::new_gnu();
         header.set_mtime(0);
+        // Real tars always fill these; entries below override them.
+        header.set_uid(0);
+        header.set_gid(0);
         let (path, data): (String, &[u8]) = match entry {
             Entry::Dir {
                 path,
@@ -527,19 +533,19 @@ pub fn layer_tar(entries: &[Entry]) -> Vec<u8> {
                 let hardlink = matches!(entry, Entry::Hardlink { .. });
                 // A hard link's header carries its file's metadata, as tar
                 // tools write it (some unpackers apply it to the shared inode).
-                let (mode, uid, gid) = match entries.iter().find_map(|e| match e {
-                    Entry::File {
-                        path,
-                        mode,
-                        uid,
-                        gid,
-                        ..
-                    } if hardlink && path == target => Some((*mode, *uid, *gid)),
-                    _ => None,
-                }) {
-                    Some(meta) => meta,
-                    None => (0o777, 0, 0),
-                };
+                let (mode, uid, gid) = entries
+                    .iter()
+                    .find_map(|e| match e {
+                        Entry::File {
+                            path,
+                            mode,
+                            uid,
+                            gid,
+                            ..
+                        } if hardlink && path == target => Some((*mode, *uid, *gid)),
+                        _ => None,
+                    })
+                    .unwrap_or((0o777, 0, 0));
                 header.set_entry_type(if hardlink {
                     tar::EntryType::Link
                 } else {

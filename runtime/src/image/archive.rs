@@ -619,6 +619,9 @@ mod tests {
             let mut header = tar::Header::new_gnu();
             header.set_entry_type(tar::EntryType::Regular);
             header.set_mode(0o644);
+            header.set_uid(0);
+            header.set_gid(0);
+            header.set_mtime(0);
             header.set_size(bytes.len() as u64);
             if path.contains("..") {
                 // `set_path` refuses `..`; a hostile archive would not.
