@@ -163,6 +163,10 @@ peapod_once() {
   start=$(now)
   "$peapod" --root "$root" pull --quiet "$image" >"$tmp/out" 2>&1 || die "peapod pull failed: $(cat "$tmp/out")"
   end=$(now)
+  # A pull that unpacked nothing must not pass for a fast one.
+  local unpacked
+  unpacked=$(find "$root/layers/sha256" -mindepth 1 -maxdepth 1 -type d | wc -l)
+  ((unpacked == layers)) || die "peapod unpacked $unpacked layers, expected $layers"
   rm -rf "$root"
   seconds=$(elapsed "$start" "$end")
 }
@@ -191,6 +195,9 @@ EOF
   CONTAINERD_SNAPSHOTTER='' ctr --address "$dir/containerd.sock" --namespace bench \
     images pull --plain-http "$image" >"$tmp/out" 2>&1 || die "ctr pull failed: $(cat "$tmp/out")"
   end=$(now)
+  local snapshots
+  snapshots=$(ctr --address "$dir/containerd.sock" --namespace bench snapshots ls | awk 'NR > 1 && $NF == "Committed"' | wc -l)
+  ((snapshots == layers)) || die "containerd unpacked $snapshots layers, expected $layers"
   stop_containerd
   local mnt
   while read -r mnt; do umount -l "$mnt" 2>/dev/null || true; done < <(
