@@ -15,7 +15,7 @@ use super::{config, unpack, Error, Image, Layer, Reference, Result, Store};
 use futures::{StreamExt, TryStreamExt};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use manifest::{Descriptor, Document, Platform};
-use registry::Registry;
+use registry::{Registry, Subject};
 use sha2::{Digest as _, Sha256};
 use std::io::IsTerminal;
 
@@ -148,7 +148,7 @@ async fn fetch_manifest(
     let bytes = registry
         .retry(|| registry.manifest_once(wanted))
         .await
-        .map_err(|f| f.into_error(registry, &reference.to_string(), 0))?;
+        .map_err(|f| f.into_error(registry, Subject::Manifest(&reference.to_string()), 0))?;
     let digest = sha256(&bytes);
     store.content().write(&digest, &bytes)?;
     Ok((digest, bytes))
@@ -289,9 +289,7 @@ fn layer_bar(layer: &Layer) -> ProgressBar {
 
 /// `sha256:<hex>` of `bytes`.
 fn sha256(bytes: &[u8]) -> String {
-    let hash = Sha256::digest(bytes);
-    let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
-    format!("sha256:{hex}")
+    super::content::format_digest(Sha256::new_with_prefix(bytes))
 }
 
 /// Fails unless content announced as `expected` hashed to `actual`.

@@ -1,6 +1,6 @@
 //! `peapod pull`: fetch an image from a registry into the store.
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use runtime::image::auth::{Credentials, Keyring};
 use runtime::image::pull::manifest::Platform;
 use runtime::image::pull::{self as image_pull, Progress, PullOptions};
@@ -57,9 +57,8 @@ pub fn options(args: &PullArgs) -> anyhow::Result<PullOptions> {
 
 /// Pulls the image and prints its id and digest.
 pub async fn pull(store: &Store, args: &PullArgs, options: &PullOptions) -> anyhow::Result<()> {
-    let image = image_pull::pull(store, &args.name, options)
-        .await
-        .with_context(|| format!("pulling {}", args.name))?;
+    // The library's errors name the registry and image already.
+    let image = image_pull::pull(store, &args.name, options).await?;
     if args.quiet {
         out!("{}", image.name);
     } else {

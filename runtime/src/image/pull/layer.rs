@@ -7,7 +7,7 @@
 //! The ingest is committed (size and digest checked) only after the unpack
 //! succeeded; any failure drops it, leaving nothing half-written behind.
 
-use super::registry::{Failure, Registry};
+use super::registry::{Failure, Registry, Subject};
 use crate::image::content::Ingest;
 use crate::image::{Error, Layer, Result, Store};
 use futures::StreamExt;
@@ -71,7 +71,13 @@ pub(super) async fn document(
             Ok(bytes)
         })
         .await
-        .map_err(|f| f.into_error(registry, &what, received.load(Ordering::Relaxed)))?;
+        .map_err(|f| {
+            f.into_error(
+                registry,
+                Subject::Blob(digest),
+                received.load(Ordering::Relaxed),
+            )
+        })?;
     store.content().write(digest, &bytes)?;
     Ok(bytes)
 }
@@ -108,7 +114,7 @@ pub(super) async fn fetch(
         .map_err(|f| {
             f.into_error(
                 registry,
-                &layer_name(layer),
+                Subject::Blob(&layer.digest),
                 received.load(Ordering::Relaxed),
             )
         });
@@ -256,5 +262,95 @@ fn worker_died(what: &str, err: tokio::task::JoinError) -> Error {
     Error::Invalid {
         what: what.to_string(),
         reason: format!("the unpacking thread failed: {err}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::unpack::tests::{sha256, LayerBuilder};
+
+    const TAR: &str = "application/vnd.oci.image.layer.v1.tar";
+
+    /// A store in a fresh temporary directory, and a plain-tar layer for it.
+    fn setup() -> (tempfile::TempDir, Store, Layer, Vec<u8>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let blob = LayerBuilder::new()
+            .file("etc/hello", b"hello\n")
+            .file("data/big", &vec![7u8; 300_000])
+            .finish();
+        let layer = Layer {
+            digest: sha256(&blob),
+            diff_id: sha256(&blob),
+            media_type: TAR.into(),
+            size: blob.len() as u64,
+        };
+        (dir, store, layer, blob)
+    }
+
+    /// Runs the blocking side on `blob` sent in small chunks, then `last`.
+    fn feed(store: &Store, layer: &Layer, blob: &[u8], last: Option<Chunk>) -> Result<()> {
+        let (tx, rx) = mpsc::channel(4);
+        let chunks: Vec<Vec<u8>> = blob.chunks(10_000).map(<[u8]>::to_vec).collect();
+        let sender = std::thread::spawn(move || {
+            for chunk in chunks {
+                if tx.blocking_send(Chunk::Data(chunk)).is_err() {
+                    return;
+                }
+            }
+            if let Some(last) = last {
+                let _ = tx.blocking_send(last);
+            }
+        });
+        let outcome = store_and_unpack(store, layer, rx);
+        sender.join().unwrap();
+        outcome
+    }
+
+    fn nothing_stored(store: &Store, layer: &Layer) {
+        assert!(!store.content().has(&layer.digest), "blob stored");
+        assert!(store.layer_dir(&layer.diff_id).is_none(), "layer unpacked");
+        let leftovers = std::fs::read_dir(store.content().ingest_dir())
+            .unwrap()
+            .count();
+        assert_eq!(leftovers, 0, "ingest files left behind");
+    }
+
+    #[test]
+    fn streams_into_blob_and_layer_at_once() {
+        let (_dir, store, layer, blob) = setup();
+        feed(&store, &layer, &blob, Some(Chunk::End)).unwrap();
+        assert_eq!(store.content().read(&layer.digest).unwrap(), blob);
+        let dir = store.layer_dir(&layer.diff_id).expect("unpacked");
+        assert_eq!(std::fs::read(dir.join("etc/hello")).unwrap(), b"hello\n");
+        assert_eq!(
+            std::fs::metadata(dir.join("data/big")).unwrap().len(),
+            300_000
+        );
+    }
+
+    #[test]
+    fn a_cut_download_stores_nothing() {
+        let (_dir, store, layer, blob) = setup();
+        let half = &blob[..blob.len() / 2];
+        assert!(feed(&store, &layer, half, Some(Chunk::Failed)).is_err());
+        nothing_stored(&store, &layer);
+        // The sender vanishing without a word is a cut too, never a clean end.
+        assert!(feed(&store, &layer, half, None).is_err());
+        nothing_stored(&store, &layer);
+    }
+
+    #[test]
+    fn a_corrupt_blob_stores_nothing() {
+        let (_dir, store, layer, mut blob) = setup();
+        let at = blob.len() - 2000;
+        blob[at] ^= 0xff;
+        let err = feed(&store, &layer, &blob, Some(Chunk::End)).unwrap_err();
+        assert!(
+            matches!(err, Error::DigestMismatch { .. } | Error::Invalid { .. }),
+            "{err:?}"
+        );
+        nothing_stored(&store, &layer);
     }
 }

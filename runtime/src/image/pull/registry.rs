@@ -70,7 +70,7 @@ impl Failure {
                 };
                 let messages: Vec<&str> =
                     envelope.errors.iter().map(|e| e.message.as_str()).collect();
-                let detail = format!("{} ({url})", messages.join("; "));
+                let detail = format!("registry said {:?} at {url}", messages.join("; "));
                 if codes(&[OciErrorCode::Unauthorized, OciErrorCode::Denied]) {
                     Failure::Unauthorized(detail)
                 } else if codes(&[
@@ -126,9 +126,9 @@ impl Failure {
         Failure::Transient(format!("download cut: {}", chain(&err)))
     }
 
-    /// The [`Error`] to report for `what` (a name or `blob sha256:…`) on `registry`
-    /// after retries; `size` is how many bytes a digest mismatch hashed.
-    pub(super) fn into_error(self, registry: &Registry, what: &str, size: u64) -> Error {
+    /// The [`Error`] to report for `subject` on `registry` once retries are
+    /// spent; `size` is how many bytes a digest mismatch hashed.
+    pub(super) fn into_error(self, registry: &Registry, subject: Subject<'_>, size: u64) -> Error {
         let host = registry.host.clone();
         let reason = match self {
             Failure::Fatal(err) => return err,
@@ -145,9 +145,15 @@ impl Failure {
                 } else {
                     format!("no credentials for {host} were given")
                 };
-                format!("unauthorized to pull {what}: {credentials} ({detail})")
+                format!("unauthorized to pull {subject}: {credentials} ({detail})")
             }
-            Failure::NotFound(detail) => format!("{what}: manifest unknown ({detail})"),
+            Failure::NotFound(detail) => {
+                let kind = match subject {
+                    Subject::Manifest(_) => "manifest",
+                    Subject::Blob(_) => "blob",
+                };
+                format!("{kind} unknown: the registry has no {subject} ({detail})")
+            }
             Failure::Unreachable(detail) => {
                 let hint = if registry.plain_http {
                     String::new()
@@ -156,11 +162,32 @@ impl Failure {
                 };
                 format!("registry unreachable: {detail}{hint}")
             }
-            Failure::Transient(detail) => format!("pulling {what} failed: {detail}"),
+            Failure::Transient(detail) => format!(
+                "fetching {subject} failed after {} attempt(s): {detail}",
+                registry.attempts
+            ),
         };
         Error::Registry {
             registry: host,
             reason,
+        }
+    }
+}
+
+/// What a request was for, to name it in errors.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Subject<'a> {
+    /// The manifest (or index) of an image, by its full name.
+    Manifest(&'a str),
+    /// A blob, by digest.
+    Blob(&'a str),
+}
+
+impl std::fmt::Display for Subject<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Subject::Manifest(name) => write!(f, "{name}"),
+            Subject::Blob(digest) => write!(f, "blob {digest}"),
         }
     }
 }
@@ -484,7 +511,7 @@ mod tests {
         let anonymous = registry("127.0.0.1:5000/app", &options());
         let err = Failure::Unauthorized("401".into()).into_error(
             &anonymous,
-            "127.0.0.1:5000/app:latest",
+            Subject::Manifest("127.0.0.1:5000/app:latest"),
             0,
         );
         let text = err.to_string();
@@ -502,7 +529,7 @@ mod tests {
             .add("127.0.0.1:5000", Credentials::Token("t".into()));
         let err = Failure::Unauthorized("401".into()).into_error(
             &registry("127.0.0.1:5000/app", &with),
-            "x",
+            Subject::Blob("sha256:x"),
             0,
         );
         assert!(
@@ -511,27 +538,47 @@ mod tests {
             "{err}"
         );
 
+        let err = Failure::NotFound("404".into()).into_error(
+            &anonymous,
+            Subject::Manifest("127.0.0.1:5000/app:nope"),
+            0,
+        );
+        assert_eq!(
+            err.to_string(),
+            "127.0.0.1:5000: manifest unknown: the registry has no 127.0.0.1:5000/app:nope (404)"
+        );
         let err =
-            Failure::NotFound("404".into()).into_error(&anonymous, "127.0.0.1:5000/app:nope", 0);
+            Failure::NotFound("404".into()).into_error(&anonymous, Subject::Blob("sha256:b"), 0);
         assert!(
-            err.to_string().contains("app:nope: manifest unknown"),
+            err.to_string()
+                .contains("blob unknown: the registry has no blob sha256:b"),
+            "{err}"
+        );
+        let err =
+            Failure::Transient("reset".into()).into_error(&anonymous, Subject::Blob("sha256:b"), 0);
+        assert!(
+            err.to_string().contains("failed after 3 attempt(s): reset"),
             "{err}"
         );
 
-        let err = Failure::Unreachable("connection refused".into()).into_error(&anonymous, "x", 0);
+        let err = Failure::Unreachable("connection refused".into()).into_error(
+            &anonymous,
+            Subject::Manifest("x"),
+            0,
+        );
         assert_eq!(
             err.to_string(),
             "127.0.0.1:5000: registry unreachable: connection refused"
         );
         let remote = registry("registry.example.com/app", &options());
-        let err = Failure::Unreachable("tls".into()).into_error(&remote, "x", 0);
+        let err = Failure::Unreachable("tls".into()).into_error(&remote, Subject::Manifest("x"), 0);
         assert!(err.to_string().contains("insecure registry"), "{err}");
 
         let err = Failure::Digest {
             expected: "sha256:a".into(),
             actual: "sha256:b".into(),
         }
-        .into_error(&anonymous, "x", 42);
+        .into_error(&anonymous, Subject::Blob("sha256:a"), 42);
         assert!(
             matches!(err, Error::DigestMismatch { size: 42, .. }),
             "{err:?}"
