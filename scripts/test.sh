@@ -28,9 +28,12 @@ trap finish EXIT
 # busybox-static: container rootfs; containernetworking-plugins: the
 # reference CNI plugins the interop tests run against; containerd: the drop-in test drives
 # peapod-runtime through its runc shim; iproute2: `ip netns` in the namespace
-# tests and the CNI plugins; iptables: the CNI plugins' masquerade rules.
+# tests and the CNI plugins; iptables: the CNI plugins' masquerade rules;
+# docker-registry, skopeo and apache2-utils (htpasswd): the image tests run a
+# loopback registry, push the images they build to it and protect it with a password.
 mapfile -t build_deps < <(build_packages)
-ensure_packages busybox-static containerd containernetworking-plugins iproute2 iptables "${build_deps[@]}"
+ensure_packages busybox-static containerd containernetworking-plugins iproute2 iptables \
+  docker-registry skopeo apache2-utils "${build_deps[@]}"
 ensure_cargo
 
 cd "$PEAPOD_ROOT"

@@ -11,6 +11,9 @@
 //! - [`host`]: the root check, namespace and cgroup lookups, mount tables,
 //!   and [`Netns`], a throwaway network namespace.
 //! - [`console`]: receiving a pty master over `--console-socket`.
+//! - [`registry`]: [`Registry`], a private `docker-registry` on a loopback port.
+//! - [`oci`]: test images built from a description (OCI layouts, docker-save
+//!   and OCI archives) and pushed with skopeo.
 //!
 //! A test builds a [`Bundle`], edits its spec, wraps it in a [`Container`]
 //! and checks what the container sees from inside, usually by running
@@ -22,10 +25,14 @@ pub mod cli;
 pub mod console;
 pub mod container;
 pub mod host;
+pub mod oci;
+pub mod registry;
 pub mod spec;
+pub mod tree;
 
 pub use bundle::Bundle;
 pub use cli::{run, run_in, runtime_path, Output};
 pub use console::{ConsoleSocket, Pty};
 pub use container::Container;
 pub use host::{require_root, Netns};
+pub use registry::Registry;
