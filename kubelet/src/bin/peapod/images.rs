@@ -132,20 +132,14 @@ fn human_size(bytes: u64) -> String {
 
 /// Removes each named image; reports every failure, then fails if any did.
 pub fn remove(store: &Store, args: &RemoveArgs) -> anyhow::Result<()> {
+    if let [name] = args.images.as_slice() {
+        print_removed(&store.remove(name)?);
+        return Ok(());
+    }
     let mut failed = 0;
     for name in &args.images {
         match store.remove(name) {
-            Ok(removed) => {
-                for image in &removed {
-                    out!("Untagged: {}", image.name);
-                }
-                // An id removes every name of the image: one line per image id.
-                let mut ids: Vec<&str> = removed.iter().map(|i| i.config.as_str()).collect();
-                ids.dedup();
-                for id in ids {
-                    out!("Deleted: {id}");
-                }
-            }
+            Ok(removed) => print_removed(&removed),
             Err(err) => {
                 eprintln!("peapod: removing {name}: {err}");
                 failed += 1;
@@ -159,6 +153,18 @@ pub fn remove(store: &Store, args: &RemoveArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// `Untagged: <name>` per removed name, then `Deleted: <id>` once per image.
+fn print_removed(removed: &[Image]) {
+    for image in removed {
+        out!("Untagged: {}", image.name);
+    }
+    let mut ids: Vec<&str> = removed.iter().map(|i| i.config.as_str()).collect();
+    ids.dedup();
+    for id in ids {
+        out!("Deleted: {id}");
+    }
 }
 
 /// Imports every image of an archive.

@@ -62,9 +62,26 @@ enum ImageCommand {
 fn main() {
     let cli = Cli::parse();
     if let Err(err) = run(cli) {
-        eprintln!("peapod: {err:#}");
+        eprintln!("peapod: {}", message(&err));
         std::process::exit(1);
     }
+}
+
+/// The error and its causes, `: `-joined, leaving out a cause whose text
+/// the message already carries (many errors print their source themselves).
+fn message(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain() {
+        let part = cause.to_string();
+        if text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -93,5 +110,27 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Image(ImageCommand::Import(args)) => images::import(&open()?, &args),
         Command::Image(ImageCommand::Prune) => images::prune(&open()?),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_list_each_cause_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let repeating = anyhow::Error::new(runtime::image::Error::Io {
+            op: "open archive",
+            path: "/x.tar".into(),
+            source: io,
+        })
+        .context("importing /x.tar");
+        assert_eq!(
+            message(&repeating),
+            "importing /x.tar: open archive /x.tar: no such file"
+        );
+        let chained = anyhow::anyhow!("inner").context("middle").context("outer");
+        assert_eq!(message(&chained), "outer: middle: inner");
     }
 }
