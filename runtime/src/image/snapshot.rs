@@ -524,3 +524,6 @@ fn remove_path(path: &Path) -> Result<()> {
     };
     result.map_err(io_err("remove", path))
 }
+
+#[cfg(test)]
+mod tests;

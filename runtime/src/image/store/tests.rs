@@ -365,3 +365,51 @@ fn index_blob_and_platform_manifest_are_both_kept() {
     assert_eq!(store.resolve(&image.digest).unwrap(), image);
     assert_eq!(store.resolve(&image.manifest).unwrap(), image);
 }
+
+#[test]
+fn container_roots_come_from_the_image_layers() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "mounts overlayfs: run as root"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let image = busybox(&store);
+    let snapshot = store.prepare_rootfs("ctr-store", &image).unwrap();
+    let cleanup = scopeguard(&store, "ctr-store");
+    assert_eq!(snapshot.image, image.name);
+    assert_eq!(fs::read(snapshot.rootfs.join("bin/sh")).unwrap(), b"sh");
+    assert_eq!(fs::read(snapshot.rootfs.join("etc/motd")).unwrap(), b"hi");
+    assert!(matches!(
+        store.remove(&image.name),
+        Err(Error::InUse { .. })
+    ));
+
+    let mut unknown = image.clone();
+    unknown.name = "docker.io/library/unknown:latest".into();
+    assert!(matches!(
+        store.prepare_rootfs("ctr-2", &unknown),
+        Err(Error::NotFound(_))
+    ));
+
+    store.remove_rootfs("ctr-store").unwrap();
+    drop(cleanup);
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mountinfo.contains(dir.path().to_str().unwrap()),
+        "{mountinfo}"
+    );
+    store.remove(&image.name).unwrap();
+    assert!(store.content().list().unwrap().is_empty());
+}
+
+/// Removes a container root even when the test fails half-way.
+fn scopeguard<'a>(store: &'a Store, id: &'a str) -> impl Drop + 'a {
+    struct Guard<'a>(&'a Store, &'a str);
+    impl Drop for Guard<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.remove_rootfs(self.1);
+        }
+    }
+    Guard(store, id)
+}
