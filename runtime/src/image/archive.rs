@@ -9,9 +9,13 @@
 //! anything is unpacked from it; layers are then unpacked from the stored
 //! blobs and the image recorded last, so a failed import leaves no record.
 
-use super::content::ContentStore;
+use super::content::{sha256_digest as sha256, ContentStore};
+use super::manifest::{
+    select_platform, Descriptor, Document, Platform, OCI_CONFIG, OCI_LAYER_GZIP, OCI_LAYER_TAR,
+    OCI_LAYER_ZSTD, OCI_MANIFEST,
+};
 use super::unpack::Compression;
-use super::{io_err, Error, Image, Layer, Reference, Result, Store};
+use super::{config, io_err, Error, Image, Layer, Reference, Result, Store};
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::fs;
@@ -24,14 +28,6 @@ const REF_NAME: &str = "org.opencontainers.image.ref.name";
 /// containerd's annotation carrying the full image name.
 const CONTAINERD_NAME: &str = "io.containerd.image.name";
 
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
-const OCI_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
-const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
-const OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
-const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 /// A nested document this large is not a manifest; refuse instead of reading it.
 const MAX_DOCUMENT: u64 = 4 << 20;
 
@@ -77,56 +73,6 @@ struct SaveManifest {
     #[serde(default)]
     repo_tags: Option<Vec<String>>,
     layers: Vec<String>,
-}
-
-/// A descriptor in an index or manifest.
-#[derive(Deserialize, Clone)]
-#[serde(rename_all = "camelCase")]
-struct Descriptor {
-    #[serde(default)]
-    media_type: String,
-    digest: String,
-    size: u64,
-    #[serde(default)]
-    platform: Option<Platform>,
-    #[serde(default)]
-    annotations: HashMap<String, String>,
-}
-
-/// An index entry's platform.
-#[derive(Deserialize, Clone)]
-struct Platform {
-    os: String,
-    architecture: String,
-}
-
-/// An OCI index or Docker manifest list.
-#[derive(Deserialize)]
-struct IndexDoc {
-    #[serde(default)]
-    manifests: Vec<Descriptor>,
-}
-
-/// An OCI or Docker schema2 image manifest.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ManifestDoc {
-    #[serde(default)]
-    media_type: Option<String>,
-    config: Descriptor,
-    layers: Vec<Descriptor>,
-}
-
-/// The part of an image config the import needs.
-#[derive(Deserialize)]
-struct ConfigDoc {
-    rootfs: RootFs,
-}
-
-/// `rootfs` of an image config.
-#[derive(Deserialize)]
-struct RootFs {
-    diff_ids: Vec<String>,
 }
 
 impl Archive {
@@ -230,16 +176,32 @@ impl Archive {
         Err(self.invalid(format!("entry {name}: too many levels of links")))
     }
 
-    /// Reads a small JSON document `name` of the archive.
-    fn json<T: for<'de> Deserialize<'de>>(&self, name: &str) -> Result<T> {
+    /// Reads a small document `name` of the archive (JSON: an index, a manifest, a config).
+    fn document_bytes(&self, name: &str) -> Result<Vec<u8>> {
         let path = self.file(name)?;
         let len = fs::metadata(path).map_err(io_err("stat", path))?.len();
         if len > MAX_DOCUMENT {
             return Err(self.invalid(format!("entry {name} is {len} bytes; too big for JSON")));
         }
-        let bytes = fs::read(path).map_err(io_err("read", path))?;
-        serde_json::from_slice(&bytes)
+        fs::read(path).map_err(io_err("read", path))
+    }
+
+    /// Reads the JSON document `name` of the archive as a `T`.
+    fn json<T: for<'de> Deserialize<'de>>(&self, name: &str) -> Result<T> {
+        serde_json::from_slice(&self.document_bytes(name)?)
             .map_err(|e| self.invalid(format!("entry {name} is not valid: {e}")))
+    }
+
+    /// Reads the manifest or index `name` of the archive.
+    fn manifest(&self, name: &str) -> Result<Document> {
+        let what = format!("archive {}: entry {name}", self.source.display());
+        Document::parse(&self.document_bytes(name)?, &what)
+    }
+
+    /// The diff ids of the image config `name` of the archive.
+    fn diff_ids(&self, name: &str) -> Result<Vec<String>> {
+        config::diff_ids(&self.document_bytes(name)?)
+            .map_err(|e| self.invalid(format!("entry {name}: {e}")))
     }
 
     /// An [`Error::Invalid`] about this archive.
@@ -291,17 +253,17 @@ impl Archive {
                     saved.config
                 )));
             }
-            let config: ConfigDoc = self.json(&saved.config)?;
-            if config.rootfs.diff_ids.len() != saved.layers.len() {
+            let diff_ids = self.diff_ids(&saved.config)?;
+            if diff_ids.len() != saved.layers.len() {
                 return Err(self.invalid(format!(
                     "config {} lists {} diff ids for {} layers",
                     saved.config,
-                    config.rootfs.diff_ids.len(),
+                    diff_ids.len(),
                     saved.layers.len()
                 )));
             }
             let mut layers = Vec::new();
-            for (name, diff_id) in saved.layers.iter().zip(&config.rootfs.diff_ids) {
+            for (name, diff_id) in saved.layers.iter().zip(&diff_ids) {
                 let media_type = self.sniff_layer(name)?;
                 let digest = if media_type == OCI_LAYER_TAR {
                     // Uncompressed: the blob is the tar, its digest the diff id.
@@ -371,27 +333,20 @@ impl Archive {
     /// An OCI layout archive: one image per `index.json` entry (an index entry
     /// contributes the host platform's manifest).
     fn import_oci(&self, store: &Store) -> Result<Vec<Image>> {
-        let index: IndexDoc = self.json("index.json")?;
-        if index.manifests.is_empty() {
+        let Document::Index(index) = self.manifest("index.json")? else {
+            return Err(self.invalid("index.json is a manifest, expected an index"));
+        };
+        if index.is_empty() {
             return Err(self.invalid("index.json lists no images"));
         }
         let content = store.content();
         let mut images = Vec::new();
-        for top in &index.manifests {
+        for top in &index {
             let top_name = blob_name(&top.digest);
             self.ingest(content, &top_name, &top.digest, Some(top.size))?;
-            let manifest_desc = match top.media_type.as_str() {
-                OCI_INDEX | DOCKER_LIST => {
-                    let nested: IndexDoc = self.json(&top_name)?;
-                    self.pick_platform(&top.digest, &nested.manifests)?
-                }
-                OCI_MANIFEST | DOCKER_MANIFEST => top.clone(),
-                other => {
-                    return Err(self.invalid(format!(
-                        "index.json entry {}: unsupported media type {other:?}",
-                        top.digest
-                    )))
-                }
+            let manifest_desc = match self.manifest(&top_name)? {
+                Document::Index(nested) => self.pick_platform(&top.digest, &nested)?,
+                Document::Manifest { .. } => top.clone(),
             };
             let manifest_name = blob_name(&manifest_desc.digest);
             self.ingest(
@@ -400,33 +355,34 @@ impl Archive {
                 &manifest_desc.digest,
                 Some(manifest_desc.size),
             )?;
-            let manifest: ManifestDoc = self.json(&manifest_name)?;
-            if let Some(kind) = manifest.media_type.as_deref() {
-                if kind != OCI_MANIFEST && kind != DOCKER_MANIFEST {
-                    return Err(self.invalid(format!(
-                        "manifest {}: unsupported media type {kind:?}",
-                        manifest_desc.digest
-                    )));
-                }
-            }
-            let config_name = blob_name(&manifest.config.digest);
+            let Document::Manifest {
+                config: config_desc,
+                layers: layer_descs,
+            } = self.manifest(&manifest_name)?
+            else {
+                return Err(self.invalid(format!(
+                    "manifest {}: an index inside an index inside index.json",
+                    manifest_desc.digest
+                )));
+            };
+            let config_name = blob_name(&config_desc.digest);
             self.ingest(
                 content,
                 &config_name,
-                &manifest.config.digest,
-                Some(manifest.config.size),
+                &config_desc.digest,
+                Some(config_desc.size),
             )?;
-            let config: ConfigDoc = self.json(&config_name)?;
-            if config.rootfs.diff_ids.len() != manifest.layers.len() {
+            let diff_ids = self.diff_ids(&config_name)?;
+            if diff_ids.len() != layer_descs.len() {
                 return Err(self.invalid(format!(
                     "config {} lists {} diff ids for {} layers",
-                    manifest.config.digest,
-                    config.rootfs.diff_ids.len(),
-                    manifest.layers.len()
+                    config_desc.digest,
+                    diff_ids.len(),
+                    layer_descs.len()
                 )));
             }
             let mut layers = Vec::new();
-            for (desc, diff_id) in manifest.layers.iter().zip(&config.rootfs.diff_ids) {
+            for (desc, diff_id) in layer_descs.iter().zip(&diff_ids) {
                 if Compression::from_media_type(&desc.media_type).is_none() {
                     return Err(self.invalid(format!(
                         "layer {}: unsupported media type {:?}",
@@ -453,12 +409,12 @@ impl Archive {
                 .or_else(|| top.annotations.get(REF_NAME))
                 .filter(|n| looks_like_reference(n))
                 .cloned()
-                .unwrap_or_else(|| manifest.config.digest.clone());
+                .unwrap_or_else(|| config_desc.digest.clone());
             let image = Image {
-                name: self.image_name(&name, &manifest.config.digest)?,
+                name: self.image_name(&name, &config_desc.digest)?,
                 digest: top.digest.clone(),
                 manifest: manifest_desc.digest.clone(),
-                config: manifest.config.digest.clone(),
+                config: config_desc.digest.clone(),
                 layers,
                 stored_at: now(),
             };
@@ -470,24 +426,13 @@ impl Archive {
 
     /// The host platform's entry of the index `digest`.
     fn pick_platform(&self, digest: &str, manifests: &[Descriptor]) -> Result<Descriptor> {
-        let wanted = host_platform();
-        manifests
-            .iter()
-            .find(|d| {
-                d.platform
-                    .as_ref()
-                    .is_some_and(|p| format!("{}/{}", p.os, p.architecture) == wanted)
-            })
+        let wanted = Platform::host();
+        select_platform(manifests, &wanted)
             .cloned()
-            .ok_or_else(|| Error::NoMatchingPlatform {
+            .map_err(|available| Error::NoMatchingPlatform {
                 image: format!("{} (index {digest})", self.source.display()),
-                platform: wanted,
-                available: manifests
-                    .iter()
-                    .filter_map(|d| d.platform.as_ref())
-                    .map(|p| format!("{}/{}", p.os, p.architecture))
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                platform: wanted.to_string(),
+                available,
             })
     }
 
@@ -558,11 +503,6 @@ fn is_hex_digest(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-fn sha256(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    format!("sha256:{:x}", sha2::Sha256::digest(bytes))
-}
-
 fn sha256_file(path: &Path) -> Result<String> {
     use sha2::Digest;
     let mut hasher = sha2::Sha256::new();
@@ -581,18 +521,6 @@ fn read_up_to(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
         }
     }
     Ok(n)
-}
-
-/// `linux/<GOARCH>` of this host.
-fn host_platform() -> String {
-    let arch = match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "x86" => "386",
-        "powerpc64" => "ppc64le",
-        other => other,
-    };
-    format!("linux/{arch}")
 }
 
 fn now() -> String {

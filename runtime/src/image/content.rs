@@ -57,6 +57,11 @@ pub fn digest_hex(digest: &str) -> Result<&str> {
     Ok(hex)
 }
 
+/// `sha256:<hex>` of `bytes` held in memory (manifests, configs).
+pub(crate) fn sha256_digest(bytes: &[u8]) -> String {
+    format_digest(Sha256::new_with_prefix(bytes))
+}
+
 /// `sha256:<hex>` of a finished hasher.
 pub(crate) fn format_digest(hasher: Sha256) -> String {
     let mut out = String::with_capacity(SHA256_PREFIX.len() + 64);

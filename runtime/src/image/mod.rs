@@ -20,6 +20,7 @@
 //! - [`unpack`]: one layer tar (plain, gzip, zstd) into a directory.
 //! - [`snapshot`]: container root filesystems (overlayfs, or a copy where
 //!   overlayfs is unavailable).
+//! - [`manifest`]: manifests, indexes, media types, platform selection.
 //! - [`auth`] and [`pull`]: credentials and fetching from registries.
 //! - [`archive`]: importing `docker save` tarballs and OCI archives.
 //! - [`config`]: the image config applied to a container's process.
@@ -30,6 +31,7 @@ pub mod auth;
 pub mod config;
 pub mod content;
 pub mod index;
+pub mod manifest;
 pub mod pull;
 pub mod reference;
 pub mod snapshot;

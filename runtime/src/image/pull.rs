@@ -7,16 +7,14 @@
 //! recorded only when all of it is in place.
 
 mod layer;
-pub mod manifest;
 mod registry;
 
 use super::auth::Keyring;
+use super::manifest::{self, Descriptor, Document, Platform};
 use super::{config, unpack, Error, Image, Layer, Reference, Result, Store};
 use futures::{StreamExt, TryStreamExt};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use manifest::{Descriptor, Document, Platform};
 use registry::{Registry, Subject};
-use sha2::{Digest as _, Sha256};
 use std::io::IsTerminal;
 
 /// Layers downloaded at the same time.
@@ -325,10 +323,7 @@ fn layer_bar(layer: &Layer) -> ProgressBar {
         .with_prefix(hex[..hex.len().min(12)].to_string())
 }
 
-/// `sha256:<hex>` of `bytes`.
-fn sha256(bytes: &[u8]) -> String {
-    super::content::format_digest(Sha256::new_with_prefix(bytes))
-}
+use super::content::sha256_digest as sha256;
 
 /// Fails unless content announced as `expected` hashed to `actual`.
 fn check_digest(expected: &str, actual: &str, size: usize) -> Result<()> {
@@ -352,6 +347,7 @@ mod tests {
             digest: digest.into(),
             size: 10,
             platform: None,
+            annotations: Default::default(),
         }
     }
 

@@ -2,7 +2,7 @@
 
 use anyhow::bail;
 use runtime::image::auth::{Credentials, Keyring};
-use runtime::image::pull::manifest::Platform;
+use runtime::image::manifest::Platform;
 use runtime::image::pull::{self as image_pull, Progress, PullOptions};
 use runtime::image::{Reference, Store};
 use std::path::{Path, PathBuf};

@@ -1,8 +1,8 @@
 //! One registry repository as a pull sees it: the `oci-client` connection, credentials, retries, and errors told in plain words.
 
-use super::manifest::ACCEPTED;
 use super::PullOptions;
 use crate::image::auth::Credentials;
+use crate::image::manifest::ACCEPTED;
 use crate::image::{reference, Error, Reference};
 use oci_client::client::{ClientConfig, ClientProtocol, SizedStream};
 use oci_client::errors::{DigestError, OciDistributionError, OciErrorCode};

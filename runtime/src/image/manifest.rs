@@ -1,7 +1,8 @@
-//! Manifests and indexes as registries serve them (OCI and Docker schema 2), and picking a platform from an index.
+//! Manifests and indexes (OCI and Docker schema 2) as registries serve them and archives hold them, their media types, and picking a platform from an index.
 
 use crate::image::{Error, Result};
 use serde::Deserialize;
+use std::collections::HashMap;
 use std::fmt;
 
 /// An OCI image manifest.
@@ -12,6 +13,14 @@ pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 /// A Docker schema 2 manifest list.
 pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+/// An OCI image config.
+pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+/// An uncompressed OCI layer.
+pub const OCI_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
+/// A gzip-compressed OCI layer.
+pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+/// A zstd-compressed OCI layer.
+pub const OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
 
 /// What a pull asks the registry for, in order of preference.
 pub const ACCEPTED: &[&str] = &[
@@ -35,6 +44,9 @@ pub struct Descriptor {
     /// In an index: the platform the manifest is for.
     #[serde(default)]
     pub platform: Option<Platform>,
+    /// Free-form metadata, e.g. an OCI layout's `org.opencontainers.image.ref.name`.
+    #[serde(default)]
+    pub annotations: HashMap<String, String>,
 }
 
 /// An OS/architecture pair with an optional CPU variant, e.g. `linux/arm64/v8`.
@@ -224,6 +236,7 @@ mod tests {
             digest: digest.into(),
             size: 1,
             platform: platform.map(|p| Platform::parse(p).unwrap()),
+            annotations: Default::default(),
         }
     }
 
