@@ -14,6 +14,7 @@ use super::manifest::{
     select_platform, Descriptor, Document, Platform, OCI_CONFIG, OCI_LAYER_GZIP, OCI_LAYER_TAR,
     OCI_LAYER_ZSTD, OCI_MANIFEST,
 };
+use super::store::IMPORT_PREFIX;
 use super::unpack::Compression;
 use super::{config, io_err, Error, Image, Layer, Reference, Result, Store};
 use serde::Deserialize;
@@ -93,7 +94,7 @@ impl Archive {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         // Under the store root, not /tmp: the same filesystem as the blobs,
         // and archives of real images are too big for a tmpfs.
-        let dir = store_root.join(format!("import-{}-{n}", std::process::id()));
+        let dir = store_root.join(format!("{IMPORT_PREFIX}{}-{n}", std::process::id()));
         fs::create_dir_all(&dir).map_err(io_err("create import dir", &dir))?;
         let mut archive = Archive {
             source: source.to_path_buf(),

@@ -19,6 +19,8 @@ pub const DEFAULT_ROOT: &str = "/var/lib/peapod";
 /// that died; younger ones may still be in use by another process.
 const STALE_AFTER: Duration = Duration::from_secs(60 * 60);
 
+/// Prefix of the scratch directories of archive imports (`<root>/import-*`).
+pub(crate) const IMPORT_PREFIX: &str = "import-";
 /// Prefix of layer directories being unpacked (`layers/tmp-*`).
 const UNPACKING_PREFIX: &str = "tmp-";
 /// Prefix of layer directories being deleted (`layers/del-*`): renamed out of
@@ -365,8 +367,9 @@ impl Store {
         Ok(pruned)
     }
 
-    /// Leftovers of writers that died: ingest files and unpack directories
-    /// older than [`STALE_AFTER`], and interrupted layer deletions.
+    /// Leftovers of writers that died: ingest files, unpack directories and
+    /// archive-import scratch directories older than [`STALE_AFTER`], and
+    /// interrupted layer deletions.
     fn remove_stale(&self) -> Result<()> {
         let now = SystemTime::now();
         let stale = |path: &Path| {
@@ -378,6 +381,12 @@ impl Store {
         for name in read_dir(&ingest)? {
             let path = ingest.join(name);
             if stale(&path) {
+                remove_any(&path)?;
+            }
+        }
+        for name in read_dir(&self.root)? {
+            let path = self.root.join(&name);
+            if name.to_string_lossy().starts_with(IMPORT_PREFIX) && stale(&path) {
                 remove_any(&path)?;
             }
         }

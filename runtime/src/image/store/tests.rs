@@ -334,6 +334,10 @@ fn prune_removes_strays_and_stale_temporaries_only() {
     set_old(&layers.join("tmp-stale"));
     fs::create_dir(layers.join("tmp-fresh")).unwrap();
     fs::create_dir(layers.join("del-interrupted")).unwrap();
+    // An import killed midway leaves its scratch directory in the root.
+    fs::create_dir_all(dir.path().join("import-1-0/blobs")).unwrap();
+    set_old(&dir.path().join("import-1-0"));
+    fs::create_dir(dir.path().join("import-2-0")).unwrap();
 
     let pruned = store.prune().unwrap();
     assert_eq!(pruned.blobs, vec![stray.clone()]);
@@ -342,6 +346,7 @@ fn prune_removes_strays_and_stale_temporaries_only() {
     assert!(!ingest.join("stale").exists() && ingest.join("fresh").exists());
     assert!(!layers.join("tmp-stale").exists() && layers.join("tmp-fresh").exists());
     assert!(!layers.join("del-interrupted").exists());
+    assert!(!dir.path().join("import-1-0").exists() && dir.path().join("import-2-0").exists());
     // Everything the image needs is still there.
     store.put(&image).unwrap();
     assert_eq!(store.prune().unwrap(), Pruned::default());
