@@ -481,12 +481,25 @@ fn relative_path(raw: &[u8]) -> std::result::Result<PathBuf, String> {
     Ok(rel)
 }
 
+/// A numeric header field; an empty one (all NUL or spaces) reads as 0, as Go's
+/// archive/tar — which writes most layers and is containerd's reader — takes it.
+fn numeric(field: &str, raw: &[u8], parsed: io::Result<u64>) -> std::result::Result<u64, String> {
+    parsed.or_else(|e| {
+        if raw.iter().all(|b| *b == 0 || *b == b' ') {
+            Ok(0)
+        } else {
+            Err(format!("header field {field}: {e}"))
+        }
+    })
+}
+
 /// Mode, owner, time and xattrs of an entry.
 fn read_meta<R: Read>(entry: &mut tar::Entry<'_, R>) -> std::result::Result<Meta, String> {
     let header = entry.header();
-    let mode = header.mode().map_err(|e| e.to_string())? & 0o7777;
-    let uid = header.uid().map_err(|e| e.to_string())?;
-    let gid = header.gid().map_err(|e| e.to_string())?;
+    let old = header.as_old();
+    let mode = numeric("mode", &old.mode, header.mode().map(u64::from))? as u32 & 0o7777;
+    let uid = numeric("uid", &old.uid, header.uid())?;
+    let gid = numeric("gid", &old.gid, header.gid())?;
     let uid = u32::try_from(uid).map_err(|_| format!("uid {uid} out of range"))?;
     let gid = u32::try_from(gid).map_err(|_| format!("gid {gid} out of range"))?;
     let mut mtime = TimeSpec::new(header.mtime().unwrap_or(0) as i64, 0);

@@ -455,3 +455,33 @@ fn compressions_give_the_same_tree_and_diff_id() {
     )
     .is_err());
 }
+
+#[test]
+fn empty_numeric_fields_read_as_zero_and_garbage_is_refused() {
+    assert_root();
+    let blank = |uid: &[u8]| {
+        let mut h = LayerBuilder::header(tar::EntryType::Regular, 0o644, (0, 0), 0);
+        let old = h.as_old_mut();
+        old.uid.fill(0);
+        old.uid[..uid.len()].copy_from_slice(uid);
+        old.gid.fill(b' ');
+        h
+    };
+    let mut layer = LayerBuilder::new();
+    layer.append(blank(b""), "etc/.wh.gone", b"");
+    let (dir, result) = unpack_tar(&layer.finish());
+    result.unwrap();
+    assert!(dir
+        .path()
+        .join("etc/gone")
+        .symlink_metadata()
+        .unwrap()
+        .file_type()
+        .is_char_device());
+
+    let mut layer = LayerBuilder::new();
+    layer.append(blank(b"12x"), "file", b"data");
+    let (_dir, result) = unpack_tar(&layer.finish());
+    let err = result.unwrap_err().to_string();
+    assert!(err.contains("uid"), "{err}");
+}
