@@ -13,7 +13,7 @@ use super::auth::Keyring;
 use super::manifest::{self, Descriptor, Document, Platform};
 use super::{config, unpack, Error, Image, Layer, Reference, Result, Store};
 use futures::{StreamExt, TryStreamExt};
-use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use registry::{Registry, Subject};
 use std::io::IsTerminal;
 
@@ -43,7 +43,7 @@ pub enum PullPolicy {
 pub enum Progress {
     /// Nothing (the kubelet, `--quiet`).
     Quiet,
-    /// One bar per layer on stderr (when it is a terminal).
+    /// One bar per layer on stdout, when it is a terminal (as `docker pull`).
     Bars,
 }
 
@@ -291,8 +291,8 @@ async fn fetch_layers(
     progress: Progress,
 ) -> Result<()> {
     let missing = missing_layers(store, layers);
-    let bars =
-        (progress == Progress::Bars && std::io::stderr().is_terminal()).then(MultiProgress::new);
+    let bars = (progress == Progress::Bars && std::io::stdout().is_terminal())
+        .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stdout()));
     // Futures are lazy: building them all first only lays out the bars.
     let fetches: Vec<_> = missing
         .into_iter()
