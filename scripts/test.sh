@@ -30,10 +30,12 @@ trap finish EXIT
 # peapod-runtime through its runc shim; iproute2: `ip netns` in the namespace
 # tests and the CNI plugins; iptables: the CNI plugins' masquerade rules;
 # docker-registry, skopeo and apache2-utils (htpasswd): the image tests run a
-# loopback registry, push the images they build to it and protect it with a password.
+# loopback registry, push the images they build to it and protect it with a
+# password; openssl: the key, certificate and token signatures of the
+# token-auth registry's token server.
 mapfile -t build_deps < <(build_packages)
 ensure_packages busybox-static containerd containernetworking-plugins iproute2 iptables \
-  docker-registry skopeo apache2-utils "${build_deps[@]}"
+  docker-registry skopeo apache2-utils openssl "${build_deps[@]}"
 ensure_cargo
 
 cd "$PEAPOD_ROOT"

@@ -11,7 +11,9 @@
 //! - [`host`]: the root check, namespace and cgroup lookups, mount tables,
 //!   and [`Netns`], a throwaway network namespace.
 //! - [`console`]: receiving a pty master over `--console-socket`.
-//! - [`registry`]: [`Registry`], a private `docker-registry` on a loopback port.
+//! - [`registry`]: [`Registry`], a private `docker-registry` on a loopback port,
+//!   anonymous or with htpasswd or token auth.
+//! - [`token`]: [`token::TokenServer`], the bearer-token server of a token-auth registry.
 //! - [`oci`]: test images built from a description (OCI layouts, docker-save
 //!   and OCI archives) and pushed with skopeo.
 //!
@@ -28,6 +30,7 @@ pub mod host;
 pub mod oci;
 pub mod registry;
 pub mod spec;
+pub mod token;
 pub mod tree;
 
 pub use bundle::Bundle;

@@ -3,8 +3,9 @@
 //! The registry gets a config file of its own (never the package's default,
 //! which listens on every interface): `http.addr 127.0.0.1:<port>`,
 //! filesystem storage in the temp dir, deletes enabled, log level `warn`,
-//! and optionally htpasswd auth. Dropping the guard kills the process by
-//! its PID, waits for it and removes the temp dir.
+//! and optionally auth: htpasswd (Basic), or bearer tokens from a
+//! [`TokenServer`] the registry trusts. Dropping the guard kills the process
+//! by its PID, waits for it, stops the token server and removes the temp dir.
 
 use std::fs;
 use std::io::{Read, Write};
@@ -17,6 +18,7 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 use crate::host::require_root;
+use crate::token::{self, TokenServer};
 
 /// How long the registry may take to answer `/v2/` after it starts.
 const START_TIMEOUT: Duration = Duration::from_secs(15);
@@ -24,7 +26,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(15);
 /// registry binds it (another test may grab it in between).
 const START_ATTEMPTS: usize = 3;
 
-/// User name and password of an htpasswd-protected registry.
+/// User name and password of a registry that requires them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Credentials {
     /// The user name.
@@ -34,6 +36,14 @@ pub struct Credentials {
 }
 
 impl Credentials {
+    /// `username`/`password`, owned.
+    pub fn new(username: &str, password: &str) -> Credentials {
+        Credentials {
+            username: username.to_owned(),
+            password: password.to_owned(),
+        }
+    }
+
     /// `user:pass`, as `--creds` and skopeo's `--dest-creds` take them.
     pub fn joined(&self) -> String {
         format!("{}:{}", self.username, self.password)
@@ -46,46 +56,73 @@ pub struct Registry {
     dir: Option<TempDir>,
     port: u16,
     credentials: Option<Credentials>,
+    /// Set for a token-auth registry; dropped before `dir`, which holds its key.
+    token_server: Option<TokenServer>,
+}
+
+/// How clients must authenticate.
+enum Auth {
+    Anonymous,
+    /// `auth.htpasswd`: Basic credentials on every request.
+    Htpasswd(Credentials),
+    /// `auth.token`: bearer tokens a [`TokenServer`] issues for these credentials.
+    Token(Credentials),
 }
 
 impl Registry {
     /// An anonymous registry.
     #[track_caller]
     pub fn start() -> Registry {
-        Registry::start_with(None)
+        Registry::start_with(Auth::Anonymous)
     }
 
     /// A registry requiring `username`/`password` (htpasswd, bcrypt).
     #[track_caller]
     pub fn with_auth(username: &str, password: &str) -> Registry {
-        Registry::start_with(Some(Credentials {
-            username: username.to_owned(),
-            password: password.to_owned(),
-        }))
+        Registry::start_with(Auth::Htpasswd(Credentials::new(username, password)))
+    }
+
+    /// A registry requiring bearer tokens (`auth.token`), which its
+    /// [`TokenServer`] issues to `username`/`password`.
+    #[track_caller]
+    pub fn with_token_auth(username: &str, password: &str) -> Registry {
+        Registry::start_with(Auth::Token(Credentials::new(username, password)))
     }
 
     #[track_caller]
-    fn start_with(credentials: Option<Credentials>) -> Registry {
+    fn start_with(auth: Auth) -> Registry {
         require_root();
         let dir = tempfile::Builder::new()
             .prefix("pp-registry-")
             .tempdir()
             .expect("a registry directory");
-        let htpasswd = credentials.as_ref().map(|creds| {
-            let path = dir.path().join("htpasswd");
-            write_htpasswd(&path, creds);
-            path
-        });
+        let (config, credentials, token_server) = match auth {
+            Auth::Anonymous => (AuthConfig::None, None, None),
+            Auth::Htpasswd(creds) => {
+                let path = dir.path().join("htpasswd");
+                write_htpasswd(&path, &creds);
+                (AuthConfig::Htpasswd(path), Some(creds), None)
+            }
+            Auth::Token(creds) => {
+                let server = TokenServer::start(&dir.path().join("token"), creds.clone());
+                let config = AuthConfig::Token {
+                    realm: server.realm(),
+                    rootcertbundle: server.cert_path().to_path_buf(),
+                };
+                (config, Some(creds), Some(server))
+            }
+        };
         let mut registry = Registry {
             child: None,
             dir: Some(dir),
             port: 0,
             credentials,
+            token_server,
         };
         let mut failures = Vec::new();
         for _ in 0..START_ATTEMPTS {
             registry.port = free_port();
-            match registry.spawn(htpasswd.as_deref()) {
+            match registry.spawn(&config) {
                 Ok(()) => return registry,
                 Err(err) => failures.push(err),
             }
@@ -97,10 +134,10 @@ impl Registry {
     }
 
     /// Writes the config, starts the registry and waits until `/v2/` answers.
-    fn spawn(&mut self, htpasswd: Option<&Path>) -> Result<(), String> {
+    fn spawn(&mut self, auth: &AuthConfig) -> Result<(), String> {
         let dir = self.dir().to_path_buf();
         let config = dir.join("config.yml");
-        fs::write(&config, config_yml(self.port, &dir.join("data"), htpasswd))
+        fs::write(&config, config_yml(self.port, &dir.join("data"), auth))
             .map_err(|e| format!("write {}: {e}", config.display()))?;
         let log_path = dir.join("registry.log");
         let log = fs::File::create(&log_path).map_err(|e| format!("registry log: {e}"))?;
@@ -159,9 +196,14 @@ impl Registry {
         format!("127.0.0.1:{}", self.port)
     }
 
-    /// The credentials it requires, if any.
+    /// The credentials it requires (directly or for a token), if any.
     pub fn credentials(&self) -> Option<&Credentials> {
         self.credentials.as_ref()
+    }
+
+    /// The token server of a [`Registry::with_token_auth`] registry.
+    pub fn token_server(&self) -> Option<&TokenServer> {
+        self.token_server.as_ref()
     }
 
     /// The temp dir holding config, storage and log.
@@ -215,7 +257,12 @@ impl Registry {
 
     /// The HTTP status of a GET of `path`, without credentials.
     pub fn get_status(&self, path: &str) -> std::io::Result<u16> {
-        http_status(self.port, path)
+        http_status(self.port, path, None)
+    }
+
+    /// The HTTP status of a GET of `path` with `Authorization: Bearer <token>`.
+    pub fn get_status_with_token(&self, path: &str, token: &str) -> std::io::Result<u16> {
+        http_status(self.port, path, Some(token))
     }
 
     fn kill(&mut self) {
@@ -230,6 +277,8 @@ impl Registry {
 impl Drop for Registry {
     fn drop(&mut self) {
         self.kill();
+        // Joins its thread; its key files go with the dir below.
+        drop(self.token_server.take());
         if let Some(dir) = self.dir.take() {
             let path = dir.path().to_path_buf();
             if let Err(err) = dir.close() {
@@ -245,9 +294,19 @@ pub fn free_port() -> u16 {
     listener.local_addr().expect("its address").port()
 }
 
+/// The `auth` section of a registry config.
+enum AuthConfig {
+    None,
+    Htpasswd(PathBuf),
+    Token {
+        realm: String,
+        rootcertbundle: PathBuf,
+    },
+}
+
 /// The registry config: loopback only, storage under `data`, no cache (so a
-/// blob corrupted on disk is served as it is), optional htpasswd.
-fn config_yml(port: u16, data: &Path, htpasswd: Option<&Path>) -> String {
+/// blob corrupted on disk is served as it is), optional auth.
+fn config_yml(port: u16, data: &Path, auth: &AuthConfig) -> String {
     let mut config = format!(
         "version: 0.1
 log:
@@ -267,15 +326,31 @@ http:
 ",
         data = data.display()
     );
-    if let Some(path) = htpasswd {
-        config.push_str(&format!(
+    match auth {
+        AuthConfig::None => {}
+        AuthConfig::Htpasswd(path) => config.push_str(&format!(
             "auth:
   htpasswd:
     realm: peapod-test
     path: {}
 ",
             path.display()
-        ));
+        )),
+        AuthConfig::Token {
+            realm,
+            rootcertbundle,
+        } => config.push_str(&format!(
+            "auth:
+  token:
+    realm: {realm}
+    service: {service}
+    issuer: {issuer}
+    rootcertbundle: {bundle}
+",
+            service = token::SERVICE,
+            issuer = token::ISSUER,
+            bundle = rootcertbundle.display()
+        )),
     }
     config
 }
@@ -294,13 +369,17 @@ fn write_htpasswd(path: &Path, creds: &Credentials) {
     fs::write(path, out.stdout).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
 }
 
-/// The status code of `GET path` on `127.0.0.1:port` (HTTP/1.0, no body read).
-fn http_status(port: u16, path: &str) -> std::io::Result<u16> {
+/// The status code of `GET path` on `127.0.0.1:port` (HTTP/1.0, no body
+/// read), with a bearer token if one is given.
+fn http_status(port: u16, path: &str, bearer: Option<&str>) -> std::io::Result<u16> {
     let mut stream = TcpStream::connect(("127.0.0.1", port))?;
     stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let authorization = bearer
+        .map(|token| format!("Authorization: Bearer {token}\r\n"))
+        .unwrap_or_default();
     write!(
         stream,
-        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n{authorization}Connection: close\r\n\r\n"
     )?;
     let mut head = [0u8; 64];
     let mut len = 0;

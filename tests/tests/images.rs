@@ -31,10 +31,13 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
 use peapod_tests::oci::{
     busybox_layer, digest, docker_save, push, BuiltImage, Compression, Entry, ImageSpec, Layer,
     OciLayout,
 };
+use peapod_tests::token::{self, TokenRequest};
 use peapod_tests::tree;
 use peapod_tests::{require_root, Output, Registry};
 use runtime::image::{Image, Store};
@@ -643,7 +646,7 @@ fn an_htpasswd_registry_needs_credentials_from_flags_or_docker_config() {
     let mut config = Peapod::new();
     let config_dir = config.root().join("docker-config");
     fs::create_dir(&config_dir).unwrap();
-    let auth = base64_encode(creds.joined().as_bytes());
+    let auth = STANDARD.encode(creds.joined());
     let json = serde_json::json!({"auths": {registry.host(): {"auth": auth}}});
     fs::write(config_dir.join("config.json"), json.to_string()).unwrap();
     config.docker_config = Some(config_dir.clone());
@@ -663,24 +666,113 @@ fn an_htpasswd_registry_needs_credentials_from_flags_or_docker_config() {
     assert!(file.store().resolve(&name).is_ok());
 }
 
-/// Standard base64 (the tests crate has no base64 dependency; this is all it needs).
-fn base64_encode(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |acc, (i, b)| acc | (*b as u32) << (16 - 8 * i));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+#[test]
+fn a_token_registry_pulls_with_a_bearer_token_the_credentials_buy() {
+    let registry = Registry::with_token_auth("token-user", "t0ken-pa55");
+    let creds = registry.credentials().unwrap().clone();
+    let tokens = registry.token_server().expect("a token server");
+    let (dir, mut layout) = layout();
+    let spec = ImageSpec::new(vec![
+        file_layer(Compression::Gzip, "old", "old\n"),
+        Layer::new(
+            Compression::Zstd,
+            vec![Entry::whiteout("old"), Entry::file("new", "new\n")],
+        ),
+    ]);
+    let built = layout.add_image("1", &spec);
+    push(
+        dir.path(),
+        "1",
+        &registry,
+        "secure/app",
+        Some(&creds),
+        false,
+    );
+    let pushed = tokens.requests();
+    assert!(
+        pushed.iter().any(|r| r.authenticated
+            && r.scopes
+                .iter()
+                .any(|s| s.starts_with("repository:secure/app:") && s.contains("push"))),
+        "skopeo pushed without a push token: {pushed:#?}"
+    );
+    let name = format!("{}/secure/app:1", registry.host());
+    let host = registry.host();
+    // The token requests a pull made, all of them.
+    let asked_during = |pull: &dyn Fn() -> Output| -> (Output, Vec<TokenRequest>) {
+        let before = tokens.requests().len();
+        let out = pull();
+        (out, tokens.requests()[before..].to_vec())
+    };
+
+    let anonymous = Peapod::new();
+    let (out, asked) = asked_during(&|| anonymous.pull(&name));
+    assert_fails_with(out.clone(), &["unauthorized"]);
+    assert!(
+        out.stderr.contains(&host),
+        "the error names the registry: {out}"
+    );
+    assert!(anonymous.store().images().unwrap().is_empty());
+    assert!(anonymous.store().content().list().unwrap().is_empty());
+    // The client followed the challenge to the token server, and was refused there.
+    assert!(
+        !asked.is_empty()
+            && asked
+                .iter()
+                .all(|r| r.username.is_none() && !r.authenticated && r.status == 401),
+        "{asked:#?}"
+    );
+
+    let wrong = Peapod::new();
+    let (out, asked) =
+        asked_during(&|| wrong.run(&["pull", "--quiet", "--creds", "token-user:nope", &name]));
+    assert_fails_with(out.clone(), &["unauthorized"]);
+    assert!(
+        out.stderr.contains(&host),
+        "the error names the registry: {out}"
+    );
+    assert!(wrong.store().images().unwrap().is_empty());
+    assert!(
+        !asked.is_empty()
+            && asked
+                .iter()
+                .all(|r| r.username.as_deref() == Some("token-user")
+                    && !r.authenticated
+                    && r.status == 401),
+        "{asked:#?}"
+    );
+
+    let peapod = Peapod::new();
+    let (out, asked) =
+        asked_during(&|| peapod.run(&["pull", "--quiet", "--creds", &creds.joined(), &name]));
+    out.ok();
+    let pull_scope = vec!["repository:secure/app:pull".to_string()];
+    assert!(
+        asked.iter().any(|r| r.authenticated
+            && r.status == 200
+            && r.service.as_deref() == Some(token::SERVICE)
+            && r.scopes == pull_scope),
+        "no token was issued for {pull_scope:?}: {asked:#?}"
+    );
+    assert!(
+        asked.iter().all(|r| r.authenticated),
+        "a token request of the pull went without the credentials: {asked:#?}"
+    );
+
+    let store = peapod.store();
+    let image = store.resolve(&name).expect("the pulled image");
+    assert_eq!(image.manifest, built.manifest.digest);
+    assert_eq!(image.config, built.config.digest);
+    let diff_ids: Vec<_> = image.layers.iter().map(|l| l.diff_id.clone()).collect();
+    assert_eq!(diff_ids, built.diff_ids);
+    assert_consistent(&store);
+    let rootfs = Rootfs::prepare(store, &image);
+    tree::assert_same(&tree::walk(&rootfs.path), &tree::expected(&spec.layers));
+    assert!(!rootfs.path.join("old").exists());
+    assert_eq!(
+        fs::read_to_string(rootfs.path.join("new")).unwrap(),
+        "new\n"
+    );
 }
 
 #[test]
@@ -989,4 +1081,29 @@ fn harness_pushes_zstd_and_plain_layers_unchanged() {
     }
     let secured = Registry::with_auth("u", "p");
     assert_eq!(secured.get_status("/v2/").unwrap(), 401);
+}
+
+#[test]
+fn harness_token_registry_takes_only_tokens_its_server_signs_for_the_repository() {
+    let registry = Registry::with_token_auth("u", "p");
+    let tokens = registry.token_server().unwrap();
+    assert_eq!(registry.get_status("/v2/").unwrap(), 401);
+    let token = tokens.mint("u", &["repository:team/app:pull"]);
+    assert_eq!(
+        registry.get_status_with_token("/v2/", &token).unwrap(),
+        200,
+        "{}",
+        registry.log()
+    );
+    // Authorized, and the repository does not exist yet.
+    let tags = "/v2/team/app/tags/list";
+    assert_eq!(registry.get_status_with_token(tags, &token).unwrap(), 404);
+    let other = "/v2/other/app/tags/list";
+    assert_eq!(registry.get_status_with_token(other, &token).unwrap(), 401);
+    // One signature byte changed (not the last character, whose low bits
+    // are padding a decoder may ignore).
+    let at = token.len() - 10;
+    let flipped = if &token[at..at + 1] == "A" { "B" } else { "A" };
+    let forged = format!("{}{flipped}{}", &token[..at], &token[at + 1..]);
+    assert_eq!(registry.get_status_with_token(tags, &forged).unwrap(), 401);
 }
