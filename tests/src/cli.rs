@@ -21,29 +21,37 @@ const INVOCATION_TIMEOUT: Duration = Duration::from_secs(60);
 ///
 /// `PEAPOD_RUNTIME` if set (e.g. `/usr/sbin/runc` to check the tests
 /// themselves), else `peapod-runtime` in the cargo profile directory the test
-/// executable was built into (`target/<profile>/deps/<test>` →
-/// `target/<profile>/peapod-runtime`).
+/// executable was built into.
 pub fn runtime_path() -> &'static Path {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| {
-        let path = match std::env::var_os("PEAPOD_RUNTIME") {
-            Some(path) => PathBuf::from(path),
-            None => {
-                let exe = std::env::current_exe().expect("the test executable's path");
-                exe.parent()
-                    .and_then(Path::parent)
-                    .expect("the test executable lives in target/<profile>/deps")
-                    .join("peapod-runtime")
-            }
-        };
-        assert!(
-            path.is_file(),
-            "runtime binary {} not found: build it first (`cargo build -p peapod-runtime`) \
-             or point PEAPOD_RUNTIME at a runtime such as /usr/sbin/runc",
-            path.display()
-        );
-        path
+        binary_path(
+            "PEAPOD_RUNTIME",
+            "peapod-runtime",
+            "`cargo build -p peapod-runtime`, or point PEAPOD_RUNTIME at a runtime such as /usr/sbin/runc",
+        )
     })
+}
+
+/// A binary under test: `$env` if set, else `name` in the cargo profile
+/// directory the test executable was built into (`target/<profile>/deps/<test>`
+/// → `target/<profile>/<name>`). Panics, saying how to build it, if it is missing.
+pub fn binary_path(env: &str, name: &str, build: &str) -> PathBuf {
+    let path = match std::env::var_os(env) {
+        Some(path) => PathBuf::from(path),
+        None => std::env::current_exe()
+            .expect("the test executable's path")
+            .parent()
+            .and_then(Path::parent)
+            .expect("the test executable lives in target/<profile>/deps")
+            .join(name),
+    };
+    assert!(
+        path.is_file(),
+        "{name} binary {} not found: build it first ({build}) or set {env}",
+        path.display()
+    );
+    path
 }
 
 /// `(major, minor)` when the runtime under test is runc (`runc --version`),
@@ -143,11 +151,19 @@ where
     S: AsRef<OsStr>,
 {
     require_root();
+    let mut command = Command::new(runtime_path());
+    command.args(args).current_dir(dir);
+    run_captured(command, INVOCATION_TIMEOUT)
+}
+
+/// Runs `command` to its end with standard input `/dev/null` and standard
+/// output and error captured in files (see [`run_in`] for why files), killing
+/// it and panicking after `timeout`.
+pub fn run_captured(mut command: Command, timeout: Duration) -> Output {
     let capture = tempfile::tempdir().expect("a capture directory");
     let stdout_path = capture.path().join("stdout");
     let stderr_path = capture.path().join("stderr");
-    let mut command = Command::new(runtime_path());
-    command.args(args).current_dir(dir).stdin(Stdio::null());
+    command.stdin(Stdio::null());
     command.stdout(fs::File::create(&stdout_path).expect("a stdout capture file"));
     command.stderr(fs::File::create(&stderr_path).expect("a stderr capture file"));
     let described = format!("{command:?}");
@@ -155,16 +171,16 @@ where
         .spawn()
         .unwrap_or_else(|e| panic!("cannot spawn {described}: {e}"));
 
-    let deadline = Instant::now() + INVOCATION_TIMEOUT;
+    let deadline = Instant::now() + timeout;
     let status = loop {
-        if let Some(status) = child.try_wait().expect("waiting for the runtime") {
+        if let Some(status) = child.try_wait().expect("waiting for the child") {
             break status;
         }
         if Instant::now() > deadline {
             // Best effort: the panic below is what matters.
             let _ = child.kill();
             let _ = child.wait();
-            panic!("{described} did not finish within {INVOCATION_TIMEOUT:?}");
+            panic!("{described} did not finish within {timeout:?}");
         }
         thread::sleep(Duration::from_millis(5));
     };

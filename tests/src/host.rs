@@ -311,6 +311,21 @@ impl Drop for Netns {
     }
 }
 
+/// Lazily unmounts every mount point under `dir`, innermost first.
+pub fn unmount_under(dir: &Path) {
+    let prefix = format!("{}/", dir.display());
+    let mounts = fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    let mut points: Vec<&str> = mounts
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .filter(|p| p.starts_with(&prefix))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for point in points {
+        let _ = nix::mount::umount2(point, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,6 +14,8 @@
 //! - [`registry`]: [`Registry`], a private `docker-registry` on a loopback port,
 //!   anonymous or with htpasswd or token auth.
 //! - [`token`]: [`token::TokenServer`], the bearer-token server of a token-auth registry.
+//! - [`peapod`]: [`peapod::Peapod`], the node CLI with an image store root of its own.
+//! - [`proxy`]: [`proxy::CuttingProxy`], a loopback proxy that cuts a download midway.
 //! - [`oci`]: test images built from a description (OCI layouts, docker-save
 //!   and OCI archives) and pushed with skopeo.
 //!
@@ -28,6 +30,8 @@ pub mod console;
 pub mod container;
 pub mod host;
 pub mod oci;
+pub mod peapod;
+pub mod proxy;
 pub mod registry;
 pub mod spec;
 pub mod token;

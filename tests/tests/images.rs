@@ -21,15 +21,9 @@
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
@@ -37,147 +31,13 @@ use peapod_tests::oci::{
     busybox_layer, digest, docker_save, push, BuiltImage, Compression, Entry, ImageSpec, Layer,
     OciLayout,
 };
+use peapod_tests::peapod::Peapod;
+use peapod_tests::proxy::CuttingProxy;
 use peapod_tests::token::{self, TokenRequest};
 use peapod_tests::tree;
-use peapod_tests::{require_root, Output, Registry};
+use peapod_tests::{Output, Registry};
 use runtime::image::{Image, Store};
 use tempfile::TempDir;
-
-/// Upper bound for one CLI call; pulls here move a few MB over loopback.
-const CLI_TIMEOUT: Duration = Duration::from_secs(60);
-
-// ---------------------------------------------------------------------------
-// Harness: the CLI, a store root, a container rootfs, a cutting proxy.
-// ---------------------------------------------------------------------------
-
-/// The `peapod` binary under test.
-fn peapod_path() -> &'static Path {
-    static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let path = match std::env::var_os("PEAPOD") {
-            Some(path) => PathBuf::from(path),
-            None => std::env::current_exe()
-                .expect("the test executable's path")
-                .parent()
-                .and_then(Path::parent)
-                .expect("the test executable lives in target/<profile>/deps")
-                .join("peapod"),
-        };
-        assert!(
-            path.is_file(),
-            "peapod binary {} not found: build it first (`cargo build -p peapod-kubelet --bin peapod`) \
-             or set PEAPOD",
-            path.display()
-        );
-        path
-    })
-}
-
-/// A store root of its own and the CLI pointed at it. On drop, whatever is
-/// still mounted under the root is unmounted before the root is removed.
-struct Peapod {
-    root: TempDir,
-    /// `DOCKER_CONFIG` for every call, when set.
-    docker_config: Option<PathBuf>,
-}
-
-impl Peapod {
-    fn new() -> Peapod {
-        require_root();
-        let root = tempfile::Builder::new()
-            .prefix("pp-images-")
-            .tempdir()
-            .expect("a store root");
-        Peapod {
-            root,
-            docker_config: None,
-        }
-    }
-
-    fn root(&self) -> &Path {
-        self.root.path()
-    }
-
-    fn store(&self) -> Store {
-        Store::open(self.root()).expect("open the store the CLI wrote")
-    }
-
-    /// Spawns `peapod --root <root> ARGS` with output to files under `capture`.
-    fn spawn(&self, args: &[&str], capture: &Path) -> Child {
-        let mut command = Command::new(peapod_path());
-        command
-            .arg("--root")
-            .arg(self.root())
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(fs::File::create(capture.join("stdout")).unwrap())
-            .stderr(fs::File::create(capture.join("stderr")).unwrap());
-        // The host's credentials must not leak into a test, nor be needed.
-        command.env("HOME", capture).env_remove("DOCKER_CONFIG");
-        if let Some(dir) = &self.docker_config {
-            command.env("DOCKER_CONFIG", dir);
-        }
-        command
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", peapod_path().display()))
-    }
-
-    /// Runs `peapod --root <root> ARGS` to its end.
-    fn run(&self, args: &[&str]) -> Output {
-        let capture = tempfile::tempdir().unwrap();
-        let child = self.spawn(args, capture.path());
-        finish(child, capture.path(), args)
-    }
-
-    fn pull(&self, name: &str) -> Output {
-        self.run(&["pull", "--quiet", name])
-    }
-}
-
-impl Drop for Peapod {
-    fn drop(&mut self) {
-        unmount_under(self.root());
-    }
-}
-
-/// Waits for `child` (killing it after [`CLI_TIMEOUT`]) and collects its output.
-fn finish(mut child: Child, capture: &Path, args: &[&str]) -> Output {
-    let deadline = Instant::now() + CLI_TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("peapod {args:?} did not finish within {CLI_TIMEOUT:?}");
-        }
-        thread::sleep(Duration::from_millis(10));
-    };
-    let read = |name| {
-        String::from_utf8_lossy(&fs::read(capture.join(name)).unwrap_or_default()).into_owned()
-    };
-    Output {
-        code: status.code().unwrap_or(128),
-        stdout: read("stdout"),
-        stderr: read("stderr"),
-    }
-}
-
-/// Lazily unmounts every mount point under `dir`, innermost first.
-fn unmount_under(dir: &Path) {
-    let prefix = format!("{}/", dir.display());
-    let mounts = fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-    let mut points: Vec<&str> = mounts
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(1))
-        .filter(|p| p.starts_with(&prefix))
-        .collect();
-    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
-    for point in points {
-        let _ = nix::mount::umount2(point, nix::mount::MntFlags::MNT_DETACH);
-    }
-}
 
 /// A container root prepared from a stored image; removed on drop.
 struct Rootfs {
@@ -289,107 +149,6 @@ fn assert_consistent(store: &Store) -> Vec<Image> {
         }
     }
     images
-}
-
-/// A loopback TCP proxy to `upstream` that cuts the first connection whose
-/// response passes `cut_after` bytes (once), to interrupt a blob download.
-struct CuttingProxy {
-    port: u16,
-    stop: Arc<AtomicBool>,
-    cut: Arc<AtomicBool>,
-    streams: Arc<Mutex<Vec<TcpStream>>>,
-    accept: Option<thread::JoinHandle<()>>,
-}
-
-impl CuttingProxy {
-    fn start(upstream: u16, cut_after: usize) -> CuttingProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let stop = Arc::new(AtomicBool::new(false));
-        let cut = Arc::new(AtomicBool::new(false));
-        let streams: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
-        let accept = {
-            let (stop, cut, streams) = (stop.clone(), cut.clone(), streams.clone());
-            thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    let client = match listener.accept() {
-                        Ok((client, _)) => client,
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                            thread::sleep(Duration::from_millis(5));
-                            continue;
-                        }
-                        Err(_) => break,
-                    };
-                    client.set_nonblocking(false).unwrap();
-                    let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
-                        continue;
-                    };
-                    {
-                        let mut all = streams.lock().unwrap();
-                        all.push(client.try_clone().unwrap());
-                        all.push(server.try_clone().unwrap());
-                    }
-                    let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-                    thread::spawn(move || pipe(client, server, None));
-                    let cut = cut.clone();
-                    thread::spawn(move || pipe(s2, c2, Some((cut, cut_after))));
-                }
-            })
-        };
-        CuttingProxy {
-            port,
-            stop,
-            cut,
-            streams,
-            accept: Some(accept),
-        }
-    }
-
-    fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn has_cut(&self) -> bool {
-        self.cut.load(Ordering::Relaxed)
-    }
-}
-
-/// Copies `from` → `to`; with a cut switch not yet used, cuts both
-/// connections after `limit` bytes and flips the switch.
-fn pipe(mut from: TcpStream, mut to: TcpStream, cut: Option<(Arc<AtomicBool>, usize)>) {
-    let mut buf = [0u8; 16 * 1024];
-    let mut total = 0;
-    loop {
-        let n = match from.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        if let Some((switch, limit)) = &cut {
-            if total + n > *limit && !switch.swap(true, Ordering::SeqCst) {
-                let _ = to.write_all(&buf[..limit - total]);
-                break;
-            }
-        }
-        total += n;
-        if to.write_all(&buf[..n]).is_err() {
-            break;
-        }
-    }
-    let _ = from.shutdown(Shutdown::Both);
-    let _ = to.shutdown(Shutdown::Both);
-}
-
-impl Drop for CuttingProxy {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for stream in self.streams.lock().unwrap().iter() {
-            let _ = stream.shutdown(Shutdown::Both);
-        }
-        if let Some(accept) = self.accept.take() {
-            let _ = accept.join();
-        }
-    }
 }
 
 /// A layout in a temp dir.
@@ -881,15 +640,13 @@ fn two_concurrent_pulls_of_one_image_both_succeed() {
     let name = format!("{}/race/app:1", registry.host());
 
     let peapod = Peapod::new();
-    let captures = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
-    let args = ["pull", "--quiet", name.as_str()];
-    let children: Vec<Child> = captures
-        .iter()
-        .map(|c| peapod.spawn(&args, c.path()))
-        .collect();
-    for (child, capture) in children.into_iter().zip(&captures) {
-        finish(child, capture.path(), &args).ok();
-    }
+    // Two CLI processes at once, into one store.
+    std::thread::scope(|s| {
+        let pulls: Vec<_> = (0..2).map(|_| s.spawn(|| peapod.pull(&name))).collect();
+        for pull in pulls {
+            pull.join().unwrap().ok();
+        }
+    });
     let store = peapod.store();
     let images = assert_consistent(&store);
     assert_eq!(images.len(), 1, "one record for one name: {images:?}");
