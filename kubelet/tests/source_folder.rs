@@ -167,3 +167,28 @@ async fn a_missing_folder_is_reported_and_picked_up_later() {
     assert_eq!(describe(&next(&mut rx).await), "add default/a-node1");
     source.abort();
 }
+
+#[tokio::test]
+async fn no_synced_until_the_folder_could_be_listed() {
+    // A regular file where the folder should be: listing fails (not "missing"),
+    // so the source must not claim it has seen every pod.
+    let parent = tempfile::tempdir().unwrap();
+    let not_a_dir = parent.path().join("manifests");
+    std::fs::write(&not_a_dir, "").unwrap();
+    let mut config = FolderConfig::new(&not_a_dir, "node1");
+    config.resync_period = Duration::from_millis(50);
+    let (tx, mut rx) = mpsc::channel(16);
+    let source = tokio::spawn(watch_folder(config, tx));
+    match next(&mut rx).await {
+        SourceEvent::Error { message, .. } => assert!(message.contains("cannot list"), "{message}"),
+        other => panic!("expected an error, got {}", describe(&other)),
+    }
+    // Several rescans pass: the same error is not repeated, and no Synced.
+    assert!(
+        timeout(Duration::from_millis(300), rx.recv())
+            .await
+            .is_err(),
+        "unexpected event"
+    );
+    source.abort();
+}

@@ -58,31 +58,35 @@ impl FolderConfig {
 /// receiver is dropped. Problems are sent as [`SourceEvent::Error`], never
 /// returned: a static pod source keeps going whatever the folder holds.
 pub async fn run(config: FolderConfig, events: mpsc::Sender<SourceEvent>) {
-    let wake = Arc::new(Notify::new());
+    let period = config.resync_period;
+    let debounce = config.debounce;
     let mut scanner = Scanner {
+        desired: Desired::new(config.node_name.clone()),
         config,
-        desired: None,
         watcher: None,
         dir_error: None,
-        wake,
+        wake: Arc::new(Notify::new()),
     };
-    let mut tick = time::interval_at(
-        Instant::now() + scanner.config.resync_period,
-        scanner.config.resync_period,
-    );
+    let mut tick = time::interval_at(Instant::now() + period, period);
     tick.set_missed_tick_behavior(time::MissedTickBehavior::Delay);
-    if !scanner.scan(&events).await || events.send(SourceEvent::Synced).await.is_err() {
-        return;
-    }
+    let mut synced = false;
     loop {
+        let Ok(listed) = scanner.scan(&events).await else {
+            return;
+        };
+        // Synced only after a real listing: a consumer told "that is all"
+        // after a failed one would stop every pod it has.
+        if listed && !synced {
+            synced = true;
+            if events.send(SourceEvent::Synced).await.is_err() {
+                return;
+            }
+        }
         let wake = scanner.wake.clone();
         tokio::select! {
             _ = events.closed() => return,
             _ = tick.tick() => {}
-            _ = wake.notified() => settle(&wake, scanner.config.debounce).await,
-        }
-        if !scanner.scan(&events).await {
-            return;
+            _ = wake.notified() => settle(&wake, debounce).await,
         }
     }
 }
@@ -99,9 +103,12 @@ async fn settle(wake: &Notify, quiet: Duration) {
     }
 }
 
+/// The receiver of the events is gone: the source has nobody to tell.
+struct Closed;
+
 struct Scanner {
     config: FolderConfig,
-    desired: Option<Desired>,
+    desired: Desired,
     watcher: Option<RecommendedWatcher>,
     /// The folder-level error last reported, to report each once.
     dir_error: Option<String>,
@@ -109,22 +116,18 @@ struct Scanner {
 }
 
 impl Scanner {
-    /// Rescan and send the changes; false once the receiver is gone.
-    async fn scan(&mut self, events: &mpsc::Sender<SourceEvent>) -> bool {
+    /// Rescan and send the changes; whether the folder could be listed.
+    async fn scan(&mut self, events: &mpsc::Sender<SourceEvent>) -> Result<bool, Closed> {
         // Watch before listing, so a change made during the listing is not lost.
         if self.watcher.is_none() {
             match watch(&self.config.dir, self.wake.clone()) {
                 Ok(w) => self.watcher = Some(w),
                 // A missing folder is reported by the listing below.
-                Err(e) if self.config.dir.exists() => {
-                    if !self
-                        .report_dir_error(events, format!("cannot watch: {e}"))
-                        .await
-                    {
-                        return false;
-                    }
+                Err(_) if !self.config.dir.exists() => {}
+                Err(e) => {
+                    self.report_dir_error(events, format!("cannot watch: {e}"))
+                        .await?
                 }
-                Err(_) => {}
             }
         }
         let dir = self.config.dir.clone();
@@ -137,51 +140,41 @@ impl Scanner {
             // A folder that is gone holds no pods, as upstream has it.
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 self.watcher = None;
-                let message = "does not exist: no static pods until it is created".to_owned();
-                if !self.report_dir_error(events, message).await {
-                    return false;
-                }
+                let message = "does not exist: no static pods until it is created";
+                self.report_dir_error(events, message.into()).await?;
                 Vec::new()
             }
             // Unreadable for now: keep the pods, try again later.
             Err(e) => {
-                return self
-                    .report_dir_error(events, format!("cannot list: {e}"))
-                    .await
+                self.report_dir_error(events, format!("cannot list: {e}"))
+                    .await?;
+                return Ok(false);
             }
         };
-        let node_name = &self.config.node_name;
-        let desired = self
-            .desired
-            .get_or_insert_with(|| Desired::new(node_name.clone()));
-        for event in desired.apply(listing, chrono::Utc::now()) {
-            if events.send(event).await.is_err() {
-                return false;
-            }
+        for event in self.desired.apply(listing, chrono::Utc::now()) {
+            events.send(event).await.map_err(|_| Closed)?;
         }
         if self.watcher.is_some() {
             self.dir_error = None;
         }
-        true
+        Ok(true)
     }
 
     async fn report_dir_error(
         &mut self,
         events: &mpsc::Sender<SourceEvent>,
         message: String,
-    ) -> bool {
+    ) -> Result<(), Closed> {
         let message = format!("{}: {message}", self.config.dir.display());
         if self.dir_error.as_ref() == Some(&message) {
-            return true;
+            return Ok(());
         }
         self.dir_error = Some(message.clone());
-        events
-            .send(SourceEvent::Error {
-                file: self.config.dir.clone(),
-                message,
-            })
-            .await
-            .is_ok()
+        let event = SourceEvent::Error {
+            file: self.config.dir.clone(),
+            message,
+        };
+        events.send(event).await.map_err(|_| Closed)
     }
 }
 

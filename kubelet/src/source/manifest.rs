@@ -2,7 +2,8 @@
 //!
 //! A file holds YAML (one or more `---`-separated documents) or JSON (one
 //! object). Each document goes through the same steps as a static pod does in
-//! the upstream kubelet: decode against the Kubernetes API types, apply the
+//! the upstream kubelet: decode against the Kubernetes API types (refusing
+//! unknown fields, as `kubectl apply` does, where upstream drops them), apply the
 //! defaults the API server would, validate what the API server would reject,
 //! then give it its static identity (see [`super::identity`]).
 //!
@@ -212,11 +213,21 @@ fn parse_document(
         ),
     };
     check_type(api_version, kind).map_err(not_a_pod)?;
-    let mut pod: Pod = match tree {
-        Document::Yaml(v) => decode(v),
-        Document::Json(v) => decode(v),
+    let (mut pod, written): (Pod, Option<serde_json::Value>) = match tree {
+        // Non-string YAML keys have no JSON form; decode refuses them anyway.
+        Document::Yaml(v) => (
+            decode(&v).map_err(|e| invalid(vec![e]))?,
+            serde_json::to_value(&v).ok(),
+        ),
+        Document::Json(v) => (decode(&v).map_err(|e| invalid(vec![e]))?, Some(v)),
+    };
+    if let (Some(written), Ok(decoded)) = (written, serde_json::to_value(&pod)) {
+        let mut errors = Vec::new();
+        unknown_fields(&written, &decoded, "", &mut errors);
+        if !errors.is_empty() {
+            return Err(invalid(errors));
+        }
     }
-    .map_err(|e| invalid(vec![e]))?;
     defaults::apply(&mut pod);
     let errors = validate::pod(&pod, node_name);
     if !errors.is_empty() {
@@ -303,4 +314,43 @@ where
             message: e.into_inner().to_string(),
         }
     })
+}
+
+/// Fields written in the document that the Pod type does not have, found by
+/// comparing with the decoded Pod serialized back. The decoder drops them
+/// without a word, so a typo such as `imagePulPolicy` would silently run a
+/// different pod; `kubectl apply` refuses them too (strict field validation).
+fn unknown_fields(
+    written: &serde_json::Value,
+    decoded: &serde_json::Value,
+    path: &str,
+    out: &mut Vec<FieldError>,
+) {
+    use serde_json::Value;
+    match (written, decoded) {
+        (Value::Object(written), Value::Object(decoded)) => {
+            for (key, value) in written {
+                let here = if path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{path}.{key}")
+                };
+                match decoded.get(key) {
+                    Some(d) => unknown_fields(value, d, &here, out),
+                    // `key: null` (or `key: ~`) means "unset" and is not serialized back.
+                    None if value.is_null() => {}
+                    None => out.push(FieldError {
+                        path: here,
+                        message: "unknown field: the v1 Pod has no such field (a typo?)".into(),
+                    }),
+                }
+            }
+        }
+        (Value::Array(written), Value::Array(decoded)) => {
+            for (i, (w, d)) in written.iter().zip(decoded).enumerate() {
+                unknown_fields(w, d, &format!("{path}[{i}]"), out);
+            }
+        }
+        _ => {}
+    }
 }

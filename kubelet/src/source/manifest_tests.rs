@@ -258,3 +258,83 @@ spec:
     assert_eq!(containers[1].name, "b");
     assert_eq!(containers[1].image.as_deref(), Some("busybox:1.36"));
 }
+
+#[test]
+fn unknown_fields_are_refused_with_their_path() {
+    let text = WEB.replace(
+        "image: busybox:1.36",
+        "image: busybox:1.36\n    imagePulPolicy: Never",
+    );
+    assert_eq!(
+        error(&text),
+        "pods/web.yaml: document 1: spec.containers[0].imagePulPolicy: unknown field: the v1 Pod has no such field (a typo?)"
+    );
+    // Explicit nulls are "unset", not unknown; user keys in maps are data.
+    let text = WEB.replace(
+        "  name: web\n",
+        "  name: web\n  creationTimestamp: null\n  labels: {app: web}\n",
+    );
+    parse_str(&text).expect("null fields and labels are fine");
+}
+
+#[test]
+fn a_full_control_plane_style_manifest_is_accepted() {
+    let text = "\
+apiVersion: v1
+kind: Pod
+metadata:
+  name: etcd
+  namespace: kube-system
+  creationTimestamp: null
+  labels: {component: etcd, tier: control-plane}
+  annotations: {kubeadm.kubernetes.io/etcd.advertise-client-urls: 'https://10.0.0.1:2379'}
+spec:
+  hostNetwork: true
+  priorityClassName: system-node-critical
+  securityContext: {seccompProfile: {type: RuntimeDefault}}
+  containers:
+  - name: etcd
+    image: registry.k8s.io/etcd:3.5.15-0
+    command: [etcd, --data-dir=/var/lib/etcd]
+    env: [{name: A, value: '1'}]
+    ports: [{containerPort: 2381, name: metrics}]
+    resources:
+      requests: {cpu: 100m, memory: 100Mi}
+      limits: {cpu: 1, memory: 1Gi}
+    livenessProbe:
+      httpGet: {host: 127.0.0.1, path: /health, port: 2381, scheme: HTTP}
+      failureThreshold: 8
+    readinessProbe:
+      tcpSocket: {port: metrics}
+    volumeMounts: [{mountPath: /var/lib/etcd, name: etcd-data, readOnly: false}]
+  volumes:
+  - {name: etcd-data, hostPath: {path: /var/lib/etcd, type: DirectoryOrCreate}}
+  - {name: scratch, emptyDir: {}}
+status: {}
+";
+    let pods = parse_str(text).expect("a kubeadm-style manifest is valid");
+    let c = &pods[0].spec.as_ref().unwrap().containers[0];
+    let requests = c.resources.as_ref().unwrap().requests.as_ref().unwrap();
+    assert_eq!(requests["cpu"].0, "100m", "requests written win");
+    assert_eq!(
+        c.ports.as_ref().unwrap()[0].host_port,
+        Some(2381),
+        "hostNetwork: hostPort = containerPort"
+    );
+}
+
+#[test]
+fn limits_without_requests_become_requests() {
+    let text = WEB.replace(
+        "    ports:\n",
+        "    resources: {limits: {cpu: 500m}, requests: {memory: 64Mi}}\n    ports:\n",
+    );
+    let pods = parse_str(&text).unwrap();
+    let resources = pods[0].spec.as_ref().unwrap().containers[0]
+        .resources
+        .clone()
+        .unwrap();
+    let requests = resources.requests.unwrap();
+    assert_eq!(requests["cpu"].0, "500m");
+    assert_eq!(requests["memory"].0, "64Mi");
+}
