@@ -114,9 +114,7 @@ pub fn parse(file: &Path, content: &[u8], node_name: &str) -> Result<Vec<Pod>, M
         let number = index + 1;
         let Some(document) = document else { continue };
         let pod = parse_document(file, number, document, node_name)?;
-        if pods.iter().any(|p| {
-            p.metadata.name == pod.metadata.name && p.metadata.namespace == pod.metadata.namespace
-        }) {
+        if pods.iter().any(|p| full_name(p) == full_name(&pod)) {
             return Err(ManifestError::Duplicate {
                 file: file.to_path_buf(),
                 pod: full_name(&pod),
@@ -142,13 +140,14 @@ pub fn full_name(pod: &Pod) -> String {
     )
 }
 
-/// One document, decoded to a generic tree; `None` for an empty document
-/// (a stray `---`), which kubectl also skips.
+/// One document, decoded to a generic tree of the syntax it was written in.
 enum Document {
     Yaml(yaml_serde::Value),
     Json(serde_json::Value),
 }
 
+/// Every document of the file in order; `None` for an empty one (a stray
+/// `---`), which kubectl skips too, but which still counts in the numbering.
 fn documents(file: &Path, text: &str) -> Result<Vec<Option<Document>>, ManifestError> {
     let syntax = |document: usize, message: String| ManifestError::Syntax {
         file: file.to_path_buf(),
