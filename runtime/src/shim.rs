@@ -14,6 +14,11 @@
 //! keeps the runc-compatible `peapod-runtime` CLI free of non-runc commands, and shows
 //! each supervisor as `peapod-shim` in `ps`.
 //!
+//! The shim rotates the log itself as it writes (as conmon does), so no log manager has
+//! to copy, truncate or signal anyone. A caller following a log ([`crate::logs::read`])
+//! can stop once the exit record exists: the shim writes it after the last log line. If
+//! the shim itself is killed, there is no record: the container's end is then unknown.
+//!
 //! - [`supervisor`]: the shim process itself.
 //! - [`exit`]: the exit record and the OOM check.
 
@@ -79,6 +84,19 @@ impl ShimConfig {
         flag("log-max-files", self.log.max_files.to_string().into());
         args
     }
+}
+
+/// Where `peapod-shim` is installed: beside the running executable (the binaries are
+/// installed together), else the first one on `PATH`.
+pub fn installed_binary() -> Option<PathBuf> {
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.join("peapod-shim")));
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .map(|dir| dir.join("peapod-shim"));
+    beside.into_iter().chain(on_path).find(|p| p.is_file())
 }
 
 /// A container its shim has started.
