@@ -326,7 +326,9 @@ mod tests {
             .collect();
         let got = String::from_utf8(out).unwrap();
         // `tail: 1` may have caught "before" or an early "after" line at the start.
-        let start = want.find(got.lines().next().unwrap()).unwrap();
+        let start = want
+            .find(&format!("{}\n", got.lines().next().unwrap()))
+            .unwrap();
         assert_eq!(got, want[start..]);
         assert!(got.ends_with("after 59\n"));
     }
