@@ -9,6 +9,8 @@
 //! - [`namespace`], [`rootfs`], [`cgroup`], [`capability`], [`terminal`]: one
 //!   OS concern each.
 //! - [`image`]: the image store — pulls from registries, layers, container roots.
+//! - [`shim`]: the per-container supervisor that holds a container's output, writes its
+//!   CRI log ([`logs`]) and records how it exited, surviving its starter.
 //!
 //! Start reading at `container::create`.
 #![warn(missing_docs)]
@@ -20,7 +22,9 @@ pub mod container;
 pub mod defaults;
 pub mod hooks;
 pub mod image;
+pub mod logs;
 pub mod namespace;
 pub mod process;
 pub mod rootfs;
+pub mod shim;
 pub mod terminal;
