@@ -9,6 +9,8 @@
 //! - [`namespace`], [`rootfs`], [`cgroup`], [`capability`], [`terminal`]: one
 //!   OS concern each.
 //! - [`image`]: the image store — pulls from registries, layers, container roots.
+//! - [`sandbox`]: pod sandboxes — the namespaces and cgroup a pod's containers share, and
+//!   their bundles.
 //!
 //! Start reading at `container::create`.
 #![warn(missing_docs)]
@@ -23,4 +25,5 @@ pub mod image;
 pub mod namespace;
 pub mod process;
 pub mod rootfs;
+pub mod sandbox;
 pub mod terminal;
