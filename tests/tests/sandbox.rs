@@ -239,6 +239,11 @@ fn two_containers_share_the_pods_namespaces_and_cgroup_and_removal_leaves_nothin
         }
     }
 
+    // Running containers keep the sandbox from being taken down under them.
+    let busy = sandbox.remove().unwrap_err();
+    assert!(busy.to_string().contains("still has processes"), "{busy}");
+    assert!(pins.net.exists() && pod_dirs.iter().all(|d| d.exists()));
+
     web.delete();
     client.delete();
     sandbox.remove().expect("the sandbox is removed");

@@ -39,6 +39,15 @@ pub enum SandboxError {
         path: PathBuf,
     },
 
+    /// The sandbox cannot be removed while processes run in its pod cgroup.
+    #[error("sandbox {name} still has processes in its cgroup (pids {pids:?}): delete its containers first")]
+    Busy {
+        /// The sandbox name.
+        name: String,
+        /// Some of the processes found.
+        pids: Vec<i32>,
+    },
+
     /// A file operation failed.
     #[error("{op} {path}")]
     Io {

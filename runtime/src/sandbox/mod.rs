@@ -13,7 +13,7 @@
 //! - the IPC and UTS namespaces (hostname = the pod's), pinned at `<state dir>/<name>/ipc`
 //!   and `.../uts`;
 //! - the pod cgroup `kubepods[/burstable|/besteffort]/pod<uid>` in every hierarchy (see
-//!   [`cgroup`]); each container's cgroup is `<pod cgroup>/<container id>`;
+//!   [`Qos`]); each container's cgroup is `<pod cgroup>/<container id>`;
 //! - `<state dir>/<name>/`: `sandbox.json` (the record), `hosts`, `hostname`, `resolv.conf`
 //!   (bind-mounted into every container) and `containers/<id>/config.json` (the bundles).
 //!
@@ -232,6 +232,13 @@ impl Sandbox {
 
     /// Load the record of the sandbox called `name` (see [`SandboxConfig::sandbox_name`]).
     pub fn load(name: &str, paths: &Paths) -> Result<Sandbox, SandboxError> {
+        if name.is_empty() || name.starts_with('.') || name.contains('/') {
+            return Err(SandboxError::InvalidConfig {
+                field: "sandbox name",
+                value: name.to_owned(),
+                expected: "<namespace>_<pod name>_<uid>",
+            });
+        }
         let path = paths.state_dir.join(name).join(RECORD);
         let text = match fs::read(&path) {
             Ok(text) => text,
@@ -268,10 +275,22 @@ impl Sandbox {
         Ok(sandboxes)
     }
 
-    /// Take the sandbox down: unpin its namespaces, remove the pod cgroup (which must hold no
-    /// processes any more: delete the containers first) and its directory, record last.
-    /// Pieces already gone are fine, so this can be repeated after a failure or a reboot.
+    /// Take the sandbox down: unpin its namespaces, remove the pod cgroup and the sandbox's
+    /// directory, record last. Pieces already gone are fine, so this can be repeated after a
+    /// failure or a reboot. While processes still run in the pod cgroup nothing is touched and
+    /// [`SandboxError::Busy`] is returned: delete the containers first.
     pub fn remove(&self) -> Result<(), SandboxError> {
+        let mut pids = self.cgroup.pids().map_err(|source| SandboxError::Cgroup {
+            path: self.cgroup_path.clone(),
+            source: Box::new(source),
+        })?;
+        if !pids.is_empty() {
+            pids.truncate(10);
+            return Err(SandboxError::Busy {
+                name: self.name.clone(),
+                pids,
+            });
+        }
         namespaces::unpin(&self.pins)?;
         cgroup::remove(&self.cgroup, &self.cgroup_path)?;
         match fs::remove_dir_all(&self.dir) {

@@ -249,6 +249,8 @@ fn loading_a_missing_sandbox_says_so() {
     let (_, paths) = sandbox(&tmp);
     let err = Sandbox::load("default_gone_1", &paths).unwrap_err();
     assert!(matches!(err, SandboxError::NotFound { .. }), "{err}");
+    let err = Sandbox::load("../sandboxes", &paths).unwrap_err();
+    assert!(err.to_string().starts_with("sandbox name"), "{err}");
 }
 
 #[test]
@@ -282,4 +284,24 @@ fn bad_sandbox_configs_name_the_field() {
     config.hostname = "web".into();
     let err = Sandbox::create(&config, &paths).unwrap_err();
     assert!(matches!(err, SandboxError::Exists { .. }), "{err}");
+}
+
+#[test]
+fn remove_refuses_while_processes_run_in_the_pod_cgroup() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (sandbox, _) = sandbox(&tmp);
+    // A fake tree has no interface files: the pod's (empty) and a container's are written.
+    let pod = &sandbox.cgroup().placements()[0].path;
+    fs::write(pod.join("cgroup.procs"), "").unwrap();
+    fs::create_dir(pod.join("c1")).unwrap();
+    fs::write(pod.join("c1/cgroup.procs"), "4242\n").unwrap();
+    let err = sandbox.remove().unwrap_err();
+    assert!(
+        matches!(&err, SandboxError::Busy { pids, .. } if pids == &[4242]),
+        "{err:?}"
+    );
+    assert!(
+        sandbox.dir().join("sandbox.json").exists(),
+        "nothing was touched"
+    );
 }
