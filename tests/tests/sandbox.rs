@@ -10,7 +10,7 @@ use runtime::sandbox::{ContainerConfig, Paths, Qos, Sandbox, SandboxConfig};
 use tempfile::TempDir;
 
 use peapod_tests::cli::{self, Output};
-use peapod_tests::host::{host_command, ns_link, unique_suffix};
+use peapod_tests::host::{cgroup_dirs, host_command, ns_link, unique_suffix};
 use peapod_tests::{require_root, Bundle};
 
 /// The port the web container listens on, inside the pod's own network namespace.
@@ -219,7 +219,12 @@ fn two_containers_share_the_pods_namespaces_and_cgroup_and_removal_leaves_nothin
 
     // Each container's cgroup lies under the pod cgroup, in every hierarchy.
     let placements = sandbox.cgroup().placements();
-    assert!(!placements.is_empty());
+    let own = cgroup_dirs(std::process::id() as i32);
+    assert_eq!(
+        placements.len(),
+        own.len(),
+        "one pod cgroup per hierarchy this process is in: {own:#?}"
+    );
     let pod_dirs: Vec<PathBuf> = placements.iter().map(|p| p.path.clone()).collect();
     for dir in &pod_dirs {
         assert!(

@@ -70,10 +70,10 @@ pub enum SandboxError {
         errno: nix::errno::Errno,
     },
 
-    /// The pod cgroup could not be created or removed.
-    #[error("pod cgroup {path}")]
+    /// The pod cgroup, or its QoS parent, could not be created or removed.
+    #[error("cgroup {path}")]
     Cgroup {
-        /// The pod cgroup path below each hierarchy's root, e.g. `/kubepods/burstable/pod<uid>`.
+        /// The cgroup's path below each hierarchy's root, e.g. `/kubepods/burstable/pod<uid>`.
         path: PathBuf,
         /// The cgroup module's error, naming the directory or file (boxed: it is large, and
         /// every other variant would pay for its size).

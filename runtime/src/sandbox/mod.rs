@@ -71,6 +71,7 @@ pub use spec::{ContainerConfig, Mount, User, SANDBOX_ANNOTATION};
 
 use crate::cgroup::{Cgroup, Host};
 use error::io;
+use namespaces::Pinner;
 
 /// The record's file name in the sandbox's directory.
 const RECORD: &str = "sandbox.json";
@@ -180,6 +181,15 @@ impl Sandbox {
     /// Create the sandbox: its directory and files, pinned namespaces and pod cgroup, then its
     /// record. If any step fails, what was made is taken down again.
     pub fn create(config: &SandboxConfig, paths: &Paths) -> Result<Sandbox, SandboxError> {
+        Sandbox::create_with(config, paths, &namespaces::Linux)
+    }
+
+    /// [`Sandbox::create`] with the namespaces made by `pinner`.
+    fn create_with(
+        config: &SandboxConfig,
+        paths: &Paths,
+        pinner: &dyn Pinner,
+    ) -> Result<Sandbox, SandboxError> {
         config.check()?;
         let name = config.sandbox_name();
         fs::DirBuilder::new()
@@ -208,9 +218,9 @@ impl Sandbox {
             e
         };
         files::write_all(&dir, &config.hostname, None, &paths.resolv_conf).map_err(undo_dir)?;
-        namespaces::create(&pins, &config.hostname).map_err(undo_dir)?;
+        pinner.create(&pins, &config.hostname).map_err(undo_dir)?;
         let cgroup = cgroup::create(&paths.cgroup, config.qos, &config.uid).map_err(|e| {
-            let _ = namespaces::unpin(&pins);
+            let _ = pinner.unpin(&pins);
             undo_dir(e)
         })?;
         let sandbox = Sandbox {
@@ -224,7 +234,7 @@ impl Sandbox {
             created: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
         };
         if let Err(e) = sandbox.save() {
-            let _ = sandbox.remove();
+            let _ = sandbox.remove_with(pinner);
             return Err(e);
         }
         Ok(sandbox)
@@ -280,6 +290,11 @@ impl Sandbox {
     /// failure or a reboot. While processes still run in the pod cgroup nothing is touched and
     /// [`SandboxError::Busy`] is returned: delete the containers first.
     pub fn remove(&self) -> Result<(), SandboxError> {
+        self.remove_with(&namespaces::Linux)
+    }
+
+    /// [`Sandbox::remove`] with the namespaces unpinned by `pinner`.
+    fn remove_with(&self, pinner: &dyn Pinner) -> Result<(), SandboxError> {
         let mut pids = self.cgroup.pids().map_err(|source| SandboxError::Cgroup {
             path: self.cgroup_path.clone(),
             source: Box::new(source),
@@ -291,7 +306,7 @@ impl Sandbox {
                 pids,
             });
         }
-        namespaces::unpin(&self.pins)?;
+        pinner.unpin(&self.pins)?;
         cgroup::remove(&self.cgroup, &self.cgroup_path)?;
         match fs::remove_dir_all(&self.dir) {
             Ok(()) => Ok(()),

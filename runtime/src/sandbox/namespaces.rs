@@ -36,6 +36,28 @@ impl Pins {
     }
 }
 
+/// Making and unpinning a sandbox's namespaces: the sandbox's one OS seam besides the cgroup
+/// tree (which tests replace with a fixture tree through [`Paths`](super::Paths)).
+pub(crate) trait Pinner {
+    /// Make the namespaces and pin them; see [`create`].
+    fn create(&self, pins: &Pins, hostname: &str) -> Result<(), SandboxError>;
+    /// Unpin them; see [`unpin`].
+    fn unpin(&self, pins: &Pins) -> Result<(), SandboxError>;
+}
+
+/// The real thing: `unshare` and bind mounts.
+pub(crate) struct Linux;
+
+impl Pinner for Linux {
+    fn create(&self, pins: &Pins, hostname: &str) -> Result<(), SandboxError> {
+        create(pins, hostname)
+    }
+
+    fn unpin(&self, pins: &Pins) -> Result<(), SandboxError> {
+        unpin(pins)
+    }
+}
+
 /// Make new network, IPC and UTS namespaces, set the hostname, bring `lo` up, and pin them at
 /// `pins`. The pin files must not exist yet: an existing one belongs to someone else (another
 /// sandbox, or `ip netns add`) and is left alone. On error, what this call made is taken down.

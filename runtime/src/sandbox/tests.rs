@@ -7,46 +7,128 @@ use std::path::{Path, PathBuf};
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 use tempfile::TempDir;
 
+use std::cell::RefCell;
+
 use super::cgroup::tests::fake_host;
+use super::namespaces::Pinner;
 use super::*;
 
 const UID: &str = "0d6e4c1a-7f41-4b7e-9a52-3c1f7e2d9b10";
 
-/// A sandbox record as [`Sandbox::create`] would make it, minus the namespaces.
-fn sandbox(tmp: &TempDir) -> (Sandbox, Paths) {
+/// Records what it is asked to do and stands in empty files for the pinned namespaces.
+#[derive(Default)]
+struct FakePinner {
+    calls: RefCell<Vec<String>>,
+    fail: bool,
+}
+
+impl Pinner for FakePinner {
+    fn create(&self, pins: &Pins, hostname: &str) -> Result<(), SandboxError> {
+        let net = pins.net.file_name().unwrap().to_string_lossy();
+        self.calls
+            .borrow_mut()
+            .push(format!("create {net} {hostname}"));
+        if self.fail {
+            return Err(SandboxError::Namespace {
+                op: "unshare",
+                path: pins.net.clone(),
+                errno: nix::errno::Errno::EPERM,
+            });
+        }
+        for pin in [&pins.net, &pins.ipc, &pins.uts] {
+            fs::create_dir_all(pin.parent().unwrap()).unwrap();
+            fs::write(pin, "").unwrap();
+        }
+        Ok(())
+    }
+
+    fn unpin(&self, pins: &Pins) -> Result<(), SandboxError> {
+        self.calls.borrow_mut().push("unpin".into());
+        for pin in [&pins.net, &pins.ipc, &pins.uts] {
+            let _ = fs::remove_file(pin);
+        }
+        Ok(())
+    }
+}
+
+fn paths(tmp: &TempDir) -> Paths {
     let paths = Paths {
         netns_dir: tmp.path().join("netns"),
         state_dir: tmp.path().join("sandboxes"),
         cgroup: fake_host(tmp.path(), &[]),
         resolv_conf: tmp.path().join("resolv.conf"),
     };
-    let config = SandboxConfig {
+    fs::write(&paths.resolv_conf, "nameserver 192.0.2.53\n").unwrap();
+    paths
+}
+
+fn config() -> SandboxConfig {
+    SandboxConfig {
         name: "web".into(),
         namespace: "default".into(),
         uid: UID.into(),
-        hostname: "web".into(),
+        hostname: "web-host".into(),
         qos: Qos::Burstable,
-    };
-    let name = config.sandbox_name();
-    let dir = paths.state_dir.join(&name);
-    fs::create_dir_all(&dir).unwrap();
-    files::write_all(&dir, "web", None, &paths.resolv_conf).unwrap();
-    let sandbox = Sandbox {
-        pins: Pins {
-            net: paths.netns_dir.join(&name),
-            ipc: dir.join("ipc"),
-            uts: dir.join("uts"),
-        },
-        name,
-        dir,
-        cgroup_path: pod_path(config.qos, UID),
-        cgroup: cgroup::create(&paths.cgroup, config.qos, UID).unwrap(),
-        config,
-        ip: None,
-        created: "2026-01-01T00:00:00Z".into(),
-    };
-    sandbox.save().unwrap();
+    }
+}
+
+/// A sandbox made by [`Sandbox::create`], its namespaces faked, its cgroup in a fake tree.
+fn sandbox(tmp: &TempDir) -> (Sandbox, Paths) {
+    let paths = paths(tmp);
+    let sandbox = Sandbox::create_with(&config(), &paths, &FakePinner::default()).unwrap();
     (sandbox, paths)
+}
+
+#[test]
+fn create_writes_the_pods_files_and_record_and_makes_its_cgroup() {
+    let tmp = tempfile::tempdir().unwrap();
+    let paths = paths(&tmp);
+    let pinner = FakePinner::default();
+    let sandbox = Sandbox::create_with(&config(), &paths, &pinner).unwrap();
+    let name = format!("default_web_{UID}");
+    assert_eq!(*pinner.calls.borrow(), [format!("create {name} web-host")]);
+    assert_eq!(sandbox.pins().net, paths.netns_dir.join(&name));
+    assert_eq!(sandbox.dir(), paths.state_dir.join(&name));
+    let read = |file: &str| fs::read_to_string(sandbox.dir().join(file)).unwrap();
+    assert_eq!(read("hostname"), "web-host\n");
+    assert_eq!(read("resolv.conf"), "nameserver 192.0.2.53\n");
+    assert!(read("hosts").contains("localhost"));
+    assert!(paths
+        .cgroup
+        .root
+        .join(format!("kubepods/burstable/pod{UID}"))
+        .is_dir());
+    assert_eq!(Sandbox::load(&name, &paths).unwrap(), sandbox);
+}
+
+#[test]
+fn when_the_namespaces_cannot_be_made_nothing_is_left() {
+    let tmp = tempfile::tempdir().unwrap();
+    let paths = paths(&tmp);
+    let pinner = FakePinner {
+        fail: true,
+        ..FakePinner::default()
+    };
+    let err = Sandbox::create_with(&config(), &paths, &pinner).unwrap_err();
+    assert!(matches!(err, SandboxError::Namespace { .. }), "{err}");
+    assert_eq!(fs::read_dir(&paths.state_dir).unwrap().count(), 0);
+    assert!(!paths.cgroup.root.join("kubepods").exists());
+}
+
+#[test]
+fn when_the_cgroup_cannot_be_made_the_namespaces_are_unpinned_and_nothing_is_left() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut paths = paths(&tmp);
+    paths.cgroup.mountinfo = tmp.path().join("no-mountinfo");
+    let pinner = FakePinner::default();
+    let err = Sandbox::create_with(&config(), &paths, &pinner).unwrap_err();
+    assert!(
+        err.to_string().starts_with("cgroup /kubepods/burstable"),
+        "{err}"
+    );
+    assert_eq!(pinner.calls.borrow().last().unwrap(), "unpin");
+    assert_eq!(fs::read_dir(&paths.state_dir).unwrap().count(), 0);
+    assert_eq!(fs::read_dir(&paths.netns_dir).unwrap().count(), 0);
 }
 
 fn container() -> ContainerConfig {
@@ -113,7 +195,7 @@ fn containers_join_the_sandbox_namespaces_by_path_and_get_their_own_mount_and_pi
         linux.cgroups_path().as_deref(),
         Some(Path::new(&format!("/kubepods/burstable/pod{UID}/c1")))
     );
-    assert_eq!(spec.hostname().as_deref(), Some("web"));
+    assert_eq!(spec.hostname().as_deref(), Some("web-host"));
     assert!(linux
         .masked_paths()
         .as_ref()
@@ -174,7 +256,7 @@ fn the_process_is_the_containers_with_pod_defaults() {
     let env = process.env().as_ref().unwrap();
     assert_eq!(env[0], "GREETING=a=b");
     assert!(env.iter().any(|e| e.starts_with("PATH=/usr/local/sbin:")));
-    assert!(env.contains(&"HOSTNAME=web".to_string()));
+    assert!(env.contains(&"HOSTNAME=web-host".to_string()));
     assert_eq!(process.cwd(), Path::new("/"));
     assert_eq!(process.user().uid(), 1000);
     assert_eq!(
@@ -262,10 +344,10 @@ fn remove_takes_what_is_there_and_is_idempotent() {
         .root
         .join(format!("kubepods/burstable/pod{UID}"));
     assert!(pod_dir.is_dir());
-    sandbox.remove().unwrap();
+    sandbox.remove_with(&FakePinner::default()).unwrap();
     assert!(!pod_dir.exists());
     assert!(!sandbox.dir().exists());
-    sandbox.remove().unwrap();
+    sandbox.remove_with(&FakePinner::default()).unwrap();
     assert!(Sandbox::list(&paths).unwrap().is_empty());
 }
 
@@ -295,7 +377,7 @@ fn remove_refuses_while_processes_run_in_the_pod_cgroup() {
     fs::write(pod.join("cgroup.procs"), "").unwrap();
     fs::create_dir(pod.join("c1")).unwrap();
     fs::write(pod.join("c1/cgroup.procs"), "4242\n").unwrap();
-    let err = sandbox.remove().unwrap_err();
+    let err = sandbox.remove_with(&FakePinner::default()).unwrap_err();
     assert!(
         matches!(&err, SandboxError::Busy { pids, .. } if pids == &[4242]),
         "{err:?}"
