@@ -285,8 +285,9 @@ impl Sandbox {
         Ok(sandboxes)
     }
 
-    /// Take the sandbox down: unpin its namespaces, remove the pod cgroup and the sandbox's
-    /// directory, record last. Pieces already gone are fine, so this can be repeated after a
+    /// Take the sandbox down: unpin its namespaces, remove the pod cgroup, then the sandbox's
+    /// directory with the record (so a failure in the first two steps leaves the record for a
+    /// retry). Pieces already gone are fine, so this can be repeated after a
     /// failure or a reboot. While processes still run in the pod cgroup nothing is touched and
     /// [`SandboxError::Busy`] is returned: delete the containers first.
     pub fn remove(&self) -> Result<(), SandboxError> {

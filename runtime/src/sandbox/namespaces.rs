@@ -61,7 +61,7 @@ impl Pinner for Linux {
 /// Make new network, IPC and UTS namespaces, set the hostname, bring `lo` up, and pin them at
 /// `pins`. The pin files must not exist yet: an existing one belongs to someone else (another
 /// sandbox, or `ip netns add`) and is left alone. On error, what this call made is taken down.
-pub fn create(pins: &Pins, hostname: &str) -> Result<(), SandboxError> {
+fn create(pins: &Pins, hostname: &str) -> Result<(), SandboxError> {
     if let Some(dir) = pins.net.parent() {
         share_netns_dir(dir)?;
     }
@@ -209,7 +209,7 @@ fn share_netns_dir(dir: &Path) -> Result<(), SandboxError> {
 
 /// Unmount and delete every pin. Pins already unmounted or deleted are fine, so this can be
 /// run again after a partial failure; the first real error is returned after trying them all.
-pub fn unpin(pins: &Pins) -> Result<(), SandboxError> {
+fn unpin(pins: &Pins) -> Result<(), SandboxError> {
     let mut first = None;
     for (_, pin) in pins.each() {
         if let Err(e) = unpin_one(pin) {
