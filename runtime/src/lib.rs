@@ -9,6 +9,8 @@
 //! - [`namespace`], [`rootfs`], [`cgroup`], [`capability`], [`terminal`]: one
 //!   OS concern each.
 //! - [`image`]: the image store — pulls from registries, layers, container roots.
+//! - [`sandbox`]: pod sandboxes — the namespaces and cgroup a pod's containers share, and
+//!   their bundles.
 //! - [`shim`]: the per-container supervisor that holds a container's output, writes its
 //!   CRI log ([`logs`]) and records how it exited, surviving its starter.
 //!
@@ -26,5 +28,6 @@ pub mod logs;
 pub mod namespace;
 pub mod process;
 pub mod rootfs;
+pub mod sandbox;
 pub mod shim;
 pub mod terminal;

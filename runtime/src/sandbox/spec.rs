@@ -1,0 +1,205 @@
+//! A container of the pod as an OCI config: the runtime's default container, joined to the
+//! sandbox's network, IPC and UTS namespaces by path, with the pod's hostname and `/etc` files,
+//! in a cgroup under the pod cgroup.
+
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::Spec;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::files::{HOSTNAME, HOSTS, RESOLV_CONF};
+use super::{Sandbox, SandboxError};
+
+/// The `PATH` a container gets when its image sets none, as container engines default it.
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The capabilities of a Kubernetes container that asks for none in particular: the set
+/// container engines grant by default (wider than `runc spec`'s three, e.g. `CHOWN` for
+/// package managers and `NET_RAW` for `ping`).
+const DEFAULT_CAPABILITIES: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
+/// The annotation naming the sandbox a container belongs to, for debugging tools.
+pub const SANDBOX_ANNOTATION: &str = "io.github.peapod.sandbox";
+
+/// What the kubelet asks of one container in a pod, in plain types.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerConfig {
+    /// The container's name in the pod, e.g. `web`.
+    pub name: String,
+    /// The container's root filesystem, already prepared by the image store. Absolute.
+    pub rootfs: PathBuf,
+    /// Whether the root filesystem is mounted read-only.
+    pub readonly_rootfs: bool,
+    /// The command and its arguments (the image's entrypoint and cmd, already merged).
+    pub args: Vec<String>,
+    /// Environment variables, in order. `PATH` and `HOSTNAME` are added when absent.
+    pub env: Vec<(String, String)>,
+    /// The working directory (absolute); `/` when unset.
+    pub working_dir: Option<PathBuf>,
+    /// Who the process runs as.
+    pub user: User,
+    /// Whether the process gets a terminal.
+    pub tty: bool,
+    /// Host paths bind-mounted into the container (volumes), after the default mounts.
+    pub mounts: Vec<Mount>,
+}
+
+/// The numeric identity the container's process runs as.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    /// User id.
+    pub uid: u32,
+    /// Primary group id.
+    pub gid: u32,
+    /// Supplementary group ids.
+    pub additional_gids: Vec<u32>,
+}
+
+/// A host path bind-mounted into the container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mount {
+    /// The host path.
+    pub source: PathBuf,
+    /// Where it appears in the container (absolute).
+    pub destination: PathBuf,
+    /// Whether the container may only read it.
+    pub readonly: bool,
+}
+
+/// Build the OCI config of container `id` (the runtime's container id, which also names its
+/// cgroup) from `config`, to run in `sandbox`.
+pub fn build(sandbox: &Sandbox, id: &str, config: &ContainerConfig) -> Result<Spec, SandboxError> {
+    check(id, config)?;
+    let mut spec = crate::defaults::example_spec();
+    spec["process"] = process(config, sandbox.hostname());
+    spec["root"] = json!({"path": config.rootfs, "readonly": config.readonly_rootfs});
+    spec["hostname"] = json!(sandbox.hostname());
+    spec["annotations"] = json!({ SANDBOX_ANNOTATION: sandbox.name() });
+
+    let mounts = spec["mounts"]
+        .as_array_mut()
+        .expect("the default spec has mounts");
+    for (file, destination) in [
+        (HOSTS, "/etc/hosts"),
+        (HOSTNAME, "/etc/hostname"),
+        (RESOLV_CONF, "/etc/resolv.conf"),
+    ] {
+        mounts.push(bind(
+            &sandbox.dir().join(file),
+            Path::new(destination),
+            false,
+        ));
+    }
+    for mount in &config.mounts {
+        mounts.push(bind(&mount.source, &mount.destination, mount.readonly));
+    }
+
+    let pins = sandbox.pins();
+    let linux = &mut spec["linux"];
+    linux["namespaces"] = json!([
+        {"type": "pid"},
+        {"type": "mount"},
+        {"type": "cgroup"},
+        {"type": "network", "path": pins.net},
+        {"type": "ipc", "path": pins.ipc},
+        {"type": "uts", "path": pins.uts},
+    ]);
+    linux["cgroupsPath"] = json!(sandbox.cgroup_path().join(id));
+
+    serde_json::from_value(spec).map_err(|source| SandboxError::Spec {
+        container: config.name.clone(),
+        source,
+    })
+}
+
+/// `process`: the container's command, environment and identity, with the default
+/// capabilities, and without `runc spec`'s 1024-file limit (the runtime's own limits apply).
+fn process(config: &ContainerConfig, hostname: &str) -> Value {
+    let mut env: Vec<String> = config.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    for (key, value) in [("PATH", DEFAULT_PATH), ("HOSTNAME", hostname)] {
+        if !config.env.iter().any(|(k, _)| k == key) {
+            env.push(format!("{key}={value}"));
+        }
+    }
+    let caps = json!(DEFAULT_CAPABILITIES);
+    json!({
+        "terminal": config.tty,
+        "user": {
+            "uid": config.user.uid,
+            "gid": config.user.gid,
+            "additionalGids": config.user.additional_gids,
+        },
+        "args": config.args,
+        "env": env,
+        "cwd": config.working_dir.as_deref().unwrap_or(Path::new("/")),
+        "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
+        // Kubernetes lets processes gain privileges (setuid binaries) unless the pod says
+        // `allowPrivilegeEscalation: false`.
+        "noNewPrivileges": false,
+    })
+}
+
+fn bind(source: &Path, destination: &Path, readonly: bool) -> Value {
+    json!({
+        "destination": destination,
+        "type": "bind",
+        "source": source,
+        "options": ["rbind", "rprivate", if readonly { "ro" } else { "rw" }],
+    })
+}
+
+/// Reject what the runtime would fail on later with a less helpful message.
+fn check(id: &str, config: &ContainerConfig) -> Result<(), SandboxError> {
+    let invalid = |field, value: &dyn std::fmt::Debug, expected| SandboxError::InvalidConfig {
+        field,
+        value: format!("{value:?}"),
+        expected,
+    };
+    if crate::container::check_id(id).is_err() {
+        return Err(invalid(
+            "container id",
+            &id,
+            "letters, digits, '-', '_', '.', '+'",
+        ));
+    }
+    if !config.rootfs.is_absolute() {
+        return Err(invalid("rootfs", &config.rootfs, "an absolute path"));
+    }
+    if config.args.is_empty() {
+        return Err(invalid("args", &config.args, "at least the program to run"));
+    }
+    if let Some((key, _)) = config
+        .env
+        .iter()
+        .find(|(k, _)| k.is_empty() || k.contains('='))
+    {
+        return Err(invalid("env", key, "a name without '='"));
+    }
+    if let Some(dir) = config.working_dir.as_ref().filter(|d| !d.is_absolute()) {
+        return Err(invalid("working_dir", dir, "an absolute path"));
+    }
+    if let Some(mount) = config.mounts.iter().find(|m| !m.destination.is_absolute()) {
+        return Err(invalid(
+            "mounts.destination",
+            &mount.destination,
+            "an absolute path",
+        ));
+    }
+    Ok(())
+}
