@@ -130,6 +130,13 @@ impl Shimmed {
     fn entries(&self) -> Vec<Entry> {
         entries_of(&self.config.log_path)
     }
+
+    /// The log as `peapod logs` would print it with `options` (rotated files included).
+    fn read_log(&self, options: &ReadOptions) -> String {
+        let mut out = Vec::new();
+        logs::read(&self.config.log_path, options, &mut out, &|| true).unwrap();
+        String::from_utf8(out).unwrap()
+    }
 }
 
 impl Drop for Shimmed {
@@ -238,15 +245,7 @@ fn logs_both_streams_and_outlives_its_starter() {
     );
 
     // Read back, the partial entries are one line again.
-    let mut out = Vec::new();
-    logs::read(
-        &ctr.config.log_path,
-        &ReadOptions::default(),
-        &mut out,
-        &|| true,
-    )
-    .unwrap();
-    let text = String::from_utf8(out).unwrap();
+    let text = ctr.read_log(&ReadOptions::default());
     assert!(
         text.contains(&format!("\n{}\n", x(40960))),
         "40 KiB line not merged"
@@ -323,16 +322,8 @@ fn rotation_keeps_the_newest_files() {
     assert_eq!(last.content, b"line 299");
 
     // Read across the rotated files: an unbroken run of lines up to the last one.
-    let mut out = Vec::new();
-    logs::read(
-        &ctr.config.log_path,
-        &ReadOptions::default(),
-        &mut out,
-        &|| true,
-    )
-    .unwrap();
-    let numbers: Vec<u32> = String::from_utf8(out)
-        .unwrap()
+    let numbers: Vec<u32> = ctr
+        .read_log(&ReadOptions::default())
         .lines()
         .map(|l| l.strip_prefix("line ").unwrap().parse().unwrap())
         .collect();
@@ -343,9 +334,7 @@ fn rotation_keeps_the_newest_files() {
         tail: Some(2),
         ..ReadOptions::default()
     };
-    let mut out = Vec::new();
-    logs::read(&ctr.config.log_path, &tail, &mut out, &|| true).unwrap();
-    assert_eq!(String::from_utf8(out).unwrap(), "line 298\nline 299\n");
+    assert_eq!(ctr.read_log(&tail), "line 298\nline 299\n");
 }
 
 #[test]
