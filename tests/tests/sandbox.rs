@@ -20,22 +20,71 @@ const PORT: u16 = 8080;
 /// looks), removed on drop if the test did not get that far.
 struct Pod {
     sandbox: Sandbox,
+    scratch: Scratch,
+}
+
+/// Throwaway sandbox locations: a state dir and a cgroup root of the test's own, so the
+/// node-level `kubepods` parents a sandbox keeps (as the kubelet keeps them) go with the test.
+struct Scratch {
     paths: Paths,
     _state: TempDir,
 }
 
-impl Pod {
-    #[track_caller]
-    fn new() -> Pod {
-        require_root();
+impl Scratch {
+    fn new() -> Scratch {
         let state = tempfile::Builder::new()
             .prefix("pp-sandboxes-")
             .tempdir()
             .expect("a state directory");
         let paths = Paths {
             state_dir: state.path().to_path_buf(),
+            cgroup_root: PathBuf::from(format!("/pp-sandbox-{}", unique_suffix())),
             ..Paths::default()
         };
+        Scratch {
+            paths,
+            _state: state,
+        }
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        remove_cgroup_tree(&self.paths.cgroup_root);
+    }
+}
+
+/// Removes the (empty) cgroup directories under `root` in every hierarchy, deepest first.
+fn remove_cgroup_tree(root: &Path) {
+    let sys = Path::new("/sys/fs/cgroup");
+    let hierarchies = std::iter::once(sys.to_path_buf()).chain(
+        fs::read_dir(sys)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path()),
+    );
+    for hierarchy in hierarchies {
+        let mut dirs = Vec::new();
+        let mut stack = vec![hierarchy.join(root.strip_prefix("/").unwrap_or(root))];
+        while let Some(dir) = stack.pop() {
+            if let Ok(entries) = fs::read_dir(&dir) {
+                stack.extend(entries.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
+                dirs.push(dir);
+            }
+        }
+        dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+        for dir in dirs {
+            let _ = fs::remove_dir(dir);
+        }
+    }
+}
+
+impl Pod {
+    #[track_caller]
+    fn new() -> Pod {
+        require_root();
+        let scratch = Scratch::new();
         let suffix = unique_suffix();
         let config = SandboxConfig {
             name: format!("web-{suffix}"),
@@ -44,12 +93,8 @@ impl Pod {
             hostname: format!("web-{suffix}"),
             qos: Qos::Burstable,
         };
-        let sandbox = Sandbox::create(&config, &paths).expect("the sandbox is created");
-        Pod {
-            sandbox,
-            paths,
-            _state: state,
-        }
+        let sandbox = Sandbox::create(&config, &scratch.paths).expect("the sandbox is created");
+        Pod { sandbox, scratch }
     }
 }
 
@@ -164,7 +209,7 @@ fn two_containers_share_the_pods_namespaces_and_cgroup_and_removal_leaves_nothin
     let sandbox = &pod.sandbox;
     let name = sandbox.name().to_owned();
     let hostname = sandbox.hostname().to_owned();
-    assert_eq!(Sandbox::load(&name, &pod.paths).unwrap(), *sandbox);
+    assert_eq!(Sandbox::load(&name, &pod.scratch.paths).unwrap(), *sandbox);
     assert!(host_command("ip", &["netns", "list"]).contains(&name));
 
     let web = PodContainer::run(
@@ -260,7 +305,7 @@ fn two_containers_share_the_pods_namespaces_and_cgroup_and_removal_leaves_nothin
         assert!(!dir.exists(), "{} left", dir.display());
     }
     assert!(!sandbox.dir().exists(), "{} left", sandbox.dir().display());
-    assert!(Sandbox::list(&pod.paths).unwrap().is_empty());
+    assert!(Sandbox::list(&pod.scratch.paths).unwrap().is_empty());
     // Removing again finds nothing to do and says so by succeeding.
     sandbox.remove().expect("a second removal succeeds");
 }
@@ -287,11 +332,11 @@ fn the_netns_is_usable_with_ip_netns_exec_and_has_lo_up() {
 #[test]
 fn creating_a_sandbox_twice_fails_and_leaves_the_first_intact() {
     let pod = Pod::new();
-    let err = Sandbox::create(pod.sandbox.config(), &pod.paths).unwrap_err();
+    let err = Sandbox::create(pod.sandbox.config(), &pod.scratch.paths).unwrap_err();
     assert!(err.to_string().contains("already exists"), "{err}");
     assert!(pod.sandbox.pins().net.exists());
     assert_eq!(
-        Sandbox::list(&pod.paths).unwrap(),
+        Sandbox::list(&pod.scratch.paths).unwrap(),
         std::slice::from_ref(&pod.sandbox)
     );
 }
@@ -299,11 +344,8 @@ fn creating_a_sandbox_twice_fails_and_leaves_the_first_intact() {
 #[test]
 fn a_netns_of_the_same_name_made_by_someone_else_is_left_alone() {
     require_root();
-    let state = tempfile::tempdir().expect("a state directory");
-    let paths = Paths {
-        state_dir: state.path().to_path_buf(),
-        ..Paths::default()
-    };
+    let scratch = Scratch::new();
+    let paths = &scratch.paths;
     let suffix = unique_suffix();
     let config = SandboxConfig {
         name: format!("taken-{suffix}"),
@@ -313,12 +355,12 @@ fn a_netns_of_the_same_name_made_by_someone_else_is_left_alone() {
         qos: Qos::BestEffort,
     };
     let theirs = Netns::named(&config.sandbox_name());
-    let err = Sandbox::create(&config, &paths).unwrap_err();
+    let err = Sandbox::create(&config, paths).unwrap_err();
     assert!(err.to_string().contains(&theirs.name), "{err}");
     assert!(host_command("ip", &["netns", "list"]).contains(&theirs.name));
     host_command("ip", &["netns", "exec", &theirs.name, "true"]);
-    assert!(Sandbox::list(&paths).unwrap().is_empty());
-    assert!(!state.path().join(config.sandbox_name()).exists());
+    assert!(Sandbox::list(paths).unwrap().is_empty());
+    assert!(!paths.state_dir.join(config.sandbox_name()).exists());
 }
 
 /// A netns made with `ip netns add`, deleted on drop.

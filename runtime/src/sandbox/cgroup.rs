@@ -16,8 +16,8 @@ use crate::cgroup::{Cgroup, CgroupError, Host};
 
 use super::SandboxError;
 
-/// The root of every pod cgroup, as the kubelet's `--cgroup-root=/` with cgroupfs names it.
-const KUBEPODS: &str = "/kubepods";
+/// The node cgroup every pod cgroup lives under, below the kubelet's `--cgroup-root`.
+const KUBEPODS: &str = "kubepods";
 
 /// A pod's Kubernetes QoS class, which picks the parent of its cgroup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,9 +31,9 @@ pub enum Qos {
 }
 
 impl Qos {
-    /// The QoS parent cgroup, from each hierarchy's root.
-    pub fn parent(self) -> PathBuf {
-        let root = Path::new(KUBEPODS);
+    /// The QoS parent cgroup below `cgroup_root` (the kubelet's `--cgroup-root`, normally `/`).
+    pub fn parent(self, cgroup_root: &Path) -> PathBuf {
+        let root = cgroup_root.join(KUBEPODS);
         match self {
             Qos::Guaranteed => root.to_path_buf(),
             Qos::Burstable => root.join("burstable"),
@@ -42,18 +42,24 @@ impl Qos {
     }
 }
 
-/// The pod cgroup's path from each hierarchy's root: `/kubepods[/burstable|/besteffort]/pod<uid>`.
-/// The cgroupfs driver keeps the uid's dashes (only the systemd driver turns them into `_`).
-pub fn pod_path(qos: Qos, uid: &str) -> PathBuf {
-    qos.parent().join(format!("pod{uid}"))
+/// The pod cgroup's path from each hierarchy's root:
+/// `<cgroup root>/kubepods[/burstable|/besteffort]/pod<uid>`. The cgroupfs driver keeps the
+/// uid's dashes (only the systemd driver turns them into `_`).
+pub fn pod_path(cgroup_root: &Path, qos: Qos, uid: &str) -> PathBuf {
+    qos.parent(cgroup_root).join(format!("pod{uid}"))
 }
 
 /// Make the QoS parent (kept for good) and the pod cgroup in every hierarchy of `host`.
-pub fn create(host: &Host, qos: Qos, uid: &str) -> Result<Cgroup, SandboxError> {
-    let parent = qos.parent();
+pub fn create(
+    host: &Host,
+    cgroup_root: &Path,
+    qos: Qos,
+    uid: &str,
+) -> Result<Cgroup, SandboxError> {
+    let parent = qos.parent(cgroup_root);
     // Dropped on purpose: the handle is what would remove the parent, and nothing should.
     Cgroup::create_on(host, Some(&parent), "kubepods", None).map_err(wrap(&parent))?;
-    let path = pod_path(qos, uid);
+    let path = pod_path(cgroup_root, qos, uid);
     Cgroup::create_on(host, Some(&path), "pod", None).map_err(wrap(&path))
 }
 
@@ -97,15 +103,15 @@ pub(super) mod tests {
     #[test]
     fn pod_cgroups_are_named_as_the_kubelets_cgroupfs_driver_names_them() {
         assert_eq!(
-            pod_path(Qos::Guaranteed, UID),
+            pod_path(Path::new("/"), Qos::Guaranteed, UID),
             Path::new("/kubepods/pod6f1c7b0e-1d2a-4c3b-9e8f-0a1b2c3d4e5f")
         );
         assert_eq!(
-            pod_path(Qos::Burstable, "u1"),
+            pod_path(Path::new("/"), Qos::Burstable, "u1"),
             Path::new("/kubepods/burstable/podu1")
         );
         assert_eq!(
-            pod_path(Qos::BestEffort, "u1"),
+            pod_path(Path::new("/"), Qos::BestEffort, "u1"),
             Path::new("/kubepods/besteffort/podu1")
         );
     }
@@ -149,27 +155,27 @@ pub(super) mod tests {
     fn v2_pod_cgroup_is_one_directory_under_the_qos_parent() {
         let tmp = tempfile::tempdir().unwrap();
         let host = fake_host(tmp.path(), &[]);
-        let cgroup = create(&host, Qos::BestEffort, "u1").unwrap();
+        let cgroup = create(&host, Path::new("/"), Qos::BestEffort, "u1").unwrap();
         let [placement] = cgroup.placements() else {
             panic!("{cgroup:?}")
         };
         assert_eq!(placement.version, Version::V2);
         assert_eq!(placement.path, host.root.join("kubepods/besteffort/podu1"));
 
-        remove(&cgroup, &pod_path(Qos::BestEffort, "u1")).unwrap();
+        remove(&cgroup, &pod_path(Path::new("/"), Qos::BestEffort, "u1")).unwrap();
         assert!(!placement.path.exists());
         assert!(
             host.root.join("kubepods/besteffort").is_dir(),
             "QoS parents stay"
         );
-        remove(&cgroup, &pod_path(Qos::BestEffort, "u1")).unwrap();
+        remove(&cgroup, &pod_path(Path::new("/"), Qos::BestEffort, "u1")).unwrap();
     }
 
     #[test]
     fn v1_pod_cgroup_is_made_in_every_hierarchy_and_removed_with_leftover_containers() {
         let tmp = tempfile::tempdir().unwrap();
         let host = fake_host(tmp.path(), &["memory", "pids"]);
-        let cgroup = create(&host, Qos::Guaranteed, "u2").unwrap();
+        let cgroup = create(&host, Path::new("/"), Qos::Guaranteed, "u2").unwrap();
         let dirs: Vec<&Path> = cgroup
             .placements()
             .iter()
@@ -185,7 +191,7 @@ pub(super) mod tests {
         );
         fs::create_dir(host.root.join("memory/kubepods/podu2/c1")).unwrap();
 
-        remove(&cgroup, &pod_path(Qos::Guaranteed, "u2")).unwrap();
+        remove(&cgroup, &pod_path(Path::new("/"), Qos::Guaranteed, "u2")).unwrap();
         for dir in dirs {
             assert!(!dir.exists(), "{}", dir.display());
         }
@@ -197,8 +203,8 @@ pub(super) mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let host = fake_host(tmp.path(), &[]);
         fs::create_dir_all(host.root.join("kubepods/burstable/podu3")).unwrap();
-        let cgroup = create(&host, Qos::Burstable, "u3").unwrap();
-        remove(&cgroup, &pod_path(Qos::Burstable, "u3")).unwrap();
+        let cgroup = create(&host, Path::new("/"), Qos::Burstable, "u3").unwrap();
+        remove(&cgroup, &pod_path(Path::new("/"), Qos::Burstable, "u3")).unwrap();
         assert!(!host.root.join("kubepods/burstable/podu3").exists());
     }
 }

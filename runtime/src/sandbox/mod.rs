@@ -92,6 +92,9 @@ pub struct Paths {
     pub cgroup: Host,
     /// The host's resolver configuration that pods get a copy of, normally `/etc/resolv.conf`.
     pub resolv_conf: PathBuf,
+    /// The kubelet's `--cgroup-root`: `kubepods` is made below it in every hierarchy,
+    /// normally `/`.
+    pub cgroup_root: PathBuf,
 }
 
 impl Default for Paths {
@@ -101,6 +104,7 @@ impl Default for Paths {
             state_dir: PathBuf::from("/run/peapod/sandboxes"),
             cgroup: Host::default(),
             resolv_conf: PathBuf::from("/etc/resolv.conf"),
+            cgroup_root: PathBuf::from("/"),
         }
     }
 }
@@ -211,7 +215,7 @@ impl Sandbox {
             ipc: dir.join("ipc"),
             uts: dir.join("uts"),
         };
-        let cgroup_path = pod_path(config.qos, &config.uid);
+        let cgroup_path = pod_path(&paths.cgroup_root, config.qos, &config.uid);
         // On failure, undo what was made; the first error is the one worth reporting.
         let undo_dir = |e| {
             let _ = fs::remove_dir_all(&dir);
@@ -219,10 +223,11 @@ impl Sandbox {
         };
         files::write_all(&dir, &config.hostname, None, &paths.resolv_conf).map_err(undo_dir)?;
         pinner.create(&pins, &config.hostname).map_err(undo_dir)?;
-        let cgroup = cgroup::create(&paths.cgroup, config.qos, &config.uid).map_err(|e| {
-            let _ = pinner.unpin(&pins);
-            undo_dir(e)
-        })?;
+        let cgroup = cgroup::create(&paths.cgroup, &paths.cgroup_root, config.qos, &config.uid)
+            .map_err(|e| {
+                let _ = pinner.unpin(&pins);
+                undo_dir(e)
+            })?;
         let sandbox = Sandbox {
             name,
             config: config.clone(),

@@ -57,6 +57,7 @@ fn paths(tmp: &TempDir) -> Paths {
         state_dir: tmp.path().join("sandboxes"),
         cgroup: fake_host(tmp.path(), &[]),
         resolv_conf: tmp.path().join("resolv.conf"),
+        cgroup_root: PathBuf::from("/"),
     };
     fs::write(&paths.resolv_conf, "nameserver 192.0.2.53\n").unwrap();
     paths
