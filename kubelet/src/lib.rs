@@ -3,8 +3,11 @@
 //! # Layout
 //! - [`source`]: the pods this node should run, read from a static manifests
 //!   folder (`source::manifest` parses one file, `source::folder` watches).
+//! - [`network`]: a pod's network through CNI (attach, detach, status), with
+//!   peapod's default network when the node has no config.
 //!
 //! Start reading at `source::folder`.
 #![warn(missing_docs)]
 
+pub mod network;
 pub mod source;
