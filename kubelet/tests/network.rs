@@ -18,6 +18,7 @@ use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use kubelet::network::{PodNetwork, PodRef};
+use peapod_tests::host::remove_cgroup_tree;
 use runtime::sandbox::{Paths, Qos, Sandbox, SandboxConfig};
 use serde_json::json;
 use tempfile::TempDir;
@@ -143,32 +144,6 @@ impl Drop for Pod {
             eprintln!("removing sandbox {}: {e}", self.sandbox.name());
         }
         remove_cgroup_tree(&self.cgroup_root);
-    }
-}
-
-/// Removes the (empty) cgroup directories under `root` in every hierarchy, deepest first.
-fn remove_cgroup_tree(root: &Path) {
-    let sys = Path::new("/sys/fs/cgroup");
-    let hierarchies = std::iter::once(sys.to_path_buf()).chain(
-        fs::read_dir(sys)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.path()),
-    );
-    for hierarchy in hierarchies {
-        let mut dirs = Vec::new();
-        let mut stack = vec![hierarchy.join(root.strip_prefix("/").unwrap_or(root))];
-        while let Some(dir) = stack.pop() {
-            if let Ok(entries) = fs::read_dir(&dir) {
-                stack.extend(entries.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
-                dirs.push(dir);
-            }
-        }
-        dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
-        for dir in dirs {
-            let _ = fs::remove_dir(dir);
-        }
     }
 }
 

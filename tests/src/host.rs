@@ -326,6 +326,32 @@ pub fn unmount_under(dir: &Path) {
     }
 }
 
+/// Removes the (empty) cgroup directories under `root` in every hierarchy, deepest first.
+pub fn remove_cgroup_tree(root: &Path) {
+    let sys = Path::new("/sys/fs/cgroup");
+    let hierarchies = std::iter::once(sys.to_path_buf()).chain(
+        fs::read_dir(sys)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path()),
+    );
+    for hierarchy in hierarchies {
+        let mut dirs = Vec::new();
+        let mut stack = vec![hierarchy.join(root.strip_prefix("/").unwrap_or(root))];
+        while let Some(dir) = stack.pop() {
+            if let Ok(entries) = fs::read_dir(&dir) {
+                stack.extend(entries.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
+                dirs.push(dir);
+            }
+        }
+        dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+        for dir in dirs {
+            let _ = fs::remove_dir(dir);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,7 +10,7 @@ use runtime::sandbox::{ContainerConfig, Paths, Qos, Sandbox, SandboxConfig};
 use tempfile::TempDir;
 
 use peapod_tests::cli::{self, Output};
-use peapod_tests::host::{cgroup_dirs, host_command, ns_link, unique_suffix};
+use peapod_tests::host::{cgroup_dirs, host_command, ns_link, remove_cgroup_tree, unique_suffix};
 use peapod_tests::{require_root, Bundle};
 
 /// The port the web container listens on, inside the pod's own network namespace.
@@ -51,32 +51,6 @@ impl Scratch {
 impl Drop for Scratch {
     fn drop(&mut self) {
         remove_cgroup_tree(&self.paths.cgroup_root);
-    }
-}
-
-/// Removes the (empty) cgroup directories under `root` in every hierarchy, deepest first.
-fn remove_cgroup_tree(root: &Path) {
-    let sys = Path::new("/sys/fs/cgroup");
-    let hierarchies = std::iter::once(sys.to_path_buf()).chain(
-        fs::read_dir(sys)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.path()),
-    );
-    for hierarchy in hierarchies {
-        let mut dirs = Vec::new();
-        let mut stack = vec![hierarchy.join(root.strip_prefix("/").unwrap_or(root))];
-        while let Some(dir) = stack.pop() {
-            if let Ok(entries) = fs::read_dir(&dir) {
-                stack.extend(entries.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
-                dirs.push(dir);
-            }
-        }
-        dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
-        for dir in dirs {
-            let _ = fs::remove_dir(dir);
-        }
     }
 }
 
