@@ -300,11 +300,7 @@ fn failed_add_releases_its_address_and_veth() {
     );
     assert!(net.reserved().is_empty(), "{:?}", net.reserved());
     assert!(net.masq_rules().is_empty());
-    let veths = String::from_utf8(
-        net.host_sh(&["ip", "-o", "link", "show", "master", &net.bridge])
-            .stdout,
-    )
-    .unwrap();
+    let veths = net.host_out(&["ip", "-o", "link", "show", "master", &net.bridge]);
     assert!(veths.is_empty(), "{veths}");
 }
 
@@ -349,11 +345,7 @@ fn ipam_route_without_gw_goes_via_the_gateway() {
         routes.contains(&format!("default via {}", net.gateway())),
         "{routes}"
     );
-    let bridge = String::from_utf8(
-        net.host_sh(&["ip", "-o", "-4", "addr", "show", "dev", &net.bridge])
-            .stdout,
-    )
-    .unwrap();
+    let bridge = net.host_out(&["ip", "-o", "-4", "addr", "show", "dev", &net.bridge]);
     assert!(
         bridge.contains(&format!("{}/24", net.gateway())),
         "{bridge}"
@@ -377,11 +369,7 @@ fn hairpin_promisc_and_their_conflict() {
     );
     let promisc = net.ours(json!({"promiscMode": true}));
     net.run("peapod-bridge", "ADD", "b", &b, &promisc).result();
-    let link = String::from_utf8(
-        net.host_sh(&["ip", "-o", "link", "show", &net.bridge])
-            .stdout,
-    )
-    .unwrap();
+    let link = net.host_out(&["ip", "-o", "link", "show", &net.bridge]);
     assert!(link.contains("PROMISC"), "{link}");
     let both = net.ours(json!({"promiscMode": true, "hairpinMode": true}));
     let out = net.run("peapod-bridge", "ADD", "c", &b, &both);
@@ -463,8 +451,7 @@ fn vlan_makes_an_access_port_with_its_own_gateway() {
     }
     let gateway = format!("{}.100", net.bridge);
     assert_eq!(ra["interfaces"][3]["name"], gateway);
-    let addrs =
-        String::from_utf8(net.host_sh(&["ip", "-o", "addr", "show", &gateway]).stdout).unwrap();
+    let addrs = net.host_out(&["ip", "-o", "addr", "show", &gateway]);
     assert!(addrs.contains(&format!("{}/24", net.gateway())), "{addrs}");
     assert!(pings(&a, &net.gateway()), "no path to the VLAN gateway");
     assert!(pings(&a, &host_ip(&rb)), "a cannot reach b on VLAN 100");
@@ -497,11 +484,7 @@ fn force_address_replaces_a_foreign_bridge_address() {
     assert!(net.reserved().is_empty(), "failed ADD kept its IP");
     let forced = net.ours(json!({"forceAddress": true}));
     net.run("peapod-bridge", "ADD", "b", &b, &forced).result();
-    let addrs = String::from_utf8(
-        net.host_sh(&["ip", "-o", "-4", "addr", "show", "dev", &net.bridge])
-            .stdout,
-    )
-    .unwrap();
+    let addrs = net.host_out(&["ip", "-o", "-4", "addr", "show", "dev", &net.bridge]);
     assert!(!addrs.contains(&foreign), "{addrs}");
     assert!(addrs.contains(&format!("{}/24", net.gateway())), "{addrs}");
 }
@@ -551,13 +534,11 @@ fn dual_stack_pod_reaches_both_gateways_at_once() {
     );
     assert!(pings(&ns, &net.gateway()));
     assert!(pings(&ns, &format!("{v6}1")), "no IPv6 path to the gateway");
-    let v6_rules =
-        String::from_utf8(net.host_sh(&["ip6tables", "-w", "-t", "nat", "-S"]).stdout).unwrap();
+    let v6_rules = net.host_out(&["ip6tables", "-w", "-t", "nat", "-S"]);
     assert!(v6_rules.contains(&format!("-s {v6}2/128")), "{v6_rules}");
     net.run("peapod-bridge", "DEL", "c1", &ns, &with_prev(&conf, &r))
         .assert_ok();
-    let v6_rules =
-        String::from_utf8(net.host_sh(&["ip6tables", "-w", "-t", "nat", "-S"]).stdout).unwrap();
+    let v6_rules = net.host_out(&["ip6tables", "-w", "-t", "nat", "-S"]);
     assert!(!v6_rules.contains(&net.name), "{v6_rules}");
     assert!(net.masq_rules().is_empty());
 }
@@ -570,11 +551,7 @@ fn macspoofchk_drops_frames_with_a_foreign_source_mac() {
     let id = format!("{}-spoof", net.name);
     let conf = net.ours(json!({"macspoofchk": true}));
     let r = net.run("peapod-bridge", "ADD", &id, &ns, &conf).result();
-    let table = String::from_utf8(
-        net.host_sh(&["nft", "list", "table", "bridge", "nat"])
-            .stdout,
-    )
-    .unwrap();
+    let table = net.host_out(&["nft", "list", "table", "bridge", "nat"]);
     let mac = r["interfaces"][2]["mac"].as_str().unwrap();
     assert!(
         table.contains(&format!("ether saddr {mac} return")),
@@ -589,11 +566,7 @@ fn macspoofchk_drops_frames_with_a_foreign_source_mac() {
     assert!(!pings(&ns, &net.gateway()), "a spoofed MAC got through");
     net.run("peapod-bridge", "DEL", &id, &ns, &with_prev(&conf, &r))
         .assert_ok();
-    let table = String::from_utf8(
-        net.host_sh(&["nft", "list", "table", "bridge", "nat"])
-            .stdout,
-    )
-    .unwrap();
+    let table = net.host_out(&["nft", "list", "table", "bridge", "nat"]);
     assert!(!table.contains(&id), "{table}");
     // GC drops the chains of attachments the runtime no longer knows.
     let mut gc_conf = conf.clone();
@@ -604,10 +577,6 @@ fn macspoofchk_drops_frames_with_a_foreign_source_mac() {
     gc_conf["cni.dev/valid-attachments"] = json!([]);
     net.run("peapod-bridge", "GC", "", Path::new(""), &gc_conf)
         .assert_ok();
-    let table = String::from_utf8(
-        net.host_sh(&["nft", "list", "table", "bridge", "nat"])
-            .stdout,
-    )
-    .unwrap();
+    let table = net.host_out(&["nft", "list", "table", "bridge", "nat"]);
     assert!(!table.contains(&id), "{table}");
 }

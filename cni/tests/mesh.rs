@@ -123,11 +123,7 @@ fn seventy_pods_get_distinct_addresses_and_reach_each_other() {
     eprintln!("{} DELs: {:?}", pods.len(), deleting.elapsed());
     assert!(net.reserved().is_empty(), "{:?}", net.reserved());
     assert!(net.bridge_ports().is_empty(), "{:#?}", net.bridge_ports());
-    let veths = String::from_utf8(
-        net.host_sh(&["ip", "-o", "link", "show", "type", "veth"])
-            .stdout,
-    )
-    .unwrap();
+    let veths = net.host_out(&["ip", "-o", "link", "show", "type", "veth"]);
     assert!(veths.is_empty(), "{veths}");
     assert!(net.masq_rules().is_empty(), "{:#?}", net.masq_rules());
 }

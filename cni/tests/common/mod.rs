@@ -108,6 +108,11 @@ impl Net {
         sh(&full)
     }
 
+    /// Standard output of a command run in the private host netns, as text.
+    pub fn host_out(&self, args: &[&str]) -> String {
+        String::from_utf8(self.host_sh(args).stdout).unwrap()
+    }
+
     /// Runs `f` on a thread inside the private host netns (processes it starts
     /// inherit that namespace); the thread, and its namespace, end with `f`.
     pub fn in_host<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
@@ -200,9 +205,7 @@ impl Net {
 
     /// Host-side nat rules mentioning this network (by comment).
     pub fn masq_rules(&self) -> Vec<String> {
-        let out = self.host_sh(&["iptables", "-w", "-t", "nat", "-S"]);
-        String::from_utf8(out.stdout)
-            .unwrap()
+        self.host_out(&["iptables", "-w", "-t", "nat", "-S"])
             .lines()
             .filter(|l| l.contains(&format!("name: \\\"{}\\\"", self.name)))
             .map(str::to_string)
