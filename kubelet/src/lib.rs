@@ -5,9 +5,11 @@
 //!   folder (`source::manifest` parses one file, `source::folder` watches).
 //! - [`network`]: a pod's network through CNI (attach, detach, status), with
 //!   peapod's default network when the node has no config.
+//! - [`api`]: the local API on a unix socket that the `peapod` CLI talks to.
 //!
 //! Start reading at `source::folder`.
 #![warn(missing_docs)]
 
+pub mod api;
 pub mod network;
 pub mod source;
