@@ -67,7 +67,10 @@ use serde::{Deserialize, Serialize};
 pub use self::cgroup::{pod_path, Qos};
 pub use error::SandboxError;
 pub use namespaces::Pins;
-pub use spec::{ContainerConfig, Mount, User, SANDBOX_ANNOTATION};
+pub use spec::{
+    ContainerConfig, Mount, User, CONTAINER_NAME_ANNOTATION, POD_NAMESPACE_ANNOTATION,
+    POD_NAME_ANNOTATION, POD_UID_ANNOTATION, SANDBOX_ANNOTATION,
+};
 
 use crate::cgroup::{Cgroup, Host};
 use error::io;

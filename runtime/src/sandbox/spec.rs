@@ -36,6 +36,16 @@ const DEFAULT_CAPABILITIES: &[&str] = &[
 
 /// The annotation naming the sandbox a container belongs to, for debugging tools.
 pub const SANDBOX_ANNOTATION: &str = "io.github.peapod.sandbox";
+/// The annotations that name a container's pod and the container itself, as the kubelet
+/// labels its containers, so `peapod-runtime state` and the debugging scripts can tell
+/// which pod a container id belongs to without the kubelet.
+pub const POD_NAME_ANNOTATION: &str = "io.kubernetes.pod.name";
+/// See [`POD_NAME_ANNOTATION`].
+pub const POD_NAMESPACE_ANNOTATION: &str = "io.kubernetes.pod.namespace";
+/// See [`POD_NAME_ANNOTATION`].
+pub const POD_UID_ANNOTATION: &str = "io.kubernetes.pod.uid";
+/// See [`POD_NAME_ANNOTATION`].
+pub const CONTAINER_NAME_ANNOTATION: &str = "io.kubernetes.container.name";
 
 /// What the kubelet asks of one container in a pod, in plain types.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,7 +100,14 @@ pub fn build(sandbox: &Sandbox, id: &str, config: &ContainerConfig) -> Result<Sp
     spec["process"] = process(config, sandbox.hostname());
     spec["root"] = json!({"path": config.rootfs, "readonly": config.readonly_rootfs});
     spec["hostname"] = json!(sandbox.hostname());
-    spec["annotations"] = json!({ SANDBOX_ANNOTATION: sandbox.name() });
+    let pod = sandbox.config();
+    spec["annotations"] = json!({
+        SANDBOX_ANNOTATION: sandbox.name(),
+        POD_NAME_ANNOTATION: pod.name,
+        POD_NAMESPACE_ANNOTATION: pod.namespace,
+        POD_UID_ANNOTATION: pod.uid,
+        CONTAINER_NAME_ANNOTATION: config.name,
+    });
 
     let mounts = spec["mounts"]
         .as_array_mut()

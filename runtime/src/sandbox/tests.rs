@@ -197,6 +197,22 @@ fn containers_join_the_sandbox_namespaces_by_path_and_get_their_own_mount_and_pi
         Some(Path::new(&format!("/kubepods/burstable/pod{UID}/c1")))
     );
     assert_eq!(spec.hostname().as_deref(), Some("web-host"));
+    let annotations = spec.annotations().as_ref().unwrap();
+    let annotation = |key: &str| annotations.get(key).map(String::as_str);
+    assert_eq!(annotation(SANDBOX_ANNOTATION), Some(sandbox.name()));
+    assert_eq!(annotation(POD_UID_ANNOTATION), Some(UID));
+    assert_eq!(
+        annotation(POD_NAME_ANNOTATION),
+        Some(sandbox.config().name.as_str())
+    );
+    assert_eq!(
+        annotation(POD_NAMESPACE_ANNOTATION),
+        Some(sandbox.config().namespace.as_str())
+    );
+    assert_eq!(
+        annotation(CONTAINER_NAME_ANNOTATION),
+        Some(container().name.as_str())
+    );
     assert!(linux
         .masked_paths()
         .as_ref()
