@@ -5,6 +5,7 @@
 //!   folder (`source::manifest` parses one file, `source::folder` watches).
 //! - [`network`]: a pod's network through CNI (attach, detach, status), with
 //!   peapod's default network when the node has no config.
+//! - [`pod`]: the pod manager and one worker per pod, driving the runtime.
 //! - [`api`]: the local API on a unix socket that the `peapod` CLI talks to.
 //!
 //! Start reading at `source::folder`.
@@ -12,4 +13,5 @@
 
 pub mod api;
 pub mod network;
+pub mod pod;
 pub mod source;

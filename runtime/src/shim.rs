@@ -89,13 +89,19 @@ impl ShimConfig {
 /// Where `peapod-shim` is installed: beside the running executable (the binaries are
 /// installed together), else the first one on `PATH`.
 pub fn installed_binary() -> Option<PathBuf> {
+    installed("peapod-shim")
+}
+
+/// Where peapod's executable `name` is installed: beside the running executable, else
+/// the first one on `PATH`.
+pub fn installed(name: &str) -> Option<PathBuf> {
     let beside = std::env::current_exe()
         .ok()
-        .and_then(|exe| Some(exe.parent()?.join("peapod-shim")));
+        .and_then(|exe| Some(exe.parent()?.join(name)));
     let on_path = std::env::var_os("PATH")
         .into_iter()
         .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
-        .map(|dir| dir.join("peapod-shim"));
+        .map(|dir| dir.join(name));
     beside.into_iter().chain(on_path).find(|p| p.is_file())
 }
 

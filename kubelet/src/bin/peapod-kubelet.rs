@@ -1,0 +1,197 @@
+//! `peapod-kubelet`: the node agent. Runs the pods of a static manifests folder and serves
+//! the local API on a unix socket for the `peapod` CLI.
+//!
+//! Pods outlive the kubelet: stopping it (SIGTERM, Ctrl-C) leaves them running under their
+//! shims, and the next start adopts them, as the upstream kubelet does.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::Parser;
+use tokio::sync::mpsc;
+
+use kubelet::pod::{Cri, NodeConfig, PodManager};
+use kubelet::source::{self, FolderConfig};
+use runtime::logs::LogOptions;
+use runtime::sandbox::Paths;
+
+#[derive(Parser)]
+#[command(
+    name = "peapod-kubelet",
+    version,
+    about = "The peapod node agent: runs the pods of a manifests folder"
+)]
+struct Args {
+    /// The static pod manifests folder (YAML or JSON Pods; several documents per file).
+    #[arg(long, value_name = "DIR", default_value = "/etc/peapod/manifests")]
+    manifests: PathBuf,
+    /// The local API's unix socket.
+    #[arg(long, value_name = "PATH", default_value = "/run/peapod/kubelet.sock")]
+    socket: PathBuf,
+    /// The node's name [default: the host name].
+    #[arg(long)]
+    node_name: Option<String>,
+    /// The image store and pod data.
+    #[arg(long, value_name = "DIR", default_value = runtime::image::store::DEFAULT_ROOT)]
+    root: PathBuf,
+    /// The container runtime's state root (as `peapod-runtime --root`).
+    #[arg(long, value_name = "DIR", default_value = "/run/peapod")]
+    runtime_root: PathBuf,
+    /// The `peapod-runtime` binary [default: beside this one, else on PATH].
+    #[arg(long, value_name = "PATH")]
+    runtime: Option<PathBuf>,
+    /// The `peapod-shim` binary [default: beside this one, else on PATH].
+    #[arg(long, value_name = "PATH")]
+    shim: Option<PathBuf>,
+    /// Where pod sandboxes keep their state.
+    #[arg(long, value_name = "DIR", default_value = "/run/peapod/sandboxes")]
+    sandbox_dir: PathBuf,
+    /// Where pod network namespaces are pinned (where `ip netns` looks).
+    #[arg(long, value_name = "DIR", default_value = "/run/netns")]
+    netns_dir: PathBuf,
+    /// The pods' log directory (CRI layout).
+    #[arg(long, value_name = "DIR", default_value = "/var/log/pods")]
+    pod_log_dir: PathBuf,
+    /// The cgroup under which `kubepods` is made, in every hierarchy.
+    #[arg(long, value_name = "PATH", default_value = "/")]
+    cgroup_root: PathBuf,
+    /// The CNI config folder (the first config by name is used; peapod's default
+    /// network when it has none).
+    #[arg(long, value_name = "DIR", default_value = "/etc/cni/net.d")]
+    cni_conf_dir: PathBuf,
+    /// Where CNI plugins are looked up (repeatable).
+    #[arg(long, value_name = "DIR", default_values = ["/opt/cni/bin", "/usr/lib/cni"])]
+    cni_bin_dir: Vec<PathBuf>,
+    /// The CNI result cache.
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/cni")]
+    cni_cache_dir: PathBuf,
+    /// A network namespace to run CNI plugins in, so the node side of pod networks
+    /// (bridge, veth host ends, rules) lives there instead of the host's own.
+    #[arg(long, value_name = "PATH")]
+    cni_netns: Option<PathBuf>,
+    /// Rotate a container log when it reaches this size (e.g. 10Mi).
+    #[arg(long, value_name = "SIZE", default_value = "10Mi", value_parser = parse_size)]
+    container_log_max_size: u64,
+    /// Log files kept per container, the live one included.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    container_log_max_files: usize,
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let args = Args::parse();
+    if let Err(err) = run(args) {
+        eprintln!("peapod-kubelet: {err:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let node_name = match args.node_name.clone() {
+        Some(name) => name,
+        None => nix::unistd::gethostname()
+            .context("reading the host name for --node-name")?
+            .to_string_lossy()
+            .to_lowercase(),
+    };
+    let beside = |name: &str, given: Option<PathBuf>| -> anyhow::Result<PathBuf> {
+        given
+            .or_else(|| runtime::shim::installed(name))
+            .with_context(|| {
+                format!(
+                    "{name} not found beside peapod-kubelet or on PATH (use --{})",
+                    name.trim_start_matches("peapod-")
+                )
+            })
+    };
+    let config = NodeConfig {
+        node_name: node_name.clone(),
+        pods_dir: args.root.join("pods"),
+        image_root: args.root.clone(),
+        log_dir: args.pod_log_dir.clone(),
+        sandbox: Paths {
+            netns_dir: args.netns_dir.clone(),
+            state_dir: args.sandbox_dir.clone(),
+            cgroup_root: args.cgroup_root.clone(),
+            ..Paths::default()
+        },
+        runtime_binary: beside("peapod-runtime", args.runtime.clone())?,
+        runtime_root: args.runtime_root.clone(),
+        shim_binary: beside("peapod-shim", args.shim.clone())?,
+        cni_conf_dir: args.cni_conf_dir.clone(),
+        cni_bin_dirs: args.cni_bin_dir.clone(),
+        cni_cache_dir: args.cni_cache_dir.clone(),
+        cni_netns: args.cni_netns.clone(),
+        log_options: LogOptions {
+            max_size: args.container_log_max_size,
+            max_files: args.container_log_max_files,
+        },
+        pull: Default::default(),
+    };
+    std::fs::create_dir_all(&args.manifests)
+        .with_context(|| format!("creating the manifests folder {}", args.manifests.display()))?;
+    let cri = Cri::open(config)?;
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    tokio.block_on(async move {
+        let manager = PodManager::new(cri, args.manifests.clone());
+        let listener = kubelet::api::bind(&args.socket)
+            .with_context(|| format!("listening on {}", args.socket.display()))?;
+        tracing::info!(node = %node_name, manifests = %args.manifests.display(), socket = %args.socket.display(), "peapod-kubelet started");
+        let (events_tx, events_rx) = mpsc::channel(64);
+        tokio::spawn(source::watch_folder(
+            FolderConfig::new(&args.manifests, &node_name),
+            events_tx,
+        ));
+        tokio::spawn(manager.clone().run(events_rx));
+        let node: Arc<dyn kubelet::api::Node> = manager.clone();
+        let server = tokio::spawn(kubelet::api::serve(listener, node));
+        shutdown_signal().await;
+        tracing::info!("stopping; pods keep running under their shims");
+        server.abort();
+        let _ = std::fs::remove_file(&args.socket);
+        Ok(())
+    })
+}
+
+/// SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("a SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("a SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+/// A size as the kubelet writes it: `10Mi`, `512Ki`, `1Gi`, `100M`, or bytes.
+fn parse_size(text: &str) -> Result<u64, String> {
+    let units: [(&str, u64); 6] = [
+        ("Ki", 1 << 10),
+        ("Mi", 1 << 20),
+        ("Gi", 1 << 30),
+        ("K", 1000),
+        ("M", 1000 * 1000),
+        ("G", 1000 * 1000 * 1000),
+    ];
+    let (number, factor) = units
+        .iter()
+        .find_map(|(suffix, factor)| text.strip_suffix(suffix).map(|n| (n, *factor)))
+        .unwrap_or((text, 1));
+    number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(factor))
+        .ok_or_else(|| format!("{text:?} is not a size like 10Mi, 512Ki or 1048576"))
+}

@@ -1,0 +1,350 @@
+//! The pod manager: one [`Worker`] per pod, fed by the pod source's events, and the
+//! node's view of its pods for the local API ([`Node`]).
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use chrono::Utc;
+use k8s_openapi::api::core::v1::{Event, Pod};
+use nix::sys::signal::Signal;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::api::{ContainerRef, Node, NodeError, RuntimeRef};
+use crate::source::{full_name, SourceEvent};
+
+use super::cri::Cri;
+use super::state::PodState;
+use super::status;
+use super::worker::{Command, Worker};
+
+/// A pod's worker and what it reports.
+struct Entry {
+    uid: String,
+    state: Arc<Mutex<PodState>>,
+    commands: mpsc::Sender<Command>,
+    task: JoinHandle<()>,
+}
+
+/// The node's pods.
+pub struct PodManager {
+    cri: Arc<Cri>,
+    manifests_dir: PathBuf,
+    /// Pods by `namespace/name`; a pod being replaced or removed stays until its worker
+    /// is done, so `peapod get pods` shows it Terminating.
+    pods: Mutex<BTreeMap<String, Entry>>,
+    /// Workers taking down pods that another pod of the same name replaces.
+    replaced: Mutex<Vec<Entry>>,
+}
+
+impl PodManager {
+    /// A manager running pods with `cri`; `manifests_dir` is what apply/delete write to.
+    pub fn new(cri: Cri, manifests_dir: PathBuf) -> Arc<PodManager> {
+        Arc::new(PodManager {
+            cri: Arc::new(cri),
+            manifests_dir,
+            pods: Mutex::new(BTreeMap::new()),
+            replaced: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Apply the source's events until it ends.
+    pub async fn run(self: Arc<Self>, mut events: mpsc::Receiver<SourceEvent>) {
+        while let Some(event) = events.recv().await {
+            self.handle(event);
+        }
+    }
+
+    /// Apply one source event.
+    pub fn handle(self: &Arc<Self>, event: SourceEvent) {
+        match event {
+            SourceEvent::Add(pod) => self.add(pod),
+            SourceEvent::Update(pod) => {
+                let key = full_name(&pod);
+                if let Some(old) = self.lock_pods().remove(&key) {
+                    tracing::info!(pod = %key, "manifest changed: restarting the pod");
+                    let _ = old.commands.try_send(Command::Stop(None));
+                    let replaced = old.task.is_finished();
+                    if !replaced {
+                        self.lock_replaced().push(old);
+                    }
+                }
+                self.add(pod);
+            }
+            SourceEvent::Remove(pod) => {
+                let key = full_name(&pod);
+                self.stop(&key, None);
+            }
+            SourceEvent::Error { file, message } => {
+                tracing::error!(file = %file.display(), "{message}");
+            }
+            SourceEvent::Synced => {
+                let me = self.clone();
+                tokio::spawn(async move { me.remove_orphans().await });
+            }
+        }
+    }
+
+    /// Start a worker for a new pod. A pod replacing one of the same name starts once
+    /// the old one is down (they may share ports or files).
+    fn add(self: &Arc<Self>, mut pod: Pod) {
+        let key = full_name(&pod);
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let node_name = self.cri.config().node_name.clone();
+        if let Some(spec) = pod.spec.as_mut() {
+            spec.node_name.get_or_insert(node_name);
+        }
+        let state = Arc::new(Mutex::new(PodState::new(pod.clone(), Utc::now())));
+        let (commands, receiver) = mpsc::channel(4);
+        let worker = Worker::new(self.cri.clone(), pod, state.clone());
+        let waiting_for: Vec<JoinHandle<()>> = Vec::new();
+        let before = self.take_replaced_tasks(&key, waiting_for);
+        let task = tokio::spawn(async move {
+            for old in before {
+                let _ = old.await;
+            }
+            worker.run(receiver).await;
+        });
+        tracing::info!(pod = %key, %uid, "pod added");
+        let old = self.lock_pods().insert(
+            key,
+            Entry {
+                uid,
+                state,
+                commands,
+                task,
+            },
+        );
+        if let Some(old) = old {
+            let _ = old.commands.try_send(Command::Stop(None));
+        }
+    }
+
+    /// The tasks of replaced workers for `key` that a new worker must wait for.
+    fn take_replaced_tasks(&self, key: &str, mut into: Vec<JoinHandle<()>>) -> Vec<JoinHandle<()>> {
+        let mut replaced = self.lock_replaced();
+        let mut keep = Vec::new();
+        for entry in replaced.drain(..) {
+            let state = entry.state.lock().unwrap_or_else(|p| p.into_inner());
+            let same = full_name(&state.pod) == key;
+            drop(state);
+            if same {
+                into.push(entry.task);
+            } else {
+                keep.push(entry);
+            }
+        }
+        *replaced = keep;
+        into
+    }
+
+    /// Stop a pod and forget it once its worker is done.
+    pub fn stop(self: &Arc<Self>, key: &str, grace: Option<i64>) {
+        let pods = self.lock_pods();
+        let Some(entry) = pods.get(key) else {
+            return;
+        };
+        let _ = entry.commands.try_send(Command::Stop(grace));
+        let uid = entry.uid.clone();
+        drop(pods);
+        let me = self.clone();
+        let key = key.to_string();
+        tokio::spawn(async move {
+            loop {
+                let finished = me
+                    .lock_pods()
+                    .get(&key)
+                    .filter(|e| e.uid == uid)
+                    .is_none_or(|e| e.task.is_finished());
+                if finished {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            let mut pods = me.lock_pods();
+            if pods.get(&key).is_some_and(|e| e.uid == uid) {
+                pods.remove(&key);
+                tracing::info!(pod = %key, "pod removed");
+            }
+        });
+    }
+
+    /// Stop every pod and wait for the workers (the kubelet's shutdown is not this:
+    /// pods outlive the kubelet; this is for tests and `--remove-pods-on-exit`).
+    pub async fn stop_all(self: &Arc<Self>) {
+        let keys: Vec<String> = self.lock_pods().keys().cloned().collect();
+        for key in keys {
+            self.stop(&key, None);
+        }
+        while !self.lock_pods().is_empty() {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Take down sandboxes no pod claims (left by a previous run whose pods are gone).
+    async fn remove_orphans(&self) {
+        let claimed: HashSet<String> = self
+            .lock_pods()
+            .values()
+            .map(|e| sandbox_name(&e.state.lock().unwrap_or_else(|p| p.into_inner()).pod))
+            .collect();
+        let cri = self.cri.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            for sandbox in cri.sandboxes() {
+                if claimed.contains(sandbox.name()) {
+                    continue;
+                }
+                tracing::info!("removing orphaned sandbox {}", sandbox.name());
+                for instance in cri.instances(&sandbox) {
+                    cri.kill(&instance.id, Signal::SIGKILL);
+                    cri.remove_container(&sandbox, &instance.id);
+                }
+                let mut result = cri.remove_sandbox(&sandbox);
+                for _ in 0..50 {
+                    if result.is_ok() {
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                    result = cri.remove_sandbox(&sandbox);
+                }
+                match result {
+                    Ok(()) => cri.remove_pod_files(sandbox.name(), &sandbox.config().uid),
+                    Err(e) => tracing::error!("removing orphaned sandbox {}: {e}", sandbox.name()),
+                }
+            }
+        })
+        .await;
+    }
+
+    fn lock_pods(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Entry>> {
+        self.pods.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_replaced(&self) -> std::sync::MutexGuard<'_, Vec<Entry>> {
+        self.replaced.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn state_of(&self, namespace: &str, name: &str) -> Option<Arc<Mutex<PodState>>> {
+        self.lock_pods()
+            .get(&format!("{namespace}/{name}"))
+            .map(|e| e.state.clone())
+    }
+}
+
+fn sandbox_name(pod: &Pod) -> String {
+    let m = &pod.metadata;
+    format!(
+        "{}_{}_{}",
+        m.namespace.as_deref().unwrap_or_default(),
+        m.name.as_deref().unwrap_or_default(),
+        m.uid.as_deref().unwrap_or_default()
+    )
+}
+
+/// The pod with its status, as the API shows it.
+fn with_status(state: &mut PodState) -> Pod {
+    let now = Utc::now();
+    let mut pod = state.pod.clone();
+    pod.status = Some(status::pod_status(state, None, now));
+    if let Some(since) = state.deleting_since {
+        pod.metadata.deletion_timestamp = Some(status::time(since));
+        pod.metadata.deletion_grace_period_seconds = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.termination_grace_period_seconds);
+    }
+    pod
+}
+
+impl Node for PodManager {
+    fn node_name(&self) -> String {
+        self.cri.config().node_name.clone()
+    }
+
+    fn pods(&self) -> Vec<Pod> {
+        let states: Vec<Arc<Mutex<PodState>>> =
+            self.lock_pods().values().map(|e| e.state.clone()).collect();
+        states
+            .iter()
+            .map(|s| with_status(&mut s.lock().unwrap_or_else(|p| p.into_inner())))
+            .collect()
+    }
+
+    fn events(&self, namespace: &str, name: &str) -> Vec<Event> {
+        self.state_of(namespace, name)
+            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).events.clone())
+            .unwrap_or_default()
+    }
+
+    fn container(
+        &self,
+        namespace: &str,
+        pod: &str,
+        container: &str,
+    ) -> Result<ContainerRef, NodeError> {
+        let state = self
+            .state_of(namespace, pod)
+            .ok_or_else(|| NodeError::PodNotFound { name: pod.into() })?;
+        let state = state.lock().unwrap_or_else(|p| p.into_inner());
+        let c = state
+            .container(container)
+            .ok_or_else(|| NodeError::ContainerNotFound {
+                pod: pod.into(),
+                container: container.into(),
+            })?;
+        Ok(ContainerRef {
+            id: c.id.clone(),
+            running: c.running(),
+            log_path: c.log_path.clone(),
+            previous_log_path: c.previous_log_path.clone(),
+            exit_file: c.exit_file.clone(),
+        })
+    }
+
+    fn runtime(&self) -> RuntimeRef {
+        RuntimeRef {
+            binary: self.cri.config().runtime_binary.clone(),
+            root: self.cri.config().runtime_root.clone(),
+        }
+    }
+
+    fn netns(&self, namespace: &str, pod: &str) -> Result<PathBuf, NodeError> {
+        let state = self
+            .state_of(namespace, pod)
+            .ok_or_else(|| NodeError::PodNotFound { name: pod.into() })?;
+        let state = state.lock().unwrap_or_else(|p| p.into_inner());
+        state
+            .sandbox
+            .as_ref()
+            .map(|s| s.netns.clone())
+            .ok_or_else(|| NodeError::BadRequest(format!("pod {pod} has no network namespace yet")))
+    }
+
+    fn manifests_dir(&self) -> PathBuf {
+        self.manifests_dir.clone()
+    }
+
+    fn manifest_file(&self, namespace: &str, name: &str) -> Option<PathBuf> {
+        let key = format!("{namespace}/{name}");
+        let node = self.node_name();
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&self.manifests_dir)
+            .ok()?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.is_file()
+                    && p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| !crate::source::folder::ignored(n))
+            })
+            .collect();
+        files.sort();
+        files.into_iter().find(|file| {
+            std::fs::read(file)
+                .ok()
+                .and_then(|bytes| crate::source::manifest::parse(file, &bytes, &node).ok())
+                .is_some_and(|pods| pods.iter().any(|p| full_name(p) == key))
+        })
+    }
+}

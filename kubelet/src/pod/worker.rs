@@ -1,0 +1,691 @@
+//! One task per pod: it makes the sandbox, runs the init containers one by one and then
+//! the app containers, restarts containers per the pod's restartPolicy with back-off,
+//! and on stop takes everything down. It wakes on three things only: a command from the
+//! manager, a container's exit (its shim's pidfd), and a back-off timer.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use k8s_openapi::api::core::v1::{Container, Pod};
+use nix::sys::signal::Signal;
+use tokio::io::unix::AsyncFd;
+use tokio::sync::mpsc;
+
+use runtime::sandbox::{Qos, Sandbox};
+use runtime::shim::{self, Reason};
+
+use super::cri::{Cri, CriError, Instance, Start};
+use super::events::{self, Kind};
+use super::state::{ContainerState, Current, PodState, SandboxInfo, Terminated};
+use super::status;
+
+/// The first back-off after a crash, doubled on each crash up to [`MAX_BACKOFF`].
+const INITIAL_BACKOFF: Duration = Duration::from_secs(10);
+/// The longest back-off.
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// A container that ran this long has its back-off reset.
+const BACKOFF_RESET: Duration = Duration::from_secs(600);
+/// How long after SIGKILL a container may take to be reaped before it is left behind.
+const KILL_WAIT: Duration = Duration::from_secs(10);
+
+/// What the manager tells a worker.
+#[derive(Debug)]
+pub enum Command {
+    /// Stop the pod (grace period in seconds; None: the pod's own) and remove it.
+    Stop(Option<i64>),
+}
+
+/// A container's crash back-off.
+#[derive(Debug, Default, Clone, Copy)]
+struct Backoff {
+    /// The next wait.
+    delay: Duration,
+    /// The current wait's end.
+    until: Option<Instant>,
+    /// The current wait's length.
+    wait: Duration,
+}
+
+/// A pod's worker.
+pub struct Worker {
+    cri: Arc<Cri>,
+    state: Arc<Mutex<PodState>>,
+    pod: Pod,
+    sandbox: Option<Sandbox>,
+    /// The current instance of each container, by container name.
+    instances: HashMap<String, Instance>,
+    backoff: HashMap<String, Backoff>,
+    sandbox_backoff: Backoff,
+    exits_tx: mpsc::UnboundedSender<(String, String)>,
+    exits: mpsc::UnboundedReceiver<(String, String)>,
+}
+
+impl Worker {
+    /// A worker for `pod`, reporting into `state`.
+    pub fn new(cri: Arc<Cri>, pod: Pod, state: Arc<Mutex<PodState>>) -> Worker {
+        let (exits_tx, exits) = mpsc::unbounded_channel();
+        Worker {
+            cri,
+            state,
+            pod,
+            sandbox: None,
+            instances: HashMap::new(),
+            backoff: HashMap::new(),
+            sandbox_backoff: Backoff::default(),
+            exits_tx,
+            exits,
+        }
+    }
+
+    /// Run the pod until told to stop, then take it down.
+    pub async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+        self.adopt().await;
+        loop {
+            let wake = self.sync().await;
+            let sleep = tokio::time::sleep(wake.unwrap_or(Duration::from_secs(3600)));
+            tokio::select! {
+                command = commands.recv() => {
+                    let grace = match command {
+                        Some(Command::Stop(grace)) => grace,
+                        None => None,
+                    };
+                    self.terminate(grace).await;
+                    return;
+                }
+                Some((name, id)) = self.exits.recv() => self.exited(&name, &id),
+                _ = sleep => {}
+            }
+        }
+    }
+
+    fn name(&self) -> String {
+        self.pod.metadata.name.clone().unwrap_or_default()
+    }
+
+    fn with_state<T>(&self, f: impl FnOnce(&mut PodState) -> T) -> T {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut state)
+    }
+
+    fn event(&self, kind: Kind, reason: &str, message: String, container: Option<&str>) {
+        let event = events::event(&self.pod, kind, reason, message, container);
+        self.with_state(|s| s.record(event));
+    }
+
+    fn sandbox_name(&self) -> String {
+        let m = &self.pod.metadata;
+        format!(
+            "{}_{}_{}",
+            m.namespace.as_deref().unwrap_or_default(),
+            m.name.as_deref().unwrap_or_default(),
+            m.uid.as_deref().unwrap_or_default()
+        )
+    }
+
+    /// Take over what a previous kubelet left of this pod: its sandbox and containers.
+    async fn adopt(&mut self) {
+        let cri = self.cri.clone();
+        let name = self.sandbox_name();
+        let found = tokio::task::spawn_blocking(move || {
+            let sandbox = cri.find_sandbox(&name)?;
+            let instances = cri.instances(&sandbox);
+            Some((sandbox, instances))
+        })
+        .await
+        .ok()
+        .flatten();
+        let Some((sandbox, mut instances)) = found else {
+            return;
+        };
+        tracing::info!(pod = %self.name(), "adopting sandbox {}", sandbox.name());
+        self.set_sandbox(&sandbox, sandbox.ip().into_iter().collect());
+        self.sandbox = Some(sandbox);
+        // The newest instance of each container is current; older ones only keep logs.
+        instances.sort_by_key(|i| i.record.restart_count);
+        let mut stale = Vec::new();
+        for instance in instances {
+            if let Some(old) = self.instances.remove(&instance.record.name) {
+                stale.push(old);
+            }
+            self.instances
+                .insert(instance.record.name.clone(), instance);
+        }
+        for old in stale {
+            self.remove_instance(old).await;
+        }
+        let current: Vec<Instance> = self.instances.values().cloned().collect();
+        for instance in current {
+            let name = instance.record.name.clone();
+            let exit = shim::exit_status(&instance.exit_file());
+            let started_at = file_time(&instance.bundle.join(super::cri::RECORD));
+            self.with_state(|s| {
+                if let Some(c) = s.container_mut(&name) {
+                    c.id = Some(instance.id.clone());
+                    c.restart_count = instance.record.restart_count;
+                    c.image_id = Some(instance.record.image_id.clone());
+                    c.shim_pid = Some(instance.record.shim_pid);
+                    c.log_path = Some(instance.record.log_path.clone());
+                    c.exit_file = Some(instance.exit_file());
+                    c.current = Current::Running { started_at };
+                }
+            });
+            match exit {
+                Some(_) => self.exited(&name, &instance.id),
+                None => self.watch(&name, &instance.id, instance.record.shim_pid),
+            }
+        }
+    }
+
+    /// Bring the pod one step closer to running; when to look again (None: on an event).
+    async fn sync(&mut self) -> Option<Duration> {
+        if self.sandbox.is_none() {
+            if let Some(wait) = self.sandbox_backoff.remaining() {
+                return Some(wait);
+            }
+            if let Err(wait) = self.create_sandbox().await {
+                return Some(wait);
+            }
+        }
+        let spec = self.pod.spec.clone().unwrap_or_default();
+        let policy = spec
+            .restart_policy
+            .as_deref()
+            .unwrap_or("Always")
+            .to_string();
+        for init in spec.init_containers.iter().flatten() {
+            let state = self.container_state(&init.name);
+            match state.as_ref().map(|c| &c.current) {
+                Some(Current::Terminated(t)) if t.exit_code == 0 => continue,
+                Some(Current::Running { .. }) => return None,
+                _ => {}
+            }
+            let failed = state.as_ref().and_then(|c| c.ended()).is_some();
+            if failed && policy == "Never" {
+                return None;
+            }
+            return self.start_or_wait(init, true).await;
+        }
+        let mut wake: Option<Duration> = None;
+        for container in &spec.containers {
+            let state = self.container_state(&container.name);
+            let restart = match state.as_ref().map(|c| &c.current) {
+                Some(Current::Running { .. }) => false,
+                Some(Current::Terminated(t)) => match policy.as_str() {
+                    "Always" => true,
+                    "OnFailure" => t.exit_code != 0,
+                    _ => false,
+                },
+                // Waiting: never started, or in back-off, or a failed create.
+                _ => true,
+            };
+            if restart {
+                if let Some(w) = self.start_or_wait(container, false).await {
+                    wake = Some(wake.map_or(w, |x| x.min(w)));
+                }
+            }
+        }
+        wake
+    }
+
+    fn container_state(&self, name: &str) -> Option<ContainerState> {
+        self.with_state(|s| s.container(name).cloned())
+    }
+
+    /// Make the sandbox; on failure, when to try again.
+    async fn create_sandbox(&mut self) -> Result<(), Duration> {
+        let cri = self.cri.clone();
+        let pod = self.pod.clone();
+        let qos = match status::qos_class(&pod) {
+            "Guaranteed" => Qos::Guaranteed,
+            "Burstable" => Qos::Burstable,
+            _ => Qos::BestEffort,
+        };
+        let made = tokio::task::spawn_blocking(move || cri.run_sandbox(&pod, qos))
+            .await
+            .unwrap_or_else(|e| Err(CriError::Sandbox(format!("sandbox task: {e}"))));
+        match made {
+            Ok((sandbox, ips)) => {
+                self.set_sandbox(&sandbox, ips);
+                self.sandbox = Some(sandbox);
+                self.sandbox_backoff = Backoff::default();
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(pod = %self.name(), "{e}");
+                self.event(Kind::Warning, "FailedCreatePodSandBox", e.to_string(), None);
+                Err(self.sandbox_backoff.after_failure(Duration::from_secs(1)))
+            }
+        }
+    }
+
+    fn set_sandbox(&self, sandbox: &Sandbox, ips: Vec<IpAddr>) {
+        let info = SandboxInfo {
+            name: sandbox.name().to_string(),
+            netns: sandbox.pins().net.clone(),
+            ips,
+        };
+        self.with_state(|s| s.sandbox = Some(info));
+    }
+
+    /// Start a container now, or say how long its back-off has left.
+    async fn start_or_wait(&mut self, container: &Container, init: bool) -> Option<Duration> {
+        let name = container.name.clone();
+        let backoff = self.backoff.get(&name).copied().unwrap_or_default();
+        if let Some(wait) = backoff.remaining() {
+            let pod_name = self.name();
+            let reason = self.with_state(|s| {
+                let c = s.container_mut(&name)?;
+                let reason = match &c.current {
+                    Current::Waiting { reason, .. } if reason == "ErrImagePull" => {
+                        "ImagePullBackOff".to_string()
+                    }
+                    Current::Waiting { reason, .. }
+                        if reason != "ContainerCreating" && reason != "PodInitializing" =>
+                    {
+                        reason.clone()
+                    }
+                    _ => "CrashLoopBackOff".to_string(),
+                };
+                let message = (reason == "CrashLoopBackOff").then(|| {
+                    format!(
+                        "back-off {}s restarting failed container={name} pod={pod_name}",
+                        backoff.wait.as_secs()
+                    )
+                });
+                c.wait(&reason, message);
+                Some(reason)
+            });
+            let event = match reason.as_deref() {
+                Some("CrashLoopBackOff") => {
+                    Some(format!("Back-off restarting failed container {name}"))
+                }
+                Some("ImagePullBackOff") => Some(format!(
+                    "Back-off pulling image \"{}\"",
+                    container.image.as_deref().unwrap_or_default()
+                )),
+                _ => None,
+            };
+            if let Some(message) = event {
+                self.event(Kind::Normal, "BackOff", message, Some(&name));
+            }
+            return Some(wait);
+        }
+        match self.start(container, init).await {
+            Ok(()) => None,
+            Err(()) => Some(
+                self.backoff
+                    .entry(name)
+                    .or_default()
+                    .after_failure(INITIAL_BACKOFF),
+            ),
+        }
+    }
+
+    /// Pull, create and start one container; its state says how it went.
+    async fn start(&mut self, container: &Container, init: bool) -> Result<(), ()> {
+        let name = container.name.clone();
+        let Some(sandbox) = self.sandbox.clone() else {
+            return Err(());
+        };
+        // The previous instance goes (its log stays for `--previous`).
+        let restart_count = self.with_state(|s| {
+            let c = s.container_mut(&name)?;
+            let count = if c.id.is_some() {
+                c.restart_count + 1
+            } else {
+                0
+            };
+            if let Current::Terminated(t) = &c.current {
+                c.last = Some(t.clone());
+            }
+            c.current = Current::Waiting {
+                reason: "ContainerCreating".into(),
+                message: None,
+            };
+            Some(count)
+        });
+        let Some(restart_count) = restart_count else {
+            return Err(());
+        };
+        if let Some(old) = self.instances.remove(&name) {
+            self.remove_instance(old).await;
+        }
+        let image_name = container.image.clone().unwrap_or_default();
+        let present = !self.cri.pulls(container);
+        if !present {
+            self.event(
+                Kind::Normal,
+                "Pulling",
+                format!("Pulling image \"{image_name}\""),
+                Some(&name),
+            );
+        }
+        let pulling = Instant::now();
+        let image = match self.cri.ensure_image(container).await {
+            Ok(image) => image,
+            Err(e) => {
+                self.fail(&name, &e);
+                return Err(());
+            }
+        };
+        let message = if present {
+            format!("Container image \"{image_name}\" already present on machine")
+        } else {
+            format!(
+                "Successfully pulled image \"{image_name}\" in {:.3}s",
+                pulling.elapsed().as_secs_f64()
+            )
+        };
+        self.event(Kind::Normal, "Pulled", message, Some(&name));
+        let cri = self.cri.clone();
+        let pod = self.pod.clone();
+        let spec = container.clone();
+        let ips = self.with_state(|s| {
+            s.sandbox
+                .as_ref()
+                .map(|x| x.ips.clone())
+                .unwrap_or_default()
+        });
+        let started = tokio::task::spawn_blocking(move || {
+            cri.start_container(&Start {
+                sandbox: &sandbox,
+                pod: &pod,
+                container: &spec,
+                init,
+                image: &image,
+                restart_count,
+                pod_ips: &ips,
+            })
+        })
+        .await
+        .unwrap_or_else(|e| Err(CriError::Run(format!("container task: {e}"))));
+        let (instance, started) = match started {
+            Ok(ok) => ok,
+            Err(e) => {
+                self.fail(&name, &e);
+                return Err(());
+            }
+        };
+        let now = Utc::now();
+        self.with_state(|s| {
+            if let Some(c) = s.container_mut(&name) {
+                c.previous_log_path = c.log_path.take();
+                c.restart_count = restart_count;
+                c.id = Some(instance.id.clone());
+                c.image_id = Some(instance.record.image_id.clone());
+                c.shim_pid = Some(started.shim_pid);
+                c.log_path = Some(instance.record.log_path.clone());
+                c.exit_file = Some(instance.exit_file());
+                c.current = Current::Running { started_at: now };
+            }
+        });
+        self.event(
+            Kind::Normal,
+            "Created",
+            format!("Created container {name}"),
+            Some(&name),
+        );
+        self.event(
+            Kind::Normal,
+            "Started",
+            format!("Started container {name}"),
+            Some(&name),
+        );
+        self.watch(&name, &instance.id, started.shim_pid);
+        self.instances.insert(name, instance);
+        Ok(())
+    }
+
+    /// A failed start: the container waits with the reason the error maps to.
+    fn fail(&self, name: &str, error: &CriError) {
+        let reason = match error {
+            CriError::Image { reason, .. } => *reason,
+            CriError::Config(_) => "CreateContainerConfigError",
+            CriError::Run(_) | CriError::Sandbox(_) => "RunContainerError",
+        };
+        tracing::warn!(pod = %self.name(), container = name, "{reason}: {error}");
+        self.with_state(|s| {
+            if let Some(c) = s.container_mut(name) {
+                c.current = Current::Waiting {
+                    reason: reason.into(),
+                    message: Some(error.to_string()),
+                };
+            }
+        });
+        self.event(
+            Kind::Warning,
+            "Failed",
+            format!("Error: {error}"),
+            Some(name),
+        );
+    }
+
+    /// Report the container's exit on the worker's channel when its shim ends.
+    fn watch(&self, name: &str, id: &str, shim_pid: i32) {
+        let tx = self.exits_tx.clone();
+        let (name, id) = (name.to_string(), id.to_string());
+        tokio::spawn(async move {
+            process_exit(shim_pid).await;
+            let _ = tx.send((name, id));
+        });
+    }
+
+    /// A container's shim ended: record how the container did.
+    fn exited(&mut self, name: &str, id: &str) {
+        let Some(instance) = self.instances.get(name).filter(|i| i.id == id) else {
+            return;
+        };
+        let record = shim::exit_status(&instance.exit_file());
+        let terminated = match record {
+            Some(r) => Terminated {
+                exit_code: r.exit_code,
+                signal: r.signal,
+                reason: match r.reason {
+                    Reason::Completed => "Completed",
+                    Reason::Error => "Error",
+                    Reason::OomKilled => "OOMKilled",
+                }
+                .into(),
+                message: None,
+                started_at: parse_time(&r.started_at),
+                finished_at: parse_time(&r.finished_at).unwrap_or_else(Utc::now),
+                container_id: Some(id.to_string()),
+            },
+            None => Terminated {
+                exit_code: 137,
+                signal: None,
+                reason: "ContainerStatusUnknown".into(),
+                message: Some("The container's supervisor ended without an exit record".into()),
+                started_at: None,
+                finished_at: Utc::now(),
+                container_id: Some(id.to_string()),
+            },
+        };
+        // A container that ran long enough starts over with no back-off.
+        let ran = terminated
+            .started_at
+            .map(|s| (terminated.finished_at - s).to_std().unwrap_or_default())
+            .unwrap_or_default();
+        let backoff = self.backoff.entry(name.to_string()).or_default();
+        if ran >= BACKOFF_RESET {
+            *backoff = Backoff::default();
+        }
+        backoff.after_exit();
+        self.with_state(|s| {
+            if let Some(c) = s.container_mut(name) {
+                c.current = Current::Terminated(terminated);
+            }
+        });
+    }
+
+    /// Stop every container (SIGTERM, grace, SIGKILL), then remove them, the sandbox and
+    /// the pod's files.
+    async fn terminate(&mut self, grace: Option<i64>) {
+        let grace = grace
+            .or_else(|| {
+                self.pod
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.termination_grace_period_seconds)
+            })
+            .unwrap_or(30)
+            .max(0);
+        self.with_state(|s| s.deleting_since = Some(Utc::now()));
+        let running: Vec<(String, Instance)> = self
+            .instances
+            .iter()
+            .filter(|(name, _)| self.container_state(name).is_some_and(|c| c.running()))
+            .map(|(n, i)| (n.clone(), i.clone()))
+            .collect();
+        for (name, instance) in &running {
+            self.event(
+                Kind::Normal,
+                "Killing",
+                format!("Stopping container {name}"),
+                Some(name),
+            );
+            let cri = self.cri.clone();
+            let id = instance.id.clone();
+            let _ = tokio::task::spawn_blocking(move || cri.kill(&id, Signal::SIGTERM)).await;
+        }
+        let deadline = Instant::now() + Duration::from_secs(grace as u64);
+        self.wait_for_exits(&running, deadline).await;
+        let left: Vec<(String, Instance)> = running
+            .into_iter()
+            .filter(|(n, _)| self.container_state(n).is_some_and(|c| c.running()))
+            .collect();
+        for (_, instance) in &left {
+            let cri = self.cri.clone();
+            let id = instance.id.clone();
+            let _ = tokio::task::spawn_blocking(move || cri.kill(&id, Signal::SIGKILL)).await;
+        }
+        self.wait_for_exits(&left, Instant::now() + KILL_WAIT).await;
+        let instances: Vec<Instance> = self.instances.drain().map(|(_, i)| i).collect();
+        for instance in instances {
+            self.remove_instance(instance).await;
+        }
+        if let Some(sandbox) = self.sandbox.take() {
+            let cri = self.cri.clone();
+            let uid = self.pod.metadata.uid.clone().unwrap_or_default();
+            let result = tokio::task::spawn_blocking(move || {
+                // A container's last processes may take a moment to leave the cgroup.
+                let mut result = cri.remove_sandbox(&sandbox);
+                for _ in 0..50 {
+                    if result.is_ok() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                    result = cri.remove_sandbox(&sandbox);
+                }
+                cri.remove_pod_files(sandbox.name(), &uid);
+                result
+            })
+            .await;
+            if let Ok(Err(e)) = result {
+                tracing::error!(pod = %self.name(), "{e}");
+            }
+        }
+        self.with_state(|s| s.sandbox = None);
+    }
+
+    /// Handle exits until the given containers have all ended or the deadline passes.
+    async fn wait_for_exits(&mut self, containers: &[(String, Instance)], deadline: Instant) {
+        loop {
+            let all_ended = containers
+                .iter()
+                .all(|(n, _)| !self.container_state(n).is_some_and(|c| c.running()));
+            if all_ended {
+                return;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            match tokio::time::timeout(left, self.exits.recv()).await {
+                Ok(Some((name, id))) => self.exited(&name, &id),
+                Ok(None) | Err(_) => return,
+            }
+        }
+    }
+
+    async fn remove_instance(&self, instance: Instance) {
+        let Some(sandbox) = self.sandbox.clone() else {
+            return;
+        };
+        let cri = self.cri.clone();
+        let _ =
+            tokio::task::spawn_blocking(move || cri.remove_container(&sandbox, &instance.id)).await;
+    }
+}
+
+impl Backoff {
+    /// Time left in the back-off, if any.
+    fn remaining(&self) -> Option<Duration> {
+        let left = self.until?.saturating_duration_since(Instant::now());
+        (!left.is_zero()).then_some(left)
+    }
+
+    /// A container ended: the first restart is immediate, later ones wait 10 s, doubling
+    /// up to 5 minutes, as the kubelet's crash back-off.
+    fn after_exit(&mut self) {
+        if self.delay.is_zero() {
+            self.delay = INITIAL_BACKOFF;
+            self.until = None;
+            self.wait = Duration::ZERO;
+        } else {
+            self.arm();
+        }
+    }
+
+    /// A start failed: wait before the next attempt (first `initial`, then doubling).
+    fn after_failure(&mut self, initial: Duration) -> Duration {
+        if self.delay.is_zero() {
+            self.delay = initial;
+        }
+        self.arm();
+        self.wait
+    }
+
+    fn arm(&mut self) {
+        self.wait = self.delay;
+        self.until = Some(Instant::now() + self.delay);
+        self.delay = (self.delay * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Resolves when process `pid` has exited (at once if it is already gone), through a
+/// pidfd, which works for processes that are not our children, as shims are not.
+async fn process_exit(pid: i32) {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return;
+    }
+    // SAFETY: pidfd_open returned a new fd that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    // SAFETY: the AsyncFd owns the pidfd, so it stays open until it is deregistered.
+    let registered = unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) };
+    match registered {
+        Ok(async_fd) => {
+            let _ = async_fd.readable().await;
+        }
+        Err(e) => tracing::warn!("watching process {pid}: {e}"),
+    }
+}
+
+fn parse_time(text: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+fn file_time(path: &std::path::Path) -> DateTime<Utc> {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .map(DateTime::<Utc>::from)
+        .unwrap_or_else(|_| Utc::now())
+}
