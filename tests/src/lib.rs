@@ -15,6 +15,8 @@
 //!   anonymous or with htpasswd or token auth.
 //! - [`token`]: [`token::TokenServer`], the bearer-token server of a token-auth registry.
 //! - [`peapod`]: [`peapod::Peapod`], the node CLI with an image store root of its own.
+//! - [`kubelet`]: [`kubelet::Kubelet`], a `peapod-kubelet` with a node of its own and
+//!   its pod network in a private host network namespace.
 //! - [`proxy`]: [`proxy::CuttingProxy`], a loopback proxy that cuts a download midway.
 //! - [`oci`]: test images built from a description (OCI layouts, docker-save
 //!   and OCI archives) and pushed with skopeo.
@@ -29,6 +31,7 @@ pub mod cli;
 pub mod console;
 pub mod container;
 pub mod host;
+pub mod kubelet;
 pub mod oci;
 pub mod peapod;
 pub mod proxy;
