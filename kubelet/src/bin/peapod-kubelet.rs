@@ -76,6 +76,10 @@ struct Args {
     /// Log files kept per container, the live one included.
     #[arg(long, value_name = "N", default_value_t = 5)]
     container_log_max_files: usize,
+    /// Print peapod's default CNI network config (what is used when the CNI config
+    /// folder has none) and exit.
+    #[arg(long)]
+    print_default_cni_config: bool,
 }
 
 fn main() {
@@ -88,6 +92,10 @@ fn main() {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args = Args::parse();
+    if args.print_default_cni_config {
+        print!("{}", kubelet::network::DEFAULT_CONFLIST);
+        return;
+    }
     if let Err(err) = run(args) {
         eprintln!("peapod-kubelet: {err:#}");
         std::process::exit(1);
