@@ -81,9 +81,12 @@ log=$pod_logs/$container/$restart.log
 mapfile -t rotated < <(find "$pod_logs/$container" -maxdepth 1 -name "$restart.log.[0-9]*" | sort)
 
 # Drops "<time> <stream> <tag> " and ends a line only at a full (F) entry.
-# fflush: with -f the lines must come out as they arrive.
+# With -f the lines must come out as they arrive: fflush() for the output,
+# and mawk (Debian's awk) reads a pipe in blocks unless -W interactive.
+awk_flags=()
+if awk -W version 2>/dev/null | grep -q mawk; then awk_flags=(-W interactive); fi
 message() {
-  awk '{
+  awk "${awk_flags[@]}" '{
     split($0, f, " ")
     if (match($0, /^[^ ]+ [^ ]+ [FP]( |$)/)) {
       text = substr($0, RLENGTH + 1)

@@ -129,12 +129,16 @@ for tool in iptables ip6tables; do
 done
 $found || echo "  (no rules for $sandbox)"
 
-# The bridge plugin's macspoofchk rules sit in table `bridge nat`, in chains
-# named after the sandbox and interface.
+# The bridge plugin's macspoofchk rules sit in table `bridge nat`: a jump
+# from PREROUTING for the host-side veth into chains named after the sandbox
+# and interface (cni-br-iface-<sandbox>-eth0[-mac]). Print those chains whole.
 section "MAC spoof check (nft table bridge nat)"
 spoof=""
 if command -v nft >/dev/null; then
   spoof=$(nft list table bridge nat 2>/dev/null |
-    grep -F -e "cni-br-iface-$sandbox-" -e "macspoofchk-$sandbox-" || true)
+    awk -v chains="cni-br-iface-$sandbox-" -v comment="macspoofchk-$sandbox-" '
+      /^[[:space:]]*chain / { inside = index($2, chains) == 1 }
+      /^}/ { inside = 0 }
+      inside || index($0, comment) { print }' || true)
 fi
-if [[ -n $spoof ]]; then printf '%s\n' "$spoof" | sed 's/^[[:space:]]*/  /'; else echo "  (none)"; fi
+if [[ -n $spoof ]]; then printf '%s\n' "$spoof" | sed 's/\t/  /g' | grep -v '^$' | indent; else echo "  (none)"; fi
