@@ -55,7 +55,7 @@ sandbox_dir() {
 
 # sandbox_dirs [NS]: every sandbox directory (of namespace NS), sorted by name.
 sandbox_dirs() {
-  local pattern="${1:+${1}_}*_*_*" dir
+  local pattern="${1:-*}_*_*" dir
   need_jq
   for dir in "$STATE_DIR"/$pattern; do
     [[ -f $dir/sandbox.json ]] && printf '%s\n' "$dir"
