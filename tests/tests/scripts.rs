@@ -1,6 +1,6 @@
 //! The pod debugging scripts (`scripts/pod-*.sh`) against a real pod: a sandbox made by the
-//! runtime library, attached by our bridge plugin, with a busybox container run by a shim
-//! that writes a CRI log. The scripts read that host state directly, pointed at the test's
+//! runtime library, attached by our bridge plugin, with two busybox containers run by shims
+//! that write CRI logs. The scripts read that host state directly, pointed at the test's
 //! locations by their environment overrides.
 //!
 //! Safety: the bridge, the veth's host end, the masquerade rules and the MAC-spoof table
@@ -26,6 +26,9 @@ use peapod_tests::host::{
     wait_until,
 };
 use peapod_tests::{require_root, Bundle};
+
+/// The test pod's namespace.
+const NAMESPACE: &str = "peapod-tests";
 
 /// The scripts under test, each run with `--help` and linted.
 const SCRIPTS: [&str; 4] = ["pod-enter.sh", "pod-net.sh", "pod-ls.sh", "pod-logs.sh"];
@@ -74,7 +77,8 @@ impl Drop for HostNs {
 
 /// A pod as the kubelet leaves it on the host: a sandbox in the test's state dir (its netns
 /// pinned in the real `/run/netns`), attached to a bridge in the private host namespace,
-/// with one container `web` run by a shim. Everything is taken down on drop.
+/// with containers `web` and then `sidecar`, each run by a shim. Everything is taken down on
+/// drop.
 struct Pod {
     sandbox: Sandbox,
     /// The sandboxes' state dir (`PEAPOD_STATE_DIR` for the scripts).
@@ -90,15 +94,17 @@ struct Pod {
     bridge: String,
     /// The pod's IP, from the plugin's result.
     ip: String,
-    container: Option<Shimmed>,
+    /// In the order they were started.
+    containers: Vec<Shimmed>,
     /// The CNI config and the host-local allocations.
     ipam: TempDir,
     /// The busybox rootfs the container runs from.
     rootfs: Bundle,
 }
 
-/// The pod's container and its shim.
+/// A container of the pod and its shim.
 struct Shimmed {
+    name: String,
     id: String,
     started: Started,
 }
@@ -117,7 +123,7 @@ impl Pod {
         };
         let config = SandboxConfig {
             name: format!("web-{suffix}"),
-            namespace: "peapod-tests".into(),
+            namespace: NAMESPACE.into(),
             uid: format!("uid-{suffix}"),
             hostname: format!("web-{suffix}"),
             qos: Qos::BestEffort,
@@ -134,7 +140,7 @@ impl Pod {
             host,
             bridge,
             ip: String::new(),
-            container: None,
+            containers: Vec::new(),
             ipam: tempdir("pp-scripts-ipam-"),
             rootfs: Bundle::new(),
         };
@@ -143,6 +149,7 @@ impl Pod {
             "web",
             "echo line one on stdout; echo line two on stderr >&2; exec sleep 1000",
         );
+        pod.start("sidecar", "echo sidecar up; exec sleep 999");
         pod
     }
 
@@ -225,7 +232,11 @@ impl Pod {
             log: LogOptions::default(),
         };
         let started = shim::spawn(&shim_config).unwrap_or_else(|e| panic!("shim spawn: {e}"));
-        self.container = Some(Shimmed { id, started });
+        self.containers.push(Shimmed {
+            name: name.into(),
+            id,
+            started,
+        });
     }
 
     fn log_path(&self, container: &str) -> PathBuf {
@@ -236,14 +247,18 @@ impl Pod {
             .join("0.log")
     }
 
-    fn container(&self) -> &Shimmed {
-        self.container.as_ref().expect("a container was started")
+    #[track_caller]
+    fn container(&self, name: &str) -> &Shimmed {
+        self.containers
+            .iter()
+            .find(|c| c.name == name)
+            .unwrap_or_else(|| panic!("no container {name} was started"))
     }
 
-    /// Kills the container and waits for its shim to record the exit.
+    /// Kills container `name` and waits for its shim to record the exit.
     #[track_caller]
-    fn stop(&self) {
-        let container = self.container();
+    fn stop(&self, name: &str) {
+        let container = self.container(name);
         self.runtime(&["kill", &container.id, "KILL"]).ok();
         wait_for_file(
             &self
@@ -262,15 +277,21 @@ impl Pod {
         cli::run(all)
     }
 
-    /// Runs `scripts/<name>` with `args`, pointed at this pod's locations; `in_host` runs
-    /// it inside the private host namespace.
-    fn script(&self, name: &str, args: &[&str], in_host: bool) -> Output {
-        let mut command = if in_host {
-            let mut c = Command::new("ip");
-            c.args(["netns", "exec", &self.host.name]).arg(script(name));
-            c
-        } else {
-            Command::new(script(name))
+    /// Runs `scripts/<name>` with `args`, pointed at this pod's locations.
+    fn script(&self, name: &str, args: &[&str]) -> Output {
+        self.script_via(&[], name, args)
+    }
+
+    /// Runs `scripts/<name>` with `args` as an argument of the command `via` (such as
+    /// `ip netns exec <ns>`), pointed at this pod's locations.
+    fn script_via(&self, via: &[&str], name: &str, args: &[&str]) -> Output {
+        let mut command = match via.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(script(name));
+                c
+            }
+            None => Command::new(script(name)),
         };
         command
             .args(args)
@@ -282,6 +303,13 @@ impl Pod {
         run_captured(command, Duration::from_secs(60))
     }
 
+    /// `POD -n NAMESPACE`, then `extra`: a script's arguments for this pod.
+    fn args<'a>(&'a self, extra: &[&'a str]) -> Vec<&'a str> {
+        let mut args = vec![self.name(), "-n", NAMESPACE];
+        args.extend_from_slice(extra);
+        args
+    }
+
     fn name(&self) -> &str {
         &self.sandbox.config().name
     }
@@ -290,7 +318,7 @@ impl Pod {
 impl Drop for Pod {
     fn drop(&mut self) {
         // Best effort: the test has already failed if any of this is still needed.
-        if let Some(container) = &self.container {
+        for container in &self.containers {
             if !process_gone(container.started.shim_pid) {
                 let _ = self.runtime(&["kill", &container.id, "KILL"]);
                 wait_until(Duration::from_secs(20), || {
@@ -329,97 +357,133 @@ fn assert_contains(out: &Output, wanted: &str) {
 #[test]
 fn the_scripts_show_a_running_pod_from_the_host_state() {
     let pod = Pod::new();
-    let name = pod.name().to_owned();
-    let container = pod.container();
-    let pid = container.started.pid;
     let netns_inode = host_command(
         "stat",
         &["-L", "-c", "%i", &pod.sandbox.pins().net.to_string_lossy()],
     )
     .trim()
     .to_owned();
+    pod_logs_prints_the_messages(&pod);
+    pod_enter_runs_in_the_containers(&pod);
+    pod_net_shows_the_veth_bridge_and_rules(&pod, &netns_inode);
+    pod_ls_shows_the_shared_and_own_namespaces(&pod, &netns_inode);
 
-    // pod-logs: both lines once they reach the log, as messages, then as stored.
-    assert!(
-        wait_until(Duration::from_secs(10), || {
-            fs::read_to_string(pod.log_path("web")).is_ok_and(|l| l.lines().count() >= 2)
-        }),
-        "the container's lines never reached {}",
-        pod.log_path("web").display()
-    );
-    let logs = pod
-        .script("pod-logs.sh", &[&name, "-n", "peapod-tests"], false)
+    // Once web has stopped: pod-ls shows the pod's pins for it, pod-enter picks the
+    // sidecar, refuses web by name, and --net-only still works.
+    pod.stop("web");
+    let ls = pod.script("pod-ls.sh", &["-n", NAMESPACE]).ok();
+    let web = container_row(&ls, "web");
+    assert_eq!(web[2..5], ["-", "stopped", netns_inode.as_str()], "{ls}");
+    let init = pod
+        .script("pod-enter.sh", &pod.args(&["--", "cat", "/proc/1/cmdline"]))
         .ok();
+    assert_eq!(init.stdout, "sleep\x00999\0", "{init}");
+    let refused = pod
+        .script("pod-enter.sh", &pod.args(&["-c", "web", "--", "true"]))
+        .failed();
+    assert_eq!(refused.code, 1, "{refused}");
+    assert!(refused.stderr.contains("is not running"), "{refused}");
+    pod.script("pod-enter.sh", &pod.args(&["--net-only", "--", "true"]))
+        .ok();
+}
+
+/// pod-logs: a container's messages, its raw CRI lines, following, and kubectl's complaint
+/// when the pod has several containers and none is named.
+fn pod_logs_prints_the_messages(pod: &Pod) {
+    for (container, lines) in [("web", 2), ("sidecar", 1)] {
+        let log = pod.log_path(container);
+        assert!(
+            wait_until(Duration::from_secs(10), || {
+                fs::read_to_string(&log).is_ok_and(|l| l.lines().count() >= lines)
+            }),
+            "the container's lines never reached {}",
+            log.display()
+        );
+    }
+    let logs = pod.script("pod-logs.sh", &pod.args(&["-c", "web"])).ok();
     // The two streams are separate pipes: their lines may reach the log in either order.
     let mut lines: Vec<&str> = logs.stdout.lines().collect();
     lines.sort_unstable();
     assert_eq!(lines, LINES, "{logs}");
+
     let raw = pod
-        .script(
-            "pod-logs.sh",
-            &[&name, "-n", "peapod-tests", "--raw", "-c", "web"],
-            false,
-        )
+        .script("pod-logs.sh", &pod.args(&["--raw", "-c", "web"]))
         .ok();
+    let has = |suffix: &str| raw.stdout.lines().any(|l| l.ends_with(suffix));
     assert!(
-        raw.stdout
-            .lines()
-            .any(|l| l.ends_with(" stdout F line one on stdout"))
-            && raw
-                .stdout
-                .lines()
-                .any(|l| l.ends_with(" stderr F line two on stderr")),
+        has(" stdout F line one on stdout") && has(" stderr F line two on stderr"),
         "{raw}"
     );
 
-    // pod-enter: the pod's hostname, and the container's own init as pid 1.
+    // -f prints what is there and keeps waiting: timeout ends it (124).
+    let follow = pod.script_via(
+        &["timeout", "2"],
+        "pod-logs.sh",
+        &pod.args(&["-c", "sidecar", "-f"]),
+    );
+    assert_eq!(
+        (follow.code, follow.stdout.as_str()),
+        (124, "sidecar up\n"),
+        "{follow}"
+    );
+
+    let unnamed = pod.script("pod-logs.sh", &pod.args(&[])).failed();
+    assert_eq!(
+        unnamed.stderr,
+        format!(
+            "pod-logs: a container name must be specified for pod {}, \
+             choose one of: [sidecar web]\n",
+            pod.name()
+        ),
+        "{unnamed}"
+    );
+}
+
+/// pod-enter: the pod's hostname, each container's own init as pid 1 (the first running
+/// container by default), the pod's address with --net-only.
+fn pod_enter_runs_in_the_containers(pod: &Pod) {
     let hostname = pod
-        .script(
-            "pod-enter.sh",
-            &[&name, "-n", "peapod-tests", "--", "hostname"],
-            false,
-        )
+        .script("pod-enter.sh", &pod.args(&["--", "hostname"]))
         .ok();
     assert_eq!(hostname.stdout.trim(), pod.sandbox.hostname(), "{hostname}");
+
+    let web_pid = pod.container("web").started.pid;
     let init = pod
-        .script(
-            "pod-enter.sh",
-            &[
-                &name,
-                "-n",
-                "peapod-tests",
-                "-c",
-                "web",
-                "--",
-                "cat",
-                "/proc/1/cmdline",
-            ],
-            false,
-        )
+        .script("pod-enter.sh", &pod.args(&["--", "cat", "/proc/1/cmdline"]))
         .ok();
-    let own_init = fs::read_to_string(format!("/proc/{pid}/cmdline")).expect("the init's cmdline");
+    let own_init =
+        fs::read_to_string(format!("/proc/{web_pid}/cmdline")).expect("the init's cmdline");
     assert_eq!(init.stdout, own_init, "{init}");
     assert_eq!(init.stdout, "sleep\x001000\0", "{init}");
+    let sidecar = pod
+        .script(
+            "pod-enter.sh",
+            &pod.args(&["-c", "sidecar", "--", "cat", "/proc/1/cmdline"]),
+        )
+        .ok();
+    assert_eq!(sidecar.stdout, "sleep\x00999\0", "{sidecar}");
+
     let addresses = pod
         .script(
             "pod-enter.sh",
-            &[
-                &name,
-                "-n",
-                "peapod-tests",
-                "--net-only",
-                "--",
-                "ip",
-                "-o",
-                "addr",
-            ],
-            false,
+            &pod.args(&["--net-only", "--", "ip", "-o", "addr"]),
         )
         .ok();
     assert_contains(&addresses, &format!(" {}/24 ", pod.ip));
 
-    // pod-net, from the private host namespace: the IP, the host end of the veth (as the
-    // bridge lists its ports) and the bridge, and the pod's masquerade chain.
+    let missing = pod
+        .script("pod-enter.sh", &pod.args(&["-c", "nosuch"]))
+        .failed();
+    assert_eq!(missing.code, 1, "{missing}");
+    assert!(
+        missing.stderr.contains("no container \"nosuch\""),
+        "{missing}"
+    );
+}
+
+/// pod-net, run in the private host namespace: the IP, the host end of the veth (as the
+/// bridge lists its ports), the bridge, the masquerade chain and the MAC-spoof check.
+fn pod_net_shows_the_veth_bridge_and_rules(pod: &Pod, netns_inode: &str) {
     let ports = pod
         .host
         .run(&["ip", "-o", "link", "show", "master", &pod.bridge]);
@@ -427,119 +491,85 @@ fn the_scripts_show_a_running_pod_from_the_host_state() {
         .split(": ")
         .nth(1)
         .and_then(|n| n.split('@').next())
-        .unwrap_or_else(|| panic!("no port on {}: {ports}", pod.bridge))
-        .to_owned();
+        .unwrap_or_else(|| panic!("no port on {}: {ports}", pod.bridge));
     let net = pod
-        .script("pod-net.sh", &[&name, "-n", "peapod-tests"], true)
+        .script_via(
+            &["ip", "netns", "exec", &pod.host.name],
+            "pod-net.sh",
+            &pod.args(&[]),
+        )
         .ok();
     assert_contains(&net, &format!("pod IP:   {}", pod.ip));
     assert_contains(&net, &format!("host: {host_veth} "));
     assert_contains(&net, &format!("  {}, addresses: 10.77.0.1/24", pod.bridge));
     assert_contains(&net, &format!("(inode {netns_inode})"));
-    assert_contains(&net, "-j MASQUERADE");
     assert_contains(&net, &format!("-s {}/32", pod.ip));
+    assert_contains(&net, "-j MASQUERADE");
     assert_contains(&net, &format!("iifname \"{host_veth}\""));
+}
 
-    // pod-ls: the pod with its netns inode, the container sharing it.
-    let ls = pod.script("pod-ls.sh", &["-n", "peapod-tests"], false).ok();
+/// pod-ls: the pod with its netns inode; each container with the pod's net, ipc and uts
+/// and pid and mnt namespaces of its own, as /proc shows them, and its cgroup.
+fn pod_ls_shows_the_shared_and_own_namespaces(pod: &Pod, netns_inode: &str) {
+    let name = pod.name();
+    let ls = pod.script("pod-ls.sh", &["-n", NAMESPACE]).ok();
     let pod_row = ls
         .stdout
         .lines()
-        .find(|l| l.split_whitespace().nth(1) == Some(name.as_str()))
+        .find(|l| l.split_whitespace().nth(1) == Some(name))
         .unwrap_or_else(|| panic!("no row for {name}:\n{ls}"));
-    let pod_fields: Vec<&str> = pod_row.split_whitespace().collect();
+    let uid = pod.sandbox.config().uid.as_str();
     assert_eq!(
-        pod_fields,
-        [
-            "peapod-tests",
-            name.as_str(),
-            pod.sandbox.config().uid.as_str(),
-            pod.ip.as_str(),
-            netns_inode.as_str()
-        ],
+        pod_row.split_whitespace().collect::<Vec<_>>(),
+        [NAMESPACE, name, uid, pod.ip.as_str(), netns_inode],
         "{ls}"
     );
-    let container_row = ls
-        .stdout
-        .lines()
-        .find(|l| l.trim_start().starts_with("web "))
-        .unwrap_or_else(|| panic!("no container row:\n{ls}"));
-    let fields: Vec<&str> = container_row.split_whitespace().collect();
-    assert_eq!(
-        fields[..5],
-        [
-            "web",
-            &container.id[..12],
-            pid.to_string().as_str(),
-            "running",
-            netns_inode.as_str()
-        ],
-        "{ls}"
-    );
-    // CONTAINER ID PID STATUS NET IPC UTS PIDNS MNT CGROUP
-    assert_eq!(fields.len(), 10, "{ls}");
-    let host_pid = "self".to_string();
-    for (kind, inode) in ["net", "ipc", "uts", "pid", "mnt"]
-        .iter()
-        .zip(&fields[4..9])
-    {
-        let link = ns_link(&pid.to_string(), kind);
-        assert_eq!(link, format!("{kind}:[{inode}]"), "{kind}: {ls}");
-        if ["pid", "mnt"].contains(kind) {
-            assert_ne!(link, ns_link(&host_pid, kind), "{kind} is the host's: {ls}");
+    let mut own = Vec::new();
+    for container in &pod.containers {
+        let fields = container_row(&ls, &container.name);
+        let pid = container.started.pid.to_string();
+        // CONTAINER ID PID STATUS NET IPC UTS PIDNS MNT CGROUP
+        assert_eq!(fields.len(), 10, "{ls}");
+        assert_eq!(
+            fields[..5],
+            [
+                &container.name,
+                &container.id[..12],
+                &pid,
+                "running",
+                netns_inode
+            ],
+            "{ls}"
+        );
+        for (kind, inode) in ["net", "ipc", "uts", "pid", "mnt"]
+            .iter()
+            .zip(&fields[4..9])
+        {
+            assert_eq!(ns_link(&pid, kind), format!("{kind}:[{inode}]"), "{ls}");
         }
+        own.push(fields[7..9].to_vec());
+        assert!(
+            fields[9].ends_with(&format!("pod{uid}/{}", container.id)),
+            "cgroup {}: {ls}",
+            fields[9]
+        );
     }
-    assert!(
-        fields[9].ends_with(&format!("pod{}/{}", pod.sandbox.config().uid, container.id)),
-        "cgroup {}: {ls}",
-        fields[9]
-    );
-    let everywhere = pod.script("pod-ls.sh", &["-A"], false).ok();
-    assert!(everywhere.stdout.contains(pod_row), "{everywhere}");
+    assert_ne!(own[0], own[1], "pid and mnt namespaces are shared: {ls}");
 
-    // Once the container has stopped: pod-ls shows the pod's pins, pod-enter refuses but
-    // --net-only still works.
-    pod.stop();
-    let ls = pod.script("pod-ls.sh", &["-n", "peapod-tests"], false).ok();
-    let stopped: Vec<String> = ls
-        .stdout
+    let everywhere = pod.script("pod-ls.sh", &["-A"]).ok();
+    assert!(everywhere.stdout.contains(pod_row), "{everywhere}");
+}
+
+/// The fields of container `name`'s row in pod-ls's output.
+#[track_caller]
+fn container_row(ls: &Output, name: &str) -> Vec<String> {
+    ls.stdout
         .lines()
-        .find(|l| l.trim_start().starts_with("web "))
-        .unwrap_or_else(|| panic!("no container row:\n{ls}"))
+        .find(|l| l.trim_start().starts_with(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("no row for container {name}:\n{ls}"))
         .split_whitespace()
         .map(str::to_owned)
-        .collect();
-    assert_eq!(
-        stopped[2..5],
-        ["-", "stopped", netns_inode.as_str()],
-        "{ls}"
-    );
-    let refused = pod
-        .script(
-            "pod-enter.sh",
-            &[&name, "-n", "peapod-tests", "--", "true"],
-            false,
-        )
-        .failed();
-    assert_eq!(refused.code, 1, "{refused}");
-    assert!(refused.stderr.contains("is not running"), "{refused}");
-    pod.script(
-        "pod-enter.sh",
-        &[&name, "-n", "peapod-tests", "--net-only", "--", "true"],
-        false,
-    )
-    .ok();
-    let missing = pod
-        .script(
-            "pod-enter.sh",
-            &[&name, "-n", "peapod-tests", "-c", "nosuch"],
-            false,
-        )
-        .failed();
-    assert!(
-        missing.stderr.contains("no container \"nosuch\""),
-        "{missing}"
-    );
+        .collect()
 }
 
 #[test]
