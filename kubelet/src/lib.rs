@@ -13,3 +13,4 @@
 pub mod api;
 pub mod network;
 pub mod source;
+pub mod stream;
