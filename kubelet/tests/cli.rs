@@ -171,3 +171,76 @@ async fn errors_read_like_kubectl() {
         )
     );
 }
+
+#[tokio::test]
+async fn logs_through_the_cli() {
+    use kubelet::api::ContainerRef;
+    use runtime::logs::{LogOptions, LogWriter, Stream};
+
+    let dir = tempfile::tempdir().unwrap();
+    let node = MemoryNode::new(&dir.path().join("manifests"));
+    node.add_pod("default", "two", &["web", "sidecar"]);
+    let log = dir.path().join("logs/0.log");
+    let exit = dir.path().join("logs/exit.json");
+    let mut writer = LogWriter::open(&log, LogOptions::default()).unwrap();
+    for line in ["one", "two", "three"] {
+        writer
+            .write(Stream::Stdout, format!("{line}\n").as_bytes())
+            .unwrap();
+    }
+    node.set_container(
+        "two",
+        "sidecar",
+        ContainerRef {
+            id: Some("c1".into()),
+            running: true,
+            log_path: Some(log.clone()),
+            previous_log_path: None,
+            exit_file: Some(exit.clone()),
+        },
+    );
+    let server = Server::start(dir.path(), node);
+
+    let run = peapod(&server.socket, &["logs", "two"]).await;
+    assert_eq!(run.code, 1);
+    assert_eq!(
+        run.stderr,
+        "peapod: a container name must be specified for pod two, choose one of: [web sidecar]\n"
+    );
+    let run = peapod(
+        &server.socket,
+        &["logs", "two", "-c", "sidecar", "--tail", "2"],
+    )
+    .await;
+    assert_eq!(
+        (run.code, run.stdout.as_str()),
+        (0, "two\nthree\n"),
+        "{}",
+        run.stderr
+    );
+    let run = peapod(&server.socket, &["logs", "pod/two", "-c", "sidecar", "-p"]).await;
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr
+            .starts_with("Error from server (BadRequest): previous terminated container"),
+        "{}",
+        run.stderr
+    );
+
+    let socket = server.socket.clone();
+    let follow =
+        tokio::spawn(async move { peapod(&socket, &["logs", "-f", "two", "-c", "sidecar"]).await });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    writer.write(Stream::Stdout, b"four\n").unwrap();
+    std::fs::write(&exit, "{}").unwrap();
+    let run = tokio::time::timeout(std::time::Duration::from_secs(10), follow)
+        .await
+        .expect("logs -f ends when the container has ended")
+        .unwrap();
+    assert_eq!(
+        (run.code, run.stdout.as_str()),
+        (0, "one\ntwo\nthree\nfour\n"),
+        "{}",
+        run.stderr
+    );
+}
