@@ -119,31 +119,52 @@ fn message(err: &anyhow::Error) -> String {
     text
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
-    let socket = cli
-        .socket
-        .clone()
-        .or_else(|| std::env::var_os("PEAPOD_SOCKET").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from(client::DEFAULT_SOCKET));
-    let kubelet = client::Client::new(&socket);
-    let namespace = cli.namespace.as_str();
-    let block_on =
-        |work: std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + '_>>| {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .context("starting the async runtime")?
-                .block_on(work)
-        };
-    match &cli.command {
-        Command::Apply(args) => return block_on(Box::pin(apply::run(&kubelet, args))),
-        Command::Get(args) => return block_on(Box::pin(get::run(&kubelet, namespace, args))),
-        Command::Describe(args) => {
-            return block_on(Box::pin(describe::run(&kubelet, namespace, args)))
+/// A command that talks to the kubelet rather than the image store.
+enum PodVerb<'a> {
+    Apply(&'a apply::ApplyArgs),
+    Get(&'a get::GetArgs),
+    Describe(&'a describe::DescribeArgs),
+    Logs(&'a logs::LogsArgs),
+    Delete(&'a delete::DeleteArgs),
+}
+
+impl<'a> PodVerb<'a> {
+    fn of(command: &'a Command) -> Option<PodVerb<'a>> {
+        Some(match command {
+            Command::Apply(args) => PodVerb::Apply(args),
+            Command::Get(args) => PodVerb::Get(args),
+            Command::Describe(args) => PodVerb::Describe(args),
+            Command::Logs(args) => PodVerb::Logs(args),
+            Command::Delete(args) => PodVerb::Delete(args),
+            _ => return None,
+        })
+    }
+
+    async fn run(self, kubelet: &client::Client, namespace: &str) -> anyhow::Result<()> {
+        match self {
+            PodVerb::Apply(args) => apply::run(kubelet, args).await,
+            PodVerb::Get(args) => get::run(kubelet, namespace, args).await,
+            PodVerb::Describe(args) => describe::run(kubelet, namespace, args).await,
+            PodVerb::Logs(args) => logs::run(kubelet, namespace, args).await,
+            PodVerb::Delete(args) => delete::run(kubelet, namespace, args).await,
         }
-        Command::Logs(args) => return block_on(Box::pin(logs::run(&kubelet, namespace, args))),
-        Command::Delete(args) => return block_on(Box::pin(delete::run(&kubelet, namespace, args))),
-        _ => {}
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Some(verb) = PodVerb::of(&cli.command) {
+        let socket = cli
+            .socket
+            .clone()
+            .or_else(|| std::env::var_os("PEAPOD_SOCKET").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from(client::DEFAULT_SOCKET));
+        let kubelet = client::Client::new(&socket);
+        // One thread is plenty for a client of one socket.
+        return tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?
+            .block_on(verb.run(&kubelet, &cli.namespace));
     }
     let root = cli
         .root
@@ -170,7 +191,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Image(ImageCommand::Import(args)) => images::import(&open()?, &args),
         Command::Image(ImageCommand::Prune) => images::prune(&open()?),
-        // Handled above.
+        // Handled by PodVerb.
         Command::Apply(_)
         | Command::Get(_)
         | Command::Describe(_)
