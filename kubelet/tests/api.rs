@@ -286,3 +286,87 @@ async fn get_json_post(
         serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
     )
 }
+
+/// Send a WebSocket upgrade request; the status and the chosen subprotocol.
+async fn upgrade(socket: &std::path::Path, uri: &str, protocol: &str) -> (u16, String, Vec<u8>) {
+    use http_body_util::{BodyExt, Empty};
+    let stream = tokio::net::UnixStream::connect(socket).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection.with_upgrades());
+    let request = hyper::Request::get(uri)
+        .header("host", "localhost")
+        .header("connection", "Upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .header("sec-websocket-protocol", protocol)
+        .body(Empty::<hyper::body::Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    let status = response.status().as_u16();
+    let chosen = response
+        .headers()
+        .get("sec-websocket-protocol")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let body = if status == 101 {
+        Vec::new()
+    } else {
+        response
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec()
+    };
+    (status, chosen, body)
+}
+
+#[tokio::test]
+async fn exec_and_port_forward_upgrade_to_the_stream_protocols() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = MemoryNode::new(&dir.path().join("manifests"));
+    node.add_pod("default", "web", &["web"]);
+    node.set_container(
+        "web",
+        "web",
+        ContainerRef {
+            id: Some("c1".into()),
+            running: true,
+            log_path: None,
+            previous_log_path: None,
+            exit_file: None,
+        },
+    );
+    let server = Server::start(dir.path(), node);
+    let (status, protocol, _) = upgrade(
+        &server.socket,
+        "/exec/default/web/web?command=hostname&stdout=1",
+        "v5.channel.k8s.io",
+    )
+    .await;
+    assert_eq!((status, protocol.as_str()), (101, "v5.channel.k8s.io"));
+    let (status, _, body) = upgrade(
+        &server.socket,
+        "/exec/default/nope/web?command=hostname&stdout=1",
+        "v5.channel.k8s.io",
+    )
+    .await;
+    let error: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!((status, error["reason"].as_str()), (404, Some("NotFound")));
+    let (status, _, body) = upgrade(
+        &server.socket,
+        "/portForward/default/web?port=x",
+        "v4.channel.k8s.io",
+    )
+    .await;
+    let error: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        (status, error["reason"].as_str()),
+        (400, Some("BadRequest"))
+    );
+}
