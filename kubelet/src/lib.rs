@@ -15,3 +15,4 @@ pub mod api;
 pub mod network;
 pub mod pod;
 pub mod source;
+pub mod stream;

@@ -1,8 +1,12 @@
-//! `peapod`: the human CLI for one node (images now; pods in a later issue).
+//! `peapod`: the human CLI for one node, with kubectl's verbs and output shapes.
 //!
 //! One file per command group: [`images`] (list, remove, import, prune) and
-//! [`pull`]. Each command returns `anyhow::Result`; `main` prints the error
-//! with its causes as `peapod: …` and exits 1.
+//! [`pull`] work on the image store; [`apply`], [`get`], [`describe`],
+//! [`logs`] and [`delete`] talk to the kubelet's local API through [`client`],
+//! sharing kubectl's way of showing pods ([`pods`]). Each command returns
+//! `anyhow::Result`; `main` prints an API error as kubectl does
+//! (`Error from server (NotFound): …`), any other with its causes as
+//! `peapod: …`, and exits 1.
 
 /// `println!` that treats a closed stdout (`peapod images | head -1`) as the
 /// end of the output instead of a panic.
@@ -13,7 +17,14 @@ macro_rules! out {
     }};
 }
 
+mod apply;
+mod client;
+mod delete;
+mod describe;
+mod get;
 mod images;
+mod logs;
+mod pods;
 mod pull;
 
 use anyhow::Context as _;
@@ -22,17 +33,37 @@ use runtime::image::Store;
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "peapod", version, about = "Manage a peapod node: images")]
+#[command(
+    name = "peapod",
+    version,
+    about = "Manage a peapod node: pods and images"
+)]
 struct Cli {
     /// The image store's directory [env: PEAPOD_ROOT] [default: /var/lib/peapod]
     #[arg(long, global = true, value_name = "DIR")]
     root: Option<PathBuf>,
+    /// The kubelet's socket [env: PEAPOD_SOCKET] [default: /run/peapod/kubelet.sock]
+    #[arg(long, global = true, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// The namespace of the pods named.
+    #[arg(short, long, global = true, default_value = "default")]
+    namespace: String,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Create or update pods from manifests (written into the kubelet's manifests folder).
+    Apply(apply::ApplyArgs),
+    /// List pods.
+    Get(get::GetArgs),
+    /// Show a pod in detail, with its events.
+    Describe(describe::DescribeArgs),
+    /// Print a container's log.
+    Logs(logs::LogsArgs),
+    /// Delete pods (remove their manifests) and wait until they are gone.
+    Delete(delete::DeleteArgs),
     /// List images.
     Images(images::ListArgs),
     /// Pull an image from a registry.
@@ -62,7 +93,11 @@ enum ImageCommand {
 fn main() {
     let cli = Cli::parse();
     if let Err(err) = run(cli) {
-        eprintln!("peapod: {}", message(&err));
+        match err.downcast_ref::<client::ServerError>() {
+            // kubectl's shape, which scripts and hands already know.
+            Some(server) => eprintln!("{server}"),
+            None => eprintln!("peapod: {}", message(&err)),
+        }
         std::process::exit(1);
     }
 }
@@ -84,7 +119,53 @@ fn message(err: &anyhow::Error) -> String {
     text
 }
 
+/// A command that talks to the kubelet rather than the image store.
+enum PodVerb<'a> {
+    Apply(&'a apply::ApplyArgs),
+    Get(&'a get::GetArgs),
+    Describe(&'a describe::DescribeArgs),
+    Logs(&'a logs::LogsArgs),
+    Delete(&'a delete::DeleteArgs),
+}
+
+impl<'a> PodVerb<'a> {
+    fn of(command: &'a Command) -> Option<PodVerb<'a>> {
+        Some(match command {
+            Command::Apply(args) => PodVerb::Apply(args),
+            Command::Get(args) => PodVerb::Get(args),
+            Command::Describe(args) => PodVerb::Describe(args),
+            Command::Logs(args) => PodVerb::Logs(args),
+            Command::Delete(args) => PodVerb::Delete(args),
+            _ => return None,
+        })
+    }
+
+    async fn run(self, kubelet: &client::Client, namespace: &str) -> anyhow::Result<()> {
+        match self {
+            PodVerb::Apply(args) => apply::run(kubelet, args).await,
+            PodVerb::Get(args) => get::run(kubelet, namespace, args).await,
+            PodVerb::Describe(args) => describe::run(kubelet, namespace, args).await,
+            PodVerb::Logs(args) => logs::run(kubelet, namespace, args).await,
+            PodVerb::Delete(args) => delete::run(kubelet, namespace, args).await,
+        }
+    }
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Some(verb) = PodVerb::of(&cli.command) {
+        let socket = cli
+            .socket
+            .clone()
+            .or_else(|| std::env::var_os("PEAPOD_SOCKET").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from(client::DEFAULT_SOCKET));
+        let kubelet = client::Client::new(&socket);
+        // One thread is plenty for a client of one socket.
+        return tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?
+            .block_on(verb.run(&kubelet, &cli.namespace));
+    }
     let root = cli
         .root
         .or_else(|| std::env::var_os("PEAPOD_ROOT").map(PathBuf::from))
@@ -110,6 +191,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Image(ImageCommand::Import(args)) => images::import(&open()?, &args),
         Command::Image(ImageCommand::Prune) => images::prune(&open()?),
+        // Handled by PodVerb.
+        Command::Apply(_)
+        | Command::Get(_)
+        | Command::Describe(_)
+        | Command::Logs(_)
+        | Command::Delete(_) => Ok(()),
     }
 }
 

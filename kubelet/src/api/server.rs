@@ -1,0 +1,137 @@
+//! The HTTP server on the kubelet's unix socket: the routes and how it listens.
+
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{Path as Params, Query, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use tokio::net::UnixListener;
+
+use super::status::ApiError;
+use super::{logs, manifests, pods, Node};
+use crate::stream;
+
+/// What every handler gets: the node it serves.
+pub type Shared = Arc<dyn Node>;
+
+/// Listen on the unix socket at `path`: a stale socket file is removed, the
+/// parent directory created, and the socket made 0600 (root only: it runs
+/// commands in containers).
+pub fn bind(path: &Path) -> io::Result<UnixListener> {
+    let context = |what: &str, e: io::Error| {
+        io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))
+    };
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| context("creating the directory of", e))?;
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(context("removing the stale socket", e)),
+    }
+    let listener = UnixListener::bind(path).map_err(|e| context("binding", e))?;
+    // The socket is briefly reachable with the umask's mode between bind and
+    // chmod; its directory (/run/peapod, root's) is what keeps others out then.
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| context("setting the mode of", e))?;
+    Ok(listener)
+}
+
+/// Serve the local API on `listener` until the task is dropped or the listener fails.
+pub async fn serve(listener: UnixListener, node: Arc<dyn Node>) {
+    // axum::serve only returns on a listener error it cannot recover from,
+    // and it retries accept errors itself.
+    let _ = axum::serve(listener, router(node)).await;
+}
+
+/// Every route of the local API.
+pub fn router(node: Arc<dyn Node>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/pods", get(pods::list))
+        .route(
+            "/pods/{namespace}/{name}",
+            get(pods::get).delete(manifests::delete),
+        )
+        .route("/events", get(pods::events))
+        .route("/manifests", axum::routing::post(manifests::apply))
+        .route(
+            "/containerLogs/{namespace}/{pod}/{container}",
+            get(logs::container_logs),
+        )
+        .route("/exec/{namespace}/{pod}/{container}", get(exec))
+        .route("/portForward/{namespace}/{pod}", get(port_forward))
+        .with_state(node)
+}
+
+/// `GET /exec/{ns}/{pod}/{container}?command=..&command=..&stdin=1&stdout=1&stderr=1&tty=1`.
+async fn exec(
+    State(node): State<Shared>,
+    Params((namespace, pod, container)): Params<(String, String, String)>,
+    Query(query): Query<Vec<(String, String)>>,
+    upgrade: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let flag = |name: &str| query.iter().any(|(k, v)| k == name && truthy(v));
+    let request = stream::ExecRequest {
+        command: query
+            .iter()
+            .filter(|(k, _)| k == "command")
+            .map(|(_, v)| v.clone())
+            .collect(),
+        stdin: flag("stdin"),
+        stdout: flag("stdout"),
+        stderr: flag("stderr"),
+        tty: flag("tty"),
+    };
+    if request.command.is_empty() {
+        return Err(ApiError::bad_request("you must specify at least 1 command"));
+    }
+    let found = node.container(&namespace, &pod, &container)?;
+    let id = match (found.id, found.running) {
+        (Some(id), true) => id,
+        _ => {
+            return Err(ApiError::bad_request(format!(
+                "container {container} is not running in pod {pod}"
+            )))
+        }
+    };
+    let runtime = node.runtime();
+    Ok(upgrade
+        .protocols(stream::EXEC_PROTOCOLS.iter().copied())
+        .on_upgrade(move |socket| stream::exec(socket, runtime, id, request))
+        .into_response())
+}
+
+/// `GET /portForward/{ns}/{pod}?port=N`.
+async fn port_forward(
+    State(node): State<Shared>,
+    Params((namespace, pod)): Params<(String, String)>,
+    Query(query): Query<Vec<(String, String)>>,
+    upgrade: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let port = query
+        .iter()
+        .find(|(k, _)| k == "port")
+        .ok_or_else(|| ApiError::bad_request("a port to forward is required (?port=N)"))?;
+    let port: u16 = port
+        .1
+        .parse()
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| ApiError::bad_request(format!("invalid port {:?}", port.1)))?;
+    let netns = node.netns(&namespace, &pod)?;
+    Ok(upgrade
+        .protocols(stream::PORT_FORWARD_PROTOCOLS.iter().copied())
+        .on_upgrade(move |socket| stream::port_forward(socket, netns, port))
+        .into_response())
+}
+
+/// A query flag as the kubelet reads it: `1` and `true` (any case) are set.
+pub(super) fn truthy(value: &str) -> bool {
+    value == "1" || value.eq_ignore_ascii_case("true")
+}
