@@ -115,6 +115,11 @@ impl Kubelet {
         &self.node_name
     }
 
+    /// The cgroup under which the kubelet makes `kubepods`.
+    pub fn cgroup_root(&self) -> &Path {
+        &self.cgroup_root
+    }
+
     /// The local API socket.
     pub fn socket(&self) -> PathBuf {
         self.path("kubelet.sock")

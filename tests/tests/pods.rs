@@ -53,6 +53,7 @@ fn running(pod: &Value) -> bool {
             .is_some_and(|cs| cs.iter().all(|c| c["ready"] == true))
 }
 
+/// A container's CRI log file as stored (restart 0).
 fn log_of(node: &Kubelet, pod: &Value, container: &str) -> String {
     let dir = node.log_dir().join(format!(
         "{}_{}_{}",
@@ -67,8 +68,11 @@ fn log_of(node: &Kubelet, pod: &Value, container: &str) -> String {
 fn a_two_container_pod_runs_serves_shares_localhost_and_hostname_and_leaves_nothing() {
     let node = Kubelet::start();
     let name = format!("web-{}", node.node_name());
+    let file = node.path("web.yaml");
+    fs::write(&file, web_pod("web")).unwrap();
     let applied = Instant::now();
-    node.write_manifest("web.yaml", &web_pod("web"));
+    let out = node.peapod(&["apply", "-f", file.to_str().unwrap()]).ok();
+    assert_eq!(out.stdout.trim(), format!("pod/{name} created"));
     let pod = node.wait_pod(&name, Duration::from_secs(5), running);
     eprintln!("Running after {:?}", applied.elapsed());
     let ip = pod["status"]["podIP"]
@@ -82,6 +86,29 @@ fn a_two_container_pod_runs_serves_shares_localhost_and_hostname_and_leaves_noth
     assert_eq!(pod["status"]["podIPs"][0]["ip"], ip.as_str());
     assert_eq!(pod["spec"]["nodeName"], node.node_name());
 
+    // kubectl's table, with the IP and node in -o wide.
+    let wide = node.peapod(&["get", "pods", "-o", "wide"]).ok().stdout;
+    let mut lines = wide.lines();
+    let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        &header[..7],
+        ["NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "NODE"],
+        "{wide}"
+    );
+    let row: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        (row[0], row[1], row[2], row[3], row[5], row[6]),
+        (
+            name.as_str(),
+            "2/2",
+            "Running",
+            "0",
+            ip.as_str(),
+            node.node_name()
+        ),
+        "{wide}"
+    );
+
     // The host (the node's netns) reaches the pod on its IP.
     let page = node
         .host_sh(&format!("wget -q -T 5 -O- http://{ip}:8080/"))
@@ -90,18 +117,25 @@ fn a_two_container_pod_runs_serves_shares_localhost_and_hostname_and_leaves_noth
 
     // The sidecar fetched the page over localhost: one network namespace, one hostname.
     let fetched = wait_until(Duration::from_secs(5), || {
-        log_of(&node, &pod, "sidecar").contains("<h1>hello from")
+        node.peapod(&["logs", &name, "-c", "sidecar"])
+            .stdout
+            .contains("<h1>hello from")
     });
-    let sidecar_log = log_of(&node, &pod, "sidecar");
+    let sidecar_log = node.peapod(&["logs", &name, "-c", "sidecar"]).ok().stdout;
     assert!(fetched, "the sidecar reached localhost:8080: {sidecar_log}");
     assert!(
-        sidecar_log.contains(&format!("stdout F sidecar on {name}\n")),
+        sidecar_log.starts_with(&format!("sidecar on {name}\n")),
         "both containers see the pod's hostname: {sidecar_log}"
     );
+    let web_log = node.peapod(&["logs", &name, "-c", "web"]).ok().stdout;
     assert!(
-        log_of(&node, &pod, "web").contains("stderr F [::ffff:127.0.0.1]"),
-        "the web server logged the sidecar's request: {}",
-        log_of(&node, &pod, "web")
+        web_log.starts_with("serving\n") && web_log.contains("[::ffff:127.0.0.1]"),
+        "the web server logged the sidecar's request: {web_log}"
+    );
+    let described = node.peapod(&["describe", "pod", &name]).ok().stdout;
+    assert!(
+        described.contains("Started container web") && described.contains(&ip),
+        "describe shows the IP and the events: {described}"
     );
 
     // Delete: everything of the pod goes.
@@ -114,9 +148,18 @@ fn a_two_container_pod_runs_serves_shares_localhost_and_hostname_and_leaves_noth
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(bundles.len(), 2);
-    fs::remove_file(node.manifests().join("web.yaml")).unwrap();
-    let gone = wait_until(Duration::from_secs(20), || node.pod(&name).is_none());
-    assert!(gone, "the pod is removed: {}", node.log());
+    let out = node.peapod(&["delete", "pod", &name]).ok();
+    assert_eq!(out.stdout.trim(), format!("pod \"{name}\" deleted"));
+    assert!(
+        node.pod(&name).is_none(),
+        "delete waits until the pod is gone"
+    );
+    let missing = node.peapod(&["get", "pod", &name]);
+    assert!(!missing.success());
+    assert_eq!(
+        missing.stderr.trim(),
+        format!("Error from server (NotFound): pods \"{name}\" not found")
+    );
     assert!(
         !Path::new("/run/netns").join(&sandbox).exists(),
         "netns pin"
@@ -133,6 +176,8 @@ fn a_two_container_pod_runs_serves_shares_localhost_and_hostname_and_leaves_noth
         })
         .unwrap_or(0);
     assert_eq!(ipam, 0, "the IP allocation is released");
+    let nat = node.host_sh("iptables -t nat -S").unwrap();
+    assert!(!nat.contains(&sandbox), "no masquerade rule left: {nat}");
     let mounts = fs::read_to_string("/proc/self/mounts").unwrap();
     for id in &bundles {
         assert!(!mounts.contains(id.as_str()), "overlay of {id} unmounted");
@@ -141,15 +186,15 @@ fn a_two_container_pod_runs_serves_shares_localhost_and_hostname_and_leaves_noth
             "runtime state of {id} removed"
         );
     }
-    let cgroups = fs::read_to_string("/proc/self/mountinfo").unwrap();
-    drop(cgroups);
-    let pod_cgroup_left = fs::read_dir("/sys/fs/cgroup/memory")
+    let pod_cgroup_left = fs::read_dir("/sys/fs/cgroup")
         .into_iter()
         .flatten()
         .flatten()
-        .any(|e| {
-            let root = e.path();
-            root.join("kubepods/besteffort")
+        .any(|hierarchy| {
+            hierarchy
+                .path()
+                .join(node.cgroup_root().strip_prefix("/").unwrap())
+                .join("kubepods/besteffort")
                 .join(format!("pod{uid}"))
                 .exists()
         });
