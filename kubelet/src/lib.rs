@@ -6,6 +6,7 @@
 //! - [`network`]: a pod's network through CNI (attach, detach, status), with
 //!   peapod's default network when the node has no config.
 //! - [`api`]: the local API on a unix socket that the `peapod` CLI talks to.
+//! - [`stream`]: exec and port-forward over WebSockets (server and CLI sides).
 //!
 //! Start reading at `source::folder`.
 #![warn(missing_docs)]
@@ -13,3 +14,4 @@
 pub mod api;
 pub mod network;
 pub mod source;
+pub mod stream;

@@ -13,7 +13,9 @@ macro_rules! out {
     }};
 }
 
+mod exec;
 mod images;
+mod port_forward;
 mod pull;
 
 use anyhow::Context as _;
@@ -27,6 +29,9 @@ struct Cli {
     /// The image store's directory [env: PEAPOD_ROOT] [default: /var/lib/peapod]
     #[arg(long, global = true, value_name = "DIR")]
     root: Option<PathBuf>,
+    /// The kubelet's API socket [env: PEAPOD_SOCKET] [default: /run/peapod/kubelet.sock]
+    #[arg(long, global = true, value_name = "PATH")]
+    socket: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -42,6 +47,10 @@ enum Command {
     /// Manage images.
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Run a command in a pod's container.
+    Exec(exec::ExecArgs),
+    /// Forward local ports to a pod.
+    PortForward(port_forward::PortForwardArgs),
 }
 
 #[derive(Subcommand)]
@@ -85,6 +94,10 @@ fn message(err: &anyhow::Error) -> String {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    let socket = cli
+        .socket
+        .or_else(|| std::env::var_os("PEAPOD_SOCKET").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(kubelet::stream::client::DEFAULT_SOCKET));
     let root = cli
         .root
         .or_else(|| std::env::var_os("PEAPOD_ROOT").map(PathBuf::from))
@@ -110,6 +123,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Image(ImageCommand::Import(args)) => images::import(&open()?, &args),
         Command::Image(ImageCommand::Prune) => images::prune(&open()?),
+        Command::Exec(args) => std::process::exit(exec::run(&socket, &args)?),
+        Command::PortForward(args) => std::process::exit(port_forward::run(&socket, &args)?),
     }
 }
 
