@@ -659,3 +659,53 @@ fn the_peapod_cli_execs_and_forwards_as_kubectl_does() {
     let second = lines.next().expect("a second line").expect("readable");
     assert_eq!(second, format!("Handling connection for {local}"));
 }
+
+/// Host pids whose command line is exactly `argv`.
+fn processes_running(argv: &[&str]) -> Vec<i32> {
+    let wanted: Vec<u8> = argv
+        .iter()
+        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
+        .collect();
+    std::fs::read_dir("/proc")
+        .expect("reading /proc")
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == wanted))
+        .collect()
+}
+
+#[test]
+fn exec_kills_the_command_when_the_client_goes_away() {
+    let mut pod = Pod::new();
+    pod.run("web", "exec sleep 1000");
+    let server = Server::start(&pod);
+    // A duration no other test uses, to find the command among the host's processes.
+    let seconds = (3000 + std::process::id() % 1000).to_string();
+    let argv = ["sleep", seconds.as_str()];
+    let script = format!("echo started; exec sleep {seconds}");
+    let (socket, web) = (server.socket(), target(&pod, "web"));
+    let request = request(&["sh", "-c", &script], false, false);
+    server.block_on(async move {
+        let (stdout, mut ours) = tokio::io::duplex(1024);
+        let exec = tokio::spawn(async move {
+            let io = ExecIo::<tokio::io::Empty, _, _> {
+                stdin: None,
+                stdout,
+                stderr: tokio::io::sink(),
+                resize: None,
+            };
+            client::exec(&socket, &web, &request, io).await
+        });
+        let mut started = [0; 8];
+        ours.read_exact(&mut started)
+            .await
+            .expect("the command's first line");
+        assert_eq!(&started, b"started\n");
+        exec.abort();
+    });
+    assert!(
+        peapod_tests::host::wait_until(Duration::from_secs(10), || processes_running(&argv)
+            .is_empty()),
+        "{argv:?} still runs after the client went away: {:?}",
+        processes_running(&argv)
+    );
+}

@@ -31,6 +31,9 @@ const DRAIN: Duration = Duration::from_secs(5);
 /// How often held-back stderr checks whether the command has started.
 const START_CHECK: Duration = Duration::from_millis(100);
 
+/// How long killing waits for the runtime to name the command's pid.
+const PID_WAIT: Duration = Duration::from_secs(2);
+
 /// Output chunks the readers may queue ahead of the WebSocket.
 const QUEUE: usize = 32;
 
@@ -359,7 +362,11 @@ impl Session {
 
     /// Kill the command (by the pid the runtime wrote) and the runtime waiting for it.
     async fn kill(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
+        // The command may already run while the runtime has yet to write its pid (its
+        // output can even have reached the client); killing only the runtime then would
+        // leave the command behind, so wait a moment for the pid.
+        let deadline = tokio::time::Instant::now() + PID_WAIT;
+        while matches!(self.child.try_wait(), Ok(None)) {
             if let Some(pid) = self.scratch.pid() {
                 // The runtime has not reaped it yet (it is still running), so the pid
                 // is still the command's.
@@ -367,9 +374,14 @@ impl Session {
                     nix::unistd::Pid::from_raw(pid),
                     nix::sys::signal::Signal::SIGKILL,
                 );
+                break;
             }
-            let _ = self.child.start_kill();
+            if tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(START_CHECK / 5).await;
         }
+        let _ = self.child.start_kill();
         let _ = self.child.wait().await;
     }
 }
