@@ -20,7 +20,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use kubelet::api::RuntimeRef;
 use kubelet::stream::channel::Size;
-use kubelet::stream::client::{self, ClientError, ExecIo, Target};
+use kubelet::stream::client::{self, ExecIo, Target};
 use kubelet::stream::{ExecRequest, EXEC_PROTOCOLS, PORT_FORWARD_PROTOCOLS};
 use peapod_tests::cli::{binary_path, run_captured, runtime_path, Output};
 use peapod_tests::host::{remove_cgroup_tree, unique_suffix};
@@ -130,6 +130,23 @@ impl Pod {
         run_captured(command, Duration::from_secs(60))
     }
 
+    /// Run container `web`: busybox httpd serving "hello from web" on the pod's
+    /// loopback, and wait until it answers.
+    #[track_caller]
+    fn run_web(&mut self) {
+        self.run(
+            "web",
+            &format!(
+                "mkdir -p /tmp/www && echo hello from web > /tmp/www/index.html && \
+                 exec httpd -f -p 127.0.0.1:{PORT} -h /tmp/www"
+            ),
+        );
+        self.wait_for(
+            "web",
+            &format!("wget -q -O /dev/null http://127.0.0.1:{PORT}/"),
+        );
+    }
+
     /// Wait until `script` succeeds in container `name` (e.g. a server listens).
     #[track_caller]
     fn wait_for(&self, name: &str, script: &str) {
@@ -214,6 +231,11 @@ impl Server {
 
     fn socket(&self) -> PathBuf {
         self.dir.path().join("kubelet.sock")
+    }
+
+    /// A plain exec: no stdin, no terminal.
+    fn exec(&self, target: &Target, command: &[&str]) -> Ran {
+        run_exec(self, target, command, false, None, vec![])
     }
 
     fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
@@ -301,16 +323,6 @@ struct Ran {
     stderr: String,
 }
 
-fn request(command: &[&str], stdin: bool, tty: bool) -> ExecRequest {
-    ExecRequest {
-        command: command.iter().map(|s| s.to_string()).collect(),
-        stdin,
-        stdout: true,
-        stderr: !tty,
-        tty,
-    }
-}
-
 fn target(pod: &Pod, container: &str) -> Target {
     Target {
         namespace: NAMESPACE.into(),
@@ -319,15 +331,24 @@ fn target(pod: &Pod, container: &str) -> Target {
     }
 }
 
-/// Exec with `input` as stdin (when given) and `sizes` queued for the resize channel.
+/// Exec `command` (on a terminal with `tty`); `input`, when given, is typed after a
+/// delay and then ends; `sizes` are queued for the resize channel.
 fn run_exec(
     server: &Server,
     target: &Target,
-    request: &ExecRequest,
-    input: Option<tokio::io::DuplexStream>,
+    command: &[&str],
+    tty: bool,
+    input: Option<(&'static str, Duration)>,
     sizes: Vec<Size>,
 ) -> Ran {
-    let resize = request.tty.then(|| {
+    let request = ExecRequest {
+        command: command.iter().map(|s| s.to_string()).collect(),
+        stdin: input.is_some(),
+        stdout: true,
+        stderr: !tty,
+        tty,
+    };
+    let resize = tty.then(|| {
         let (tx, rx) = mpsc::channel(8);
         for size in sizes {
             tx.try_send(size).expect("room for the sizes");
@@ -336,13 +357,13 @@ fn run_exec(
     });
     let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
     let io = ExecIo {
-        stdin: input,
+        stdin: input.map(|(text, delay)| typed(server, text, delay)),
         stdout: &mut stdout,
         stderr: &mut stderr,
         resize,
     };
     let code = server
-        .block_on(client::exec(&server.socket(), target, request, io))
+        .block_on(client::exec(&server.socket(), target, &request, io))
         .map_err(|e| e.to_string());
     Ran {
         code,
@@ -370,13 +391,7 @@ fn exec_streams_output_and_reports_exit_codes() {
     let server = Server::start(&pod);
     let web = target(&pod, "web");
 
-    let ran = run_exec(
-        &server,
-        &web,
-        &request(&["hostname"], false, false),
-        None,
-        vec![],
-    );
+    let ran = server.exec(&web, &["hostname"]);
     assert_eq!(ran.code, Ok(0), "{ran:?}");
     assert_eq!(
         ran.stdout,
@@ -385,37 +400,19 @@ fn exec_streams_output_and_reports_exit_codes() {
     );
 
     let script = "echo out; echo err >&2; exit 3";
-    let ran = run_exec(
-        &server,
-        &web,
-        &request(&["sh", "-c", script], false, false),
-        None,
-        vec![],
-    );
+    let ran = server.exec(&web, &["sh", "-c", script]);
     assert_eq!(ran.code, Ok(3), "{ran:?}");
     assert_eq!(
         (ran.stdout.as_str(), ran.stderr.as_str()),
         ("out\n", "err\n")
     );
 
-    let input = typed(&server, "line one\nline two\n", Duration::ZERO);
-    let ran = run_exec(
-        &server,
-        &web,
-        &request(&["cat"], true, false),
-        Some(input),
-        vec![],
-    );
+    let input = ("line one\nline two\n", Duration::ZERO);
+    let ran = run_exec(&server, &web, &["cat"], false, Some(input), vec![]);
     assert_eq!(ran.code, Ok(0), "{ran:?}");
     assert_eq!(ran.stdout, "line one\nline two\n");
 
-    let ran = run_exec(
-        &server,
-        &web,
-        &request(&["no-such-command"], false, false),
-        None,
-        vec![],
-    );
+    let ran = server.exec(&web, &["no-such-command"]);
     let err = ran.code.expect_err("a missing executable is a failure");
     assert!(
         err.contains("error executing command in container"),
@@ -428,13 +425,7 @@ fn exec_streams_output_and_reports_exit_codes() {
     );
 
     let ghost = target(&pod, "ghost-container");
-    let ran = run_exec(
-        &server,
-        &ghost,
-        &request(&["true"], false, false),
-        None,
-        vec![],
-    );
+    let ran = server.exec(&ghost, &["true"]);
     let err = ran.code.expect_err("no such container");
     assert!(err.contains("ghost-container"), "{err}");
 
@@ -442,23 +433,10 @@ fn exec_streams_output_and_reports_exit_codes() {
         pod: "no-such-pod".into(),
         ..web.clone()
     };
-    let err = server
-        .block_on(client::exec(
-            &server.socket(),
-            &missing,
-            &request(&["true"], false, false),
-            ExecIo::<tokio::io::Empty, Vec<u8>, Vec<u8>> {
-                stdin: None,
-                stdout: Vec::new(),
-                stderr: Vec::new(),
-                resize: None,
-            },
-        ))
-        .expect_err("no such pod");
-    assert!(matches!(err, ClientError::Server { .. }), "{err:?}");
+    let ran = server.exec(&missing, &["true"]);
     assert_eq!(
-        err.to_string(),
-        "Error from server (NotFound): pods \"no-such-pod\" not found"
+        ran.code,
+        Err("Error from server (NotFound): pods \"no-such-pod\" not found".into())
     );
 }
 
@@ -469,7 +447,7 @@ fn exec_on_a_terminal_follows_resizes_and_ends_input_with_eof() {
     let server = Server::start(&pod);
     let web = target(&pod, "web");
 
-    let ran = run_exec(&server, &web, &request(&["tty"], false, true), None, vec![]);
+    let ran = run_exec(&server, &web, &["tty"], true, None, vec![]);
     assert_eq!(ran.code, Ok(0), "{ran:?}");
     assert!(ran.stdout.starts_with("/dev/pts/"), "{ran:?}");
 
@@ -478,26 +456,14 @@ fn exec_on_a_terminal_follows_resizes_and_ends_input_with_eof() {
         width: 123,
         height: 45,
     };
-    let input = typed(&server, "stty size; exit 7\n", Duration::from_millis(500));
-    let ran = run_exec(
-        &server,
-        &web,
-        &request(&["sh"], true, true),
-        Some(input),
-        vec![size],
-    );
+    let input = ("stty size; exit 7\n", Duration::from_millis(500));
+    let ran = run_exec(&server, &web, &["sh"], true, Some(input), vec![size]);
     assert_eq!(ran.code, Ok(7), "{ran:?}");
     assert!(ran.stdout.contains("45 123"), "{ran:?}");
 
     // The input's end is the terminal's EOF character: cat ends.
-    let input = typed(&server, "typed\n", Duration::from_millis(200));
-    let ran = run_exec(
-        &server,
-        &web,
-        &request(&["cat"], true, true),
-        Some(input),
-        vec![],
-    );
+    let input = ("typed\n", Duration::from_millis(200));
+    let ran = run_exec(&server, &web, &["cat"], true, Some(input), vec![]);
     assert_eq!(ran.code, Ok(0), "{ran:?}");
     assert!(ran.stdout.contains("typed"), "{ran:?}");
 }
@@ -528,17 +494,7 @@ fn forward_get(server: &Server, pod: &Pod, port: u16) -> (Result<(), String>, St
 #[test]
 fn port_forward_reaches_a_port_inside_the_pod_and_reports_a_closed_one() {
     let mut pod = Pod::new();
-    pod.run(
-        "web",
-        &format!(
-            "mkdir -p /tmp/www && echo hello from web > /tmp/www/index.html && \
-             exec httpd -f -p 127.0.0.1:{PORT} -h /tmp/www"
-        ),
-    );
-    pod.wait_for(
-        "web",
-        &format!("wget -q -O /dev/null http://127.0.0.1:{PORT}/"),
-    );
+    pod.run_web();
     let server = Server::start(&pod);
 
     let (result, answer) = forward_get(&server, &pod, PORT);
@@ -571,18 +527,8 @@ impl Drop for Forwarder {
 #[test]
 fn the_peapod_cli_execs_and_forwards_as_kubectl_does() {
     let mut pod = Pod::new();
-    pod.run(
-        "web",
-        &format!(
-            "mkdir -p /tmp/www && echo hello from web > /tmp/www/index.html && \
-             exec httpd -f -p 127.0.0.1:{PORT} -h /tmp/www"
-        ),
-    );
+    pod.run_web();
     pod.run("sidecar", "exec sleep 1000");
-    pod.wait_for(
-        "web",
-        &format!("wget -q -O /dev/null http://127.0.0.1:{PORT}/"),
-    );
     let server = Server::start(&pod);
     let socket = server.socket();
     let cli = |args: &[&str]| {
@@ -683,7 +629,11 @@ fn exec_kills_the_command_when_the_client_goes_away() {
     let argv = ["sleep", seconds.as_str()];
     let script = format!("echo started; exec sleep {seconds}");
     let (socket, web) = (server.socket(), target(&pod, "web"));
-    let request = request(&["sh", "-c", &script], false, false);
+    let request = ExecRequest {
+        command: vec!["sh".into(), "-c".into(), script],
+        stdout: true,
+        ..ExecRequest::default()
+    };
     server.block_on(async move {
         let (stdout, mut ours) = tokio::io::duplex(1024);
         let exec = tokio::spawn(async move {
