@@ -514,7 +514,7 @@ fn peapod() -> PathBuf {
     binary_path("PEAPOD", "peapod", "`cargo build -p peapod-kubelet --bins`")
 }
 
-/// A `peapod port-forward` we started, killed by its PID on drop.
+/// A `peapod` process we started, killed by its PID on drop.
 struct Forwarder(Child);
 
 impl Drop for Forwarder {
@@ -657,5 +657,115 @@ fn exec_kills_the_command_when_the_client_goes_away() {
             .is_empty()),
         "{argv:?} still runs after the client went away: {:?}",
         processes_running(&argv)
+    );
+}
+
+/// Reads the terminal `master` until its output so far contains `needle`; panics with
+/// what arrived if it does not within 20 s.
+#[track_caller]
+fn read_until(master: &mut std::fs::File, seen: &mut String, needle: &str) {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !seen.contains(needle) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let timeout = PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX);
+        let mut fds = [PollFd::new(master.as_fd(), PollFlags::POLLIN)];
+        let ready = matches!(poll(&mut fds, timeout), Ok(n) if n > 0);
+        assert!(
+            ready && !left.is_zero(),
+            "no {needle:?} on the terminal; got {seen:?}"
+        );
+        let mut buf = [0u8; 4096];
+        match master.read(&mut buf) {
+            Ok(n @ 1..) => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+            other => panic!("reading the terminal: {other:?}; got {seen:?}"),
+        }
+    }
+}
+
+#[test]
+fn peapod_exec_on_a_terminal_goes_raw_follows_its_size_and_restores_it() {
+    use nix::sys::termios::{tcgetattr, LocalFlags};
+    use std::os::fd::{AsRawFd, OwnedFd};
+    use std::os::unix::process::CommandExt;
+
+    let mut pod = Pod::new();
+    pod.run("web", "exec sleep 1000");
+    let server = Server::start(&pod);
+    let size = |rows, cols| nix::pty::Winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    let pty = nix::pty::openpty(Some(&size(30, 100)), None).expect("a pty");
+    let slave: OwnedFd = pty.slave;
+    let stdio = |fd: &OwnedFd| Stdio::from(fd.try_clone().expect("a slave fd"));
+    let mut command = Command::new(peapod());
+    command
+        .arg("--socket")
+        .arg(server.socket())
+        .args([
+            "exec",
+            "-it",
+            "-n",
+            NAMESPACE,
+            pod.name(),
+            "-c",
+            "web",
+            "--",
+            "sh",
+        ])
+        .stdin(stdio(&slave))
+        .stdout(stdio(&slave))
+        .stderr(stdio(&slave));
+    // SAFETY: only async-signal-safe calls (setsid, ioctl) between fork and exec; they
+    // make the pty peapod's controlling terminal, so resizing it sends peapod SIGWINCH.
+    unsafe {
+        command.pre_exec(|| {
+            nix::unistd::setsid().map_err(std::io::Error::from)?;
+            if libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut peapod = Forwarder(command.spawn().expect("starting peapod exec -it"));
+    let mut master = std::fs::File::from(pty.master);
+    let mut seen = String::new();
+
+    read_until(&mut master, &mut seen, "/ # ");
+    let local = tcgetattr(&slave).expect("the terminal's modes").local_flags;
+    assert!(
+        !local.intersects(LocalFlags::ICANON | LocalFlags::ECHO),
+        "peapod's terminal is raw while the command runs: {local:?}"
+    );
+    master.write_all(b"stty size\n").expect("typing");
+    read_until(&mut master, &mut seen, "30 100");
+
+    // SAFETY: TIOCSWINSZ reads a winsize struct we own.
+    let resized = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &size(50, 160)) };
+    assert_eq!(resized, 0, "resizing the terminal");
+    std::thread::sleep(Duration::from_millis(500));
+    master.write_all(b"stty size; exit 5\n").expect("typing");
+    read_until(&mut master, &mut seen, "50 160");
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = peapod.0.try_wait().expect("waiting for peapod") {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "peapod did not exit; saw {seen:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(5), "{seen:?}");
+    let local = tcgetattr(&slave).expect("the terminal's modes").local_flags;
+    assert!(
+        local.contains(LocalFlags::ICANON | LocalFlags::ECHO),
+        "peapod restored the terminal: {local:?}"
     );
 }
