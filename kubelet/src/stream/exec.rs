@@ -261,67 +261,58 @@ impl Session {
         protocol: Protocol,
         request: &ExecRequest,
     ) -> Option<Status> {
-        // Stderr waits until the command has started: until then it is the runtime's,
-        // and becomes the Failure's message if the command never starts.
-        let mut held = Vec::new();
-        let mut started = false;
+        let mut held = HeldStderr::default();
         let mut exited: Option<ExitStatus> = None;
         let mut outputs_open = true;
         // Armed once the command exits.
         let drain = tokio::time::sleep(Duration::from_secs(365 * 24 * 3600));
         tokio::pin!(drain);
         let mut check = tokio::time::interval(START_CHECK);
-        loop {
-            if exited.is_some() && !outputs_open {
-                break;
-            }
-            tokio::select! {
+        while exited.is_none() || outputs_open {
+            // What to send the client after this step, if anything.
+            let outgoing = tokio::select! {
                 message = socket.recv(), if exited.is_none() => match message {
-                    Some(Ok(Message::Binary(data))) => self.input(&data, protocol),
+                    Some(Ok(Message::Binary(data))) => {
+                        self.input(&data, protocol);
+                        None
+                    }
                     Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
                         self.kill().await;
                         return None;
                     }
-                    Some(Ok(_)) => {}
+                    Some(Ok(_)) => None,
                 },
                 chunk = self.output.recv(), if outputs_open => match chunk {
-                    Some((STDERR, data)) if !started => {
-                        held.extend_from_slice(&data);
-                        started = self.scratch.pid().is_some();
-                        if started && request.stderr && !send(socket, STDERR, &std::mem::take(&mut held)).await {
-                            self.kill().await;
-                            return None;
-                        }
+                    Some((STDERR, data)) => held.add(&data, &self.scratch).map(|data| (STDERR, data)),
+                    Some(chunk) => Some(chunk),
+                    None => {
+                        outputs_open = false;
+                        None
                     }
-                    Some((channel, data)) => {
-                        let wanted = (channel == STDOUT && request.stdout)
-                            || (channel == STDERR && request.stderr);
-                        if wanted && !send(socket, channel, &data).await {
-                            self.kill().await;
-                            return None;
-                        }
-                    }
-                    None => outputs_open = false,
                 },
                 status = self.child.wait(), if exited.is_none() => {
                     exited = Some(status.unwrap_or_else(|_| ExitStatus::from_raw(255 << 8)));
                     drain.as_mut().reset(tokio::time::Instant::now() + DRAIN);
                     // The stdin writer is done for: the command is gone.
                     self.input = None;
+                    None
                 }
-                _ = check.tick(), if !started && !held.is_empty() => {
-                    started = self.scratch.pid().is_some();
-                    if started && request.stderr && !send(socket, STDERR, &std::mem::take(&mut held)).await {
-                        self.kill().await;
-                        return None;
-                    }
-                }
+                _ = check.tick(), if held.waiting() => held.add(&[], &self.scratch).map(|data| (STDERR, data)),
                 _ = &mut drain, if exited.is_some() => break,
+            };
+            let Some((channel, data)) = outgoing else {
+                continue;
+            };
+            let wanted =
+                (channel == STDOUT && request.stdout) || (channel == STDERR && request.stderr);
+            if wanted && !send(socket, channel, &data).await {
+                self.kill().await;
+                return None;
             }
         }
         let code = exited.map(exit_code).unwrap_or(255);
         if self.scratch.pid().is_none() {
-            let text = String::from_utf8_lossy(&held).trim().to_owned();
+            let text = String::from_utf8_lossy(&held.bytes).trim().to_owned();
             let reason = if text.is_empty() {
                 format!("the runtime exited with code {code} without starting the command")
             } else {
@@ -329,8 +320,8 @@ impl Session {
             };
             return Some(status::internal(&reason));
         }
-        if !held.is_empty() && request.stderr {
-            send(socket, STDERR, &held).await;
+        if !held.bytes.is_empty() && request.stderr {
+            send(socket, STDERR, &held.bytes).await;
         }
         Some(if code == 0 {
             status::success()
@@ -383,6 +374,34 @@ impl Session {
         }
         let _ = self.child.start_kill();
         let _ = self.child.wait().await;
+    }
+}
+
+/// Stderr held back until the command has started: until then it is the runtime's, and
+/// becomes the Failure's message if the command never starts.
+#[derive(Default)]
+struct HeldStderr {
+    bytes: Vec<u8>,
+    started: bool,
+}
+
+impl HeldStderr {
+    /// Take a chunk; returns what may go to the client now.
+    fn add(&mut self, data: &[u8], scratch: &Scratch) -> Option<Vec<u8>> {
+        if !self.started {
+            self.bytes.extend_from_slice(data);
+            self.started = scratch.pid().is_some();
+            if !self.started {
+                return None;
+            }
+            return Some(std::mem::take(&mut self.bytes)).filter(|b| !b.is_empty());
+        }
+        Some(data.to_vec())
+    }
+
+    /// Whether something is held that a started command would release.
+    fn waiting(&self) -> bool {
+        !self.started && !self.bytes.is_empty()
     }
 }
 
