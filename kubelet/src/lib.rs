@@ -7,6 +7,7 @@
 //!   peapod's default network when the node has no config.
 //! - [`pod`]: the pod manager and one worker per pod, driving the runtime.
 //! - [`api`]: the local API on a unix socket that the `peapod` CLI talks to.
+//! - [`stream`]: exec and port-forward over WebSockets (server and CLI sides).
 //!
 //! Start reading at `source::folder`.
 #![warn(missing_docs)]

@@ -73,24 +73,11 @@ pub fn router(node: Arc<dyn Node>) -> Router {
 async fn exec(
     State(node): State<Shared>,
     Params((namespace, pod, container)): Params<(String, String, String)>,
-    Query(query): Query<Vec<(String, String)>>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
-    let flag = |name: &str| query.iter().any(|(k, v)| k == name && truthy(v));
-    let request = stream::ExecRequest {
-        command: query
-            .iter()
-            .filter(|(k, _)| k == "command")
-            .map(|(_, v)| v.clone())
-            .collect(),
-        stdin: flag("stdin"),
-        stdout: flag("stdout"),
-        stderr: flag("stderr"),
-        tty: flag("tty"),
-    };
-    if request.command.is_empty() {
-        return Err(ApiError::bad_request("you must specify at least 1 command"));
-    }
+    let request = stream::ExecRequest::from_query(query.as_deref().unwrap_or_default())
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let found = node.container(&namespace, &pod, &container)?;
     let id = match (found.id, found.running) {
         (Some(id), true) => id,

@@ -1,43 +1,149 @@
-//! Exec and port-forward over WebSocket (placeholder: the `stream` branch
-//! replaces this file with the real implementation at merge).
+//! Exec and port-forward over WebSockets, in the kubelet's channel framing: the server
+//! side the local API routes to, and the client side the `peapod` CLI uses.
+//!
+//! - [`channel`]: the v4/v5 channel framing (channel byte, resize JSON, port header).
+//! - [`status`]: the v1 `Status` an exec ends with, and reading its exit code back.
+//! - [`exec`](mod@exec): runs a command in a container through the runtime CLI.
+//! - [`port_forward`](mod@port_forward): dials a port inside a pod's network namespace.
+//! - [`client`]: the CLI's side of both, over the kubelet's unix socket.
 
-use std::path::PathBuf;
+pub mod channel;
+pub mod client;
+pub mod exec;
+pub mod port_forward;
+mod pty;
+pub mod status;
 
-use axum::extract::ws::{Message, WebSocket};
+pub use exec::exec;
+pub use port_forward::port_forward;
 
-use crate::api::RuntimeRef;
-
-/// WebSocket subprotocols exec accepts, preferred first.
+/// The subprotocols exec speaks, preferred first.
 pub const EXEC_PROTOCOLS: &[&str] = &["v5.channel.k8s.io", "v4.channel.k8s.io"];
-/// WebSocket subprotocols port-forward accepts.
+
+/// The subprotocols port-forward speaks (the kubelet's WebSocket port-forward framing).
 pub const PORT_FORWARD_PROTOCOLS: &[&str] = &["v4.channel.k8s.io"];
 
-/// What to run in a container, and which streams to attach.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An exec request's query (`?command=sh&command=-c&command=...&stdin=1&tty=1`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ExecRequest {
-    /// The command and its arguments.
+    /// The command and its arguments (the repeated `command` parameter, in order).
     pub command: Vec<String>,
-    /// Attach stdin.
+    /// Pass the client's standard input.
     pub stdin: bool,
-    /// Attach stdout.
+    /// Send the command's standard output.
     pub stdout: bool,
-    /// Attach stderr.
+    /// Send the command's standard error (never with a tty: it shares stdout).
     pub stderr: bool,
-    /// Allocate a terminal.
+    /// Run the command on a pseudo-terminal.
     pub tty: bool,
 }
 
-/// Run `request` in container `container_id` (placeholder: closes the socket).
-pub async fn exec(
-    mut socket: WebSocket,
-    _runtime: RuntimeRef,
-    _container_id: String,
-    _request: ExecRequest,
-) {
-    let _ = socket.send(Message::Close(None)).await;
+/// An exec query the kubelet would refuse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExecRequestError {
+    /// No `command` parameter.
+    #[error("missing required command parameter: expected at least one command=ARG")]
+    NoCommand,
+    /// None of stdin, stdout, stderr asked for.
+    #[error("you must specify at least 1 of stdin, stdout, stderr")]
+    NoStreams,
 }
 
-/// Forward the socket to `port` inside `netns` (placeholder: closes the socket).
-pub async fn port_forward(mut socket: WebSocket, _netns: PathBuf, _port: u16) {
-    let _ = socket.send(Message::Close(None)).await;
+impl ExecRequest {
+    /// Parse a raw query string as the kubelet does: `command` may repeat, the stream
+    /// flags are on when `1` or `true`, and a tty has no separate stderr.
+    pub fn from_query(query: &str) -> Result<ExecRequest, ExecRequestError> {
+        let mut request = ExecRequest::default();
+        for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+            let on = matches!(value.as_ref(), "1" | "true");
+            match key.as_ref() {
+                "command" => request.command.push(value.into_owned()),
+                "stdin" | "input" => request.stdin = on,
+                "stdout" | "output" => request.stdout = on,
+                "stderr" | "error" => request.stderr = on,
+                "tty" => request.tty = on,
+                _ => {}
+            }
+        }
+        if request.command.is_empty() {
+            return Err(ExecRequestError::NoCommand);
+        }
+        if request.tty {
+            request.stderr = false;
+        }
+        if !(request.stdin || request.stdout || request.stderr) {
+            return Err(ExecRequestError::NoStreams);
+        }
+        Ok(request)
+    }
+
+    /// The query string for this request (what the client sends).
+    pub fn to_query(&self) -> String {
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        for arg in &self.command {
+            query.append_pair("command", arg);
+        }
+        for (name, on) in [
+            ("stdin", self.stdin),
+            ("stdout", self.stdout),
+            ("stderr", self.stderr),
+            ("tty", self.tty),
+        ] {
+            if on {
+                query.append_pair(name, "true");
+            }
+        }
+        query.finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeated_commands_keep_their_order_and_decoding() {
+        let request = ExecRequest::from_query(
+            "command=sh&command=-c&command=echo%20a%26b+c&stdout=1&stderr=true",
+        )
+        .unwrap();
+        assert_eq!(request.command, ["sh", "-c", "echo a&b c"]);
+        assert!(request.stdout && request.stderr && !request.stdin && !request.tty);
+    }
+
+    #[test]
+    fn a_tty_has_no_stderr_and_flags_other_than_1_or_true_are_off() {
+        let request =
+            ExecRequest::from_query("command=sh&stdin=1&stdout=yes&stderr=1&tty=1").unwrap();
+        assert!(request.stdin && request.tty);
+        assert!(!request.stdout && !request.stderr);
+    }
+
+    #[test]
+    fn requests_without_a_command_or_streams_are_refused() {
+        assert_eq!(
+            ExecRequest::from_query("stdout=1"),
+            Err(ExecRequestError::NoCommand)
+        );
+        assert_eq!(
+            ExecRequest::from_query("command=ls"),
+            Err(ExecRequestError::NoStreams)
+        );
+        assert_eq!(
+            ExecRequest::from_query(""),
+            Err(ExecRequestError::NoCommand)
+        );
+    }
+
+    #[test]
+    fn queries_round_trip() {
+        let request = ExecRequest {
+            command: vec!["sh".into(), "-c".into(), "echo 'x=1&y'; exit 3".into()],
+            stdin: true,
+            stdout: true,
+            stderr: true,
+            tty: false,
+        };
+        assert_eq!(ExecRequest::from_query(&request.to_query()), Ok(request));
+    }
 }

@@ -21,10 +21,12 @@ mod apply;
 mod client;
 mod delete;
 mod describe;
+mod exec;
 mod get;
 mod images;
 mod logs;
 mod pods;
+mod port_forward;
 mod pull;
 
 use anyhow::Context as _;
@@ -73,6 +75,10 @@ enum Command {
     /// Manage images.
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Run a command in a pod's container.
+    Exec(exec::ExecArgs),
+    /// Forward local ports to a pod.
+    PortForward(port_forward::PortForwardArgs),
 }
 
 #[derive(Subcommand)]
@@ -152,12 +158,12 @@ impl<'a> PodVerb<'a> {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    let socket = cli
+        .socket
+        .clone()
+        .or_else(|| std::env::var_os("PEAPOD_SOCKET").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(client::DEFAULT_SOCKET));
     if let Some(verb) = PodVerb::of(&cli.command) {
-        let socket = cli
-            .socket
-            .clone()
-            .or_else(|| std::env::var_os("PEAPOD_SOCKET").map(PathBuf::from))
-            .unwrap_or_else(|| PathBuf::from(client::DEFAULT_SOCKET));
         let kubelet = client::Client::new(&socket);
         // One thread is plenty for a client of one socket.
         return tokio::runtime::Builder::new_current_thread()
@@ -197,6 +203,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         | Command::Describe(_)
         | Command::Logs(_)
         | Command::Delete(_) => Ok(()),
+        Command::Exec(mut args) => {
+            args.namespace = cli.namespace;
+            std::process::exit(exec::run(&socket, &args)?)
+        }
+        Command::PortForward(mut args) => {
+            args.namespace = cli.namespace;
+            std::process::exit(port_forward::run(&socket, &args)?)
+        }
     }
 }
 
