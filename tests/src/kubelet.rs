@@ -249,14 +249,20 @@ impl Kubelet {
 
     /// Runs `peapod --socket <sock> --root <images> ARGS`.
     pub fn peapod(&self, args: &[&str]) -> Output {
+        run_captured(self.peapod_command(args), CLI_TIMEOUT)
+    }
+
+    /// The command `peapod --socket <sock> --root <images> ARGS`, to run as the test wants.
+    pub fn peapod_command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(crate::peapod::peapod_path());
         command
             .arg("--root")
             .arg(self.path("images"))
             .arg("--socket")
             .arg(self.socket())
-            .args(args);
-        run_captured(command, CLI_TIMEOUT)
+            .args(args)
+            .stdin(Stdio::null());
+        command
     }
 
     /// Runs `sh -c SCRIPT` in the private host netns; Err with the output on failure.

@@ -53,6 +53,43 @@ fn running(pod: &Value) -> bool {
             .is_some_and(|cs| cs.iter().all(|c| c["ready"] == true))
 }
 
+/// `GET /` through `peapod port-forward pod/NAME :PORT` (a free local port on loopback):
+/// the body. The forwarder is stopped (by its PID) before returning.
+fn port_forward_get(node: &Kubelet, pod: &str, port: u16) -> String {
+    use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+    let mut forward = node
+        .peapod_command(&["port-forward", &format!("pod/{pod}"), &format!(":{port}")])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("starting peapod port-forward");
+    let mut lines = BufReader::new(forward.stdout.take().unwrap()).lines();
+    let first = lines.next().and_then(Result::ok).unwrap_or_default();
+    let local = first
+        .strip_prefix("Forwarding from ")
+        .and_then(|rest| rest.split(" -> ").next())
+        .map(str::to_string);
+    let body = local.map(|addr| {
+        let mut conn = std::net::TcpStream::connect(&addr).expect("connecting to the forward");
+        conn.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        conn.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .unwrap();
+        let mut answer = String::new();
+        let _ = conn.read_to_string(&mut answer);
+        answer
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or(answer)
+    });
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(forward.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = forward.wait();
+    body.unwrap_or_else(|| panic!("port-forward did not say where it listens: {first:?}"))
+}
+
 /// A container's CRI log file as stored (restart 0).
 fn log_of(node: &Kubelet, pod: &Value, container: &str) -> String {
     let dir = node.log_dir().join(format!(
@@ -132,6 +169,18 @@ fn a_two_container_pod_runs_serves_shares_localhost_and_hostname_and_leaves_noth
         web_log.starts_with("serving\n") && web_log.contains("[::ffff:127.0.0.1]"),
         "the web server logged the sidecar's request: {web_log}"
     );
+    // exec runs in the pod: its hostname is the pod name.
+    let exec = node
+        .peapod(&["exec", &name, "-c", "web", "--", "hostname"])
+        .ok();
+    assert_eq!(exec.stdout.trim(), name);
+    let failing = node.peapod(&["exec", &name, "-c", "sidecar", "--", "sh", "-c", "exit 7"]);
+    assert_eq!(failing.code, 7, "exec passes the exit code on: {failing}");
+
+    // port-forward: a local port on loopback serves the pod's port 8080.
+    let page = port_forward_get(&node, &name, 8080);
+    assert_eq!(page.trim(), format!("<h1>hello from {name}</h1>"));
+
     let described = node.peapod(&["describe", "pod", &name]).ok().stdout;
     assert!(
         described.contains("Started container web") && described.contains(&ip),
