@@ -71,25 +71,15 @@ impl Kubelet {
         for sub in ["manifests", "cni", "images"] {
             fs::create_dir_all(kubelet.path(sub)).expect("a node subdirectory");
         }
-        let conflist = serde_json::json!({
-            "cniVersion": "1.0.0",
-            "name": "peapod",
-            "plugins": [
-                {"type": "loopback"},
-                {
-                    "type": "peapod-bridge",
-                    "bridge": "peapod0",
-                    "isGateway": true,
-                    "ipMasq": true,
-                    "ipam": {
-                        "type": "peapod-host-local",
-                        "subnet": "10.88.0.0/16",
-                        "routes": [{"dst": "0.0.0.0/0"}],
-                        "dataDir": kubelet.path("ipam"),
-                    }
-                }
-            ]
-        });
+        // peapod's default network as the kubelet prints it, with its address
+        // allocations kept in the node's directory.
+        let printed = Command::new(kubelet_path())
+            .arg("--print-default-cni-config")
+            .output()
+            .expect("peapod-kubelet --print-default-cni-config");
+        let mut conflist: serde_json::Value =
+            serde_json::from_slice(&printed.stdout).expect("the default conflist is JSON");
+        conflist["plugins"][1]["ipam"]["dataDir"] = serde_json::json!(kubelet.path("ipam"));
         fs::write(
             kubelet.path("cni/10-peapod.conflist"),
             serde_json::to_vec_pretty(&conflist).unwrap(),
