@@ -49,15 +49,6 @@ kubelet_pid() {
   [[ -n $pid && -d /proc/$pid ]] && grep -q peapod-kubelet "/proc/$pid/cmdline" 2>/dev/null && echo "$pid"
 }
 
-# The pod network's side of the host: a namespace when PEAPOD_NETNS is set.
-in_node_netns() {
-  if [[ -n ${PEAPOD_NETNS:-} ]]; then
-    ip netns exec "$PEAPOD_NETNS" "$@"
-  else
-    "$@"
-  fi
-}
-
 stop() {
   local pid node
   node=$(hostname | tr '[:upper:]' '[:lower:]')
@@ -65,6 +56,7 @@ stop() {
     show peapod delete pod "web-$node" --ignore-not-found || true
     log "stopping peapod-kubelet (pid $pid)"
     kill "$pid"
+    while [[ -d /proc/$pid ]]; do sleep 0.1; done
     rm -f "$PIDFILE"
   else
     log "peapod-kubelet is not running"
@@ -134,7 +126,7 @@ log "5. run a pod: a web server and a sidecar"
 show peapod apply -f "$PEAPOD_ROOT/examples/web.yaml"
 pod=web-$(hostname | tr '[:upper:]' '[:lower:]')
 for _ in $(seq 100); do
-  phase=$(peapod get pod "$pod" -o json 2>/dev/null | jq -r '.status.phase // empty')
+  phase=$(peapod get pod "$pod" -o json 2>/dev/null | jq -r '.status.phase // empty' || true)
   [[ $phase == Running ]] && break
   sleep 0.1
 done
@@ -143,7 +135,9 @@ show peapod get pods -o wide
 ip=$(peapod get pod "$pod" -o json | jq -r .status.podIP)
 
 log "6. fetch the page from the pod's IP"
-show in_node_netns busybox wget -q -O- "http://$ip:8080/"
+fetch=(busybox wget -q -O- "http://$ip:8080/")
+[[ -z ${PEAPOD_NETNS:-} ]] || fetch=(ip netns exec "$PEAPOD_NETNS" "${fetch[@]}")
+show "${fetch[@]}"
 
 log "7. logs and a command inside the pod"
 sleep 1

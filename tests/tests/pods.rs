@@ -209,6 +209,13 @@ fn a_two_container_pod_runs_serves_shares_localhost_and_hostname_and_leaves_noth
         missing.stderr.trim(),
         format!("Error from server (NotFound): pods \"{name}\" not found")
     );
+    let again = node
+        .peapod(&["delete", "pod", &name, "--ignore-not-found"])
+        .ok();
+    assert_eq!(
+        again.stdout, "",
+        "--ignore-not-found: nothing to delete, no error"
+    );
     assert!(
         !Path::new("/run/netns").join(&sandbox).exists(),
         "netns pin"
@@ -355,6 +362,10 @@ fn a_restarted_kubelet_adopts_its_running_pods() {
         assert_eq!(container_status(&after, c)["restartCount"], 0);
     }
     assert_eq!(before["status"]["podIP"], after["status"]["podIP"]);
+    assert_eq!(
+        before["status"]["startTime"], after["status"]["startTime"],
+        "the pod's start time is its sandbox's, not the new kubelet's"
+    );
     let ip = after["status"]["podIP"].as_str().unwrap();
     node.host_sh(&format!("wget -q -T 5 -O- http://{ip}:8080/"))
         .expect("the pod still serves");

@@ -95,6 +95,11 @@ impl PodManager {
         if let Some(spec) = pod.spec.as_mut() {
             spec.node_name.get_or_insert(node_name);
         }
+        // The kubelet takes the pod on now: that is its creation, as far as this node
+        // knows (the API server stamps it for pods that come from there).
+        pod.metadata
+            .creation_timestamp
+            .get_or_insert_with(|| status::time(Utc::now()));
         let state = Arc::new(Mutex::new(PodState::new(pod.clone(), Utc::now())));
         let (commands, receiver) = mpsc::channel(4);
         let worker = Worker::new(self.cri.clone(), pod, state.clone());

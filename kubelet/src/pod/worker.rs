@@ -142,6 +142,13 @@ impl Worker {
             return;
         };
         tracing::info!(pod = %self.name(), "adopting sandbox {}", sandbox.name());
+        // The pod has been running since its sandbox was made, not since this kubelet.
+        if let Some(created) = parse_time(sandbox.created()) {
+            self.with_state(|s| {
+                s.start_time = created;
+                s.pod.metadata.creation_timestamp = Some(super::status::time(created));
+            });
+        }
         self.set_sandbox(&sandbox, sandbox.ip().into_iter().collect());
         self.sandbox = Some(sandbox);
         // The newest instance of each container is current; older ones only keep logs.

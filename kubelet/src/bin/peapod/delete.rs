@@ -23,6 +23,9 @@ pub struct DeleteArgs {
     /// Delete the pods these manifests define.
     #[arg(short = 'f', long = "filename", value_name = "FILE")]
     files: Vec<PathBuf>,
+    /// Treat a pod that is not there as deleted (no error).
+    #[arg(long)]
+    ignore_not_found: bool,
     /// Wait until the pods are gone.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     wait: bool,
@@ -48,8 +51,11 @@ pub async fn run(client: &Client, namespace: &str, args: &DeleteArgs) -> anyhow:
     let mut deleted = Vec::new();
     for (ns, name) in targets {
         let path = format!("/pods/{}/{}", encode(&ns), encode(&name));
-        let _: Pod = client.delete(&path).await?;
-        out!("pod \"{name}\" deleted");
+        match client.delete::<Pod>(&path).await {
+            Ok(_) => out!("pod \"{name}\" deleted"),
+            Err(e) if args.ignore_not_found && not_found(&e) => continue,
+            Err(e) => return Err(e),
+        }
         deleted.push(path);
     }
     if args.wait {
@@ -60,17 +66,19 @@ pub async fn run(client: &Client, namespace: &str, args: &DeleteArgs) -> anyhow:
     Ok(())
 }
 
+/// Whether the kubelet answered 404.
+fn not_found(error: &anyhow::Error) -> bool {
+    error
+        .downcast_ref::<ServerError>()
+        .is_some_and(|s| s.is_not_found())
+}
+
 /// Poll `path` until the kubelet says 404.
 async fn wait_gone(client: &Client, path: &str) -> anyhow::Result<()> {
     loop {
         match client.get::<Pod>(path).await {
             Ok(_) => tokio::time::sleep(POLL).await,
-            Err(e)
-                if e.downcast_ref::<ServerError>()
-                    .is_some_and(|s| s.is_not_found()) =>
-            {
-                return Ok(())
-            }
+            Err(e) if not_found(&e) => return Ok(()),
             Err(e) => return Err(e),
         }
     }
