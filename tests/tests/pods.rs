@@ -148,7 +148,7 @@ fn a_two_container_pod_runs_serves_shares_localhost_and_hostname_and_leaves_noth
 
     // The host (the node's netns) reaches the pod on its IP.
     let page = node
-        .host_sh(&format!("wget -q -T 5 -O- http://{ip}:8080/"))
+        .host_sh(&format!("busybox wget -q -T 5 -O- http://{ip}:8080/"))
         .expect("HTTP from the host to the pod IP");
     assert_eq!(page.trim(), format!("<h1>hello from {name}</h1>"));
 
@@ -367,6 +367,6 @@ fn a_restarted_kubelet_adopts_its_running_pods() {
         "the pod's start time is its sandbox's, not the new kubelet's"
     );
     let ip = after["status"]["podIP"].as_str().unwrap();
-    node.host_sh(&format!("wget -q -T 5 -O- http://{ip}:8080/"))
+    node.host_sh(&format!("busybox wget -q -T 5 -O- http://{ip}:8080/"))
         .expect("the pod still serves");
 }
