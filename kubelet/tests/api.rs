@@ -7,18 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use kubelet::api::ContainerRef;
-use runtime::logs::{LogOptions, LogWriter, Stream};
-use support::{get_json, request, MemoryNode, Server};
-
-const WEB: &str = "apiVersion: v1
-kind: Pod
-metadata:
-  name: web
-spec:
-  containers:
-  - name: web
-    image: busybox
-";
+use support::{get_json, request, running, write_log, MemoryNode, Server, WEB};
 
 #[tokio::test]
 async fn pods_and_errors_have_the_kubernetes_shapes() {
@@ -68,15 +57,6 @@ async fn pods_and_errors_have_the_kubernetes_shapes() {
     assert_eq!(events["items"][0]["reason"], "Started");
 }
 
-fn write_log(path: &std::path::Path, lines: &[&str]) {
-    let mut writer = LogWriter::open(path, LogOptions::default()).unwrap();
-    for line in lines {
-        writer
-            .write(Stream::Stdout, format!("{line}\n").as_bytes())
-            .unwrap();
-    }
-}
-
 #[tokio::test]
 async fn logs_tail_timestamps_previous_and_follow() {
     let dir = tempfile::tempdir().unwrap();
@@ -94,11 +74,10 @@ async fn logs_tail_timestamps_previous_and_follow() {
         "web",
         "web",
         ContainerRef {
-            id: Some("c1".into()),
-            running: true,
             log_path: Some(current.clone()),
             previous_log_path: Some(previous),
             exit_file: Some(exit.clone()),
+            ..running("c1")
         },
     );
     let server = Server::start(dir.path(), node.clone());
@@ -156,9 +135,7 @@ async fn logs_tail_timestamps_previous_and_follow() {
         ContainerRef {
             id: None,
             running: false,
-            log_path: None,
-            previous_log_path: None,
-            exit_file: None,
+            ..running("c1")
         },
     );
     let (status, error) = get_json(&server.socket, &format!("{base}?previous=1")).await;
@@ -244,7 +221,6 @@ async fn apply_writes_one_file_per_pod_atomically() {
         WEB.replace("name: web\n", "name: d\n")
     );
     std::fs::write(&shared, &both).unwrap();
-    node.set_file("default", "c-testnode", &shared);
     let (status, error) = apply(WEB.replace("name: web\n", "name: c\n")).await;
     assert_eq!(status, 409, "{error}");
     assert!(error["message"].as_str().unwrap().contains("both.yaml"));
@@ -263,7 +239,6 @@ async fn delete_removes_the_pods_own_file() {
     std::fs::write(&web, WEB).unwrap();
     std::fs::write(&other, WEB.replace("name: web\n", "name: other\n")).unwrap();
     node.add_pod("default", "web-testnode", &["web"]);
-    node.set_file("default", "web-testnode", &web);
 
     let (status, error) = request(&server.socket, "DELETE", "/pods/default/gone", b"").await;
     assert_eq!(status, 404, "{}", String::from_utf8_lossy(&error));
@@ -331,17 +306,7 @@ async fn exec_and_port_forward_upgrade_to_the_stream_protocols() {
     let dir = tempfile::tempdir().unwrap();
     let node = MemoryNode::new(&dir.path().join("manifests"));
     node.add_pod("default", "web", &["web"]);
-    node.set_container(
-        "web",
-        "web",
-        ContainerRef {
-            id: Some("c1".into()),
-            running: true,
-            log_path: None,
-            previous_log_path: None,
-            exit_file: None,
-        },
-    );
+    node.set_container("web", "web", running("c1"));
     let server = Server::start(dir.path(), node);
     let (status, protocol, _) = upgrade(
         &server.socket,

@@ -5,17 +5,7 @@ mod support;
 
 use std::path::Path;
 
-use support::{MemoryNode, Server};
-
-const WEB: &str = "apiVersion: v1
-kind: Pod
-metadata:
-  name: web
-spec:
-  containers:
-  - name: web
-    image: busybox
-";
+use support::{running, write_log, MemoryNode, Server, WEB};
 
 struct Run {
     code: i32,
@@ -62,7 +52,6 @@ async fn apply_get_delete_through_the_cli() {
 
     // The folder source would now report the pod; the in-memory node plays it.
     node.add_pod("default", "web-testnode", &["web"]);
-    node.set_file("default", "web-testnode", &written);
     let run = peapod(&server.socket, &["get", "pods"]).await;
     assert_eq!(run.code, 0, "{}", run.stderr);
     let lines: Vec<&str> = run.stdout.lines().collect();
@@ -175,28 +164,20 @@ async fn errors_read_like_kubectl() {
 #[tokio::test]
 async fn logs_through_the_cli() {
     use kubelet::api::ContainerRef;
-    use runtime::logs::{LogOptions, LogWriter, Stream};
 
     let dir = tempfile::tempdir().unwrap();
     let node = MemoryNode::new(&dir.path().join("manifests"));
     node.add_pod("default", "two", &["web", "sidecar"]);
     let log = dir.path().join("logs/0.log");
     let exit = dir.path().join("logs/exit.json");
-    let mut writer = LogWriter::open(&log, LogOptions::default()).unwrap();
-    for line in ["one", "two", "three"] {
-        writer
-            .write(Stream::Stdout, format!("{line}\n").as_bytes())
-            .unwrap();
-    }
+    write_log(&log, &["one", "two", "three"]);
     node.set_container(
         "two",
         "sidecar",
         ContainerRef {
-            id: Some("c1".into()),
-            running: true,
             log_path: Some(log.clone()),
-            previous_log_path: None,
             exit_file: Some(exit.clone()),
+            ..running("c1")
         },
     );
     let server = Server::start(dir.path(), node);
@@ -231,7 +212,7 @@ async fn logs_through_the_cli() {
     let follow =
         tokio::spawn(async move { peapod(&socket, &["logs", "-f", "two", "-c", "sidecar"]).await });
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    writer.write(Stream::Stdout, b"four\n").unwrap();
+    write_log(&log, &["four"]);
     std::fs::write(&exit, "{}").unwrap();
     let run = tokio::time::timeout(std::time::Duration::from_secs(10), follow)
         .await

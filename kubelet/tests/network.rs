@@ -18,10 +18,9 @@ use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use kubelet::network::{PodNetwork, PodRef};
-use peapod_tests::host::remove_cgroup_tree;
-use runtime::sandbox::{Paths, Qos, Sandbox, SandboxConfig};
+use peapod_tests::pod::TestPod;
+use runtime::sandbox::Qos;
 use serde_json::json;
-use tempfile::TempDir;
 
 /// Where Debian's `containernetworking-plugins` installs `loopback`.
 const REFERENCE_DIR: &str = "/usr/lib/cni";
@@ -93,58 +92,15 @@ impl Drop for HostNs {
     }
 }
 
-/// A sandbox with a state dir and cgroup root of its own, removed on drop.
-struct Pod {
-    sandbox: Sandbox,
-    cgroup_root: PathBuf,
-    _state: TempDir,
-}
-
-impl Pod {
-    fn new(suffix: &str) -> Pod {
-        let state = tempfile::Builder::new()
-            .prefix("pp-network-sandboxes-")
-            .tempdir()
-            .expect("a state directory");
-        let cgroup_root = PathBuf::from(format!("/pp-network-{suffix}"));
-        let paths = Paths {
-            state_dir: state.path().to_path_buf(),
-            cgroup_root: cgroup_root.clone(),
-            ..Paths::default()
-        };
-        let config = SandboxConfig {
-            name: format!("web-{suffix}"),
-            namespace: "peapod-tests".into(),
-            uid: format!("uid-{suffix}"),
-            hostname: format!("web-{suffix}"),
-            qos: Qos::BestEffort,
-        };
-        let sandbox = Sandbox::create(&config, &paths).expect("the sandbox is created");
-        Pod {
-            sandbox,
-            cgroup_root,
-            _state: state,
-        }
-    }
-
-    fn netns_name(&self) -> String {
-        self.sandbox
-            .pins()
-            .net
-            .file_name()
-            .unwrap()
-            .to_string_lossy()
-            .into_owned()
-    }
-}
-
-impl Drop for Pod {
-    fn drop(&mut self) {
-        if let Err(e) = self.sandbox.remove() {
-            eprintln!("removing sandbox {}: {e}", self.sandbox.name());
-        }
-        remove_cgroup_tree(&self.cgroup_root);
-    }
+/// The name of the pod's netns in `/run/netns`, for `ip -n`.
+fn netns_name(pod: &TestPod) -> String {
+    pod.sandbox
+        .pins()
+        .net
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// The directory cargo put this crate's and the cni crate's binaries in.
@@ -224,7 +180,7 @@ fn a_pod_is_attached_answers_ping_and_is_detached() {
         .status()
         .expect("a 1.0.0 network is ready once loaded");
 
-    let mut pod = Pod::new(&suffix);
+    let mut pod = TestPod::new("pp-network", Qos::BestEffort);
     let netns = pod.sandbox.pins().net.clone();
     let id = pod.sandbox.name().to_string();
     let (namespace, name, uid) = {
@@ -247,7 +203,7 @@ fn a_pod_is_attached_answers_ping_and_is_detached() {
         "{ip} is in {subnet_prefix}.0/24"
     );
 
-    let ns = pod.netns_name();
+    let ns = netns_name(&pod);
     let eth0 = text(&sh(&["ip", "-n", &ns, "-o", "addr", "show", "eth0"]));
     assert!(
         eth0.contains(&format!(" {ip}/24 ")),

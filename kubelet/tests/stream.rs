@@ -6,7 +6,6 @@
 //! Each test has its own sandbox (state dir and cgroup root of its own), runtime root
 //! and socket dir, all removed at the end even when the test fails.
 
-use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -22,160 +21,46 @@ use kubelet::api::RuntimeRef;
 use kubelet::stream::channel::Size;
 use kubelet::stream::client::{self, ExecIo, Target};
 use kubelet::stream::{ExecRequest, EXEC_PROTOCOLS, PORT_FORWARD_PROTOCOLS};
-use peapod_tests::cli::{binary_path, run_captured, runtime_path, Output};
-use peapod_tests::host::{remove_cgroup_tree, unique_suffix};
-use peapod_tests::{require_root, Bundle};
-use runtime::sandbox::{ContainerConfig, Paths, Qos, Sandbox, SandboxConfig};
+use peapod_tests::cli::{binary_path, runtime_path};
+use peapod_tests::pod::{TestPod, NAMESPACE};
+use runtime::sandbox::Qos;
 use serde_json::json;
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-const NAMESPACE: &str = "peapod-tests";
 /// The port busybox httpd serves on inside the pod.
 const PORT: u16 = 8080;
 
-/// A sandbox with a state dir and cgroup root of its own; removed on drop.
-struct Pod {
-    sandbox: Sandbox,
-    paths: Paths,
-    _state: TempDir,
-    /// The runtime's `--root` for this pod's containers.
-    root: TempDir,
-    /// Container name → runtime id.
-    containers: HashMap<String, String>,
-    _rootfs: Vec<Bundle>,
+/// A pod in throwaway locations, with its own runtime root; taken down on drop.
+#[track_caller]
+fn new_pod() -> TestPod {
+    TestPod::new("pp-stream", Qos::BestEffort)
 }
 
-impl Pod {
-    #[track_caller]
-    fn new() -> Pod {
-        require_root();
-        let state = tempfile::Builder::new()
-            .prefix("pp-stream-sandboxes-")
-            .tempdir()
-            .expect("a state directory");
-        let suffix = unique_suffix();
-        let paths = Paths {
-            state_dir: state.path().to_path_buf(),
-            cgroup_root: PathBuf::from(format!("/pp-stream-{suffix}")),
-            ..Paths::default()
-        };
-        let config = SandboxConfig {
-            name: format!("web-{suffix}"),
-            namespace: NAMESPACE.into(),
-            uid: format!("uid-{suffix}"),
-            hostname: format!("web-{suffix}"),
-            qos: Qos::BestEffort,
-        };
-        let sandbox = Sandbox::create(&config, &paths).expect("the sandbox is created");
-        let root = tempfile::Builder::new()
-            .prefix("pp-stream-root-")
-            .tempdir()
-            .expect("a runtime root");
-        Pod {
-            sandbox,
-            paths,
-            _state: state,
-            root,
-            containers: HashMap::new(),
-            _rootfs: Vec::new(),
-        }
-    }
-
-    fn name(&self) -> &str {
-        &self.sandbox.config().name
-    }
-
-    fn runtime(&self) -> RuntimeRef {
-        RuntimeRef {
-            binary: runtime_path().to_path_buf(),
-            root: self.root.path().to_path_buf(),
-        }
-    }
-
-    /// Run a container of the pod, detached, with `sh -c script`.
-    #[track_caller]
-    fn run(&mut self, name: &str, script: &str) -> String {
-        let rootfs = Bundle::new();
-        let id = format!("pp-{name}-{}", unique_suffix());
-        let config = ContainerConfig {
-            name: name.into(),
-            rootfs: rootfs.rootfs(),
-            args: vec!["sh".into(), "-c".into(), script.into()],
-            ..ContainerConfig::default()
-        };
-        let bundle = self
-            .sandbox
-            .write_bundle(&id, &config)
-            .expect("bundle written");
-        self._rootfs.push(rootfs);
-        self.containers.insert(name.into(), id.clone());
-        let out = self.runtime_cmd(&[
-            "run",
-            "--detach",
-            "--bundle",
-            &bundle.to_string_lossy(),
-            &id,
-        ]);
-        assert!(out.success(), "run {id}: {out}");
-        id
-    }
-
-    /// The runtime CLI on this pod's root (output in files: a detached container keeps
-    /// the runtime's stdio open).
-    fn runtime_cmd(&self, args: &[&str]) -> Output {
-        let mut command = Command::new(runtime_path());
-        command.arg("--root").arg(self.root.path()).args(args);
-        run_captured(command, Duration::from_secs(60))
-    }
-
-    /// Run container `web`: busybox httpd serving "hello from web" on the pod's
-    /// loopback, and wait until it answers.
-    #[track_caller]
-    fn run_web(&mut self) {
-        self.run(
-            "web",
-            &format!(
-                "mkdir -p /tmp/www && echo hello from web > /tmp/www/index.html && \
-                 exec httpd -f -p 127.0.0.1:{PORT} -h /tmp/www"
-            ),
-        );
-        self.wait_for(
-            "web",
-            &format!("wget -q -O /dev/null http://127.0.0.1:{PORT}/"),
-        );
-    }
-
-    /// Wait until `script` succeeds in container `name` (e.g. a server listens).
-    #[track_caller]
-    fn wait_for(&self, name: &str, script: &str) {
-        let id = &self.containers[name];
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if self
-                .runtime_cmd(&["exec", id, "sh", "-c", script])
-                .success()
-            {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("{script:?} never succeeded in {name}");
+/// The runtime as the stream handlers run it: on the pod's root.
+fn runtime_ref(pod: &TestPod) -> RuntimeRef {
+    RuntimeRef {
+        binary: runtime_path().to_path_buf(),
+        root: pod.runtime_root().to_path_buf(),
     }
 }
 
-impl Drop for Pod {
-    fn drop(&mut self) {
-        // Best effort: a failed test must still leave nothing behind.
-        for id in self.containers.values() {
-            let _ = self.runtime_cmd(&["delete", "--force", id]);
-        }
-        if let Err(e) = self.sandbox.remove() {
-            eprintln!("removing sandbox {}: {e}", self.sandbox.name());
-        }
-        remove_cgroup_tree(&self.paths.cgroup_root);
-    }
+/// Runs container `web`: busybox httpd serving "hello from web" on the pod's loopback,
+/// and waits until it answers.
+#[track_caller]
+fn run_web(pod: &mut TestPod) {
+    pod.run(
+        "web",
+        &format!(
+            "mkdir -p /tmp/www && echo hello from web > /tmp/www/index.html && \
+             exec httpd -f -p 127.0.0.1:{PORT} -h /tmp/www"
+        ),
+    );
+    pod.wait_for(
+        "web",
+        &format!("wget -q -O /dev/null http://127.0.0.1:{PORT}/"),
+    );
 }
 
 /// What the test router knows of the pod.
@@ -194,16 +79,16 @@ struct Server {
 }
 
 impl Server {
-    fn start(pod: &Pod) -> Server {
+    fn start(pod: &TestPod) -> Server {
         let mut containers: Vec<_> = pod
-            .containers
+            .containers()
             .iter()
-            .map(|(name, id)| (name.clone(), id.clone()))
+            .map(|c| (c.name.clone(), c.id.clone()))
             .collect();
         containers.sort();
         let node = Node {
             pod: pod.name().to_owned(),
-            runtime: pod.runtime(),
+            runtime: runtime_ref(pod),
             netns: pod.sandbox.pins().net.clone(),
             containers,
         };
@@ -323,7 +208,7 @@ struct Ran {
     stderr: String,
 }
 
-fn target(pod: &Pod, container: &str) -> Target {
+fn target(pod: &TestPod, container: &str) -> Target {
     Target {
         namespace: NAMESPACE.into(),
         pod: pod.name().into(),
@@ -386,7 +271,7 @@ fn typed(server: &Server, text: &'static str, delay: Duration) -> tokio::io::Dup
 
 #[test]
 fn exec_streams_output_and_reports_exit_codes() {
-    let mut pod = Pod::new();
+    let mut pod = new_pod();
     pod.run("web", "exec sleep 1000");
     let server = Server::start(&pod);
     let web = target(&pod, "web");
@@ -442,7 +327,7 @@ fn exec_streams_output_and_reports_exit_codes() {
 
 #[test]
 fn exec_on_a_terminal_follows_resizes_and_ends_input_with_eof() {
-    let mut pod = Pod::new();
+    let mut pod = new_pod();
     pod.run("web", "exec sleep 1000");
     let server = Server::start(&pod);
     let web = target(&pod, "web");
@@ -469,7 +354,7 @@ fn exec_on_a_terminal_follows_resizes_and_ends_input_with_eof() {
 }
 
 /// Exchange one HTTP/1.0 request through a forward built on an in-memory connection.
-fn forward_get(server: &Server, pod: &Pod, port: u16) -> (Result<(), String>, String) {
+fn forward_get(server: &Server, pod: &TestPod, port: u16) -> (Result<(), String>, String) {
     let socket = server.socket();
     let pod = pod.name().to_owned();
     server.block_on(async move {
@@ -493,8 +378,8 @@ fn forward_get(server: &Server, pod: &Pod, port: u16) -> (Result<(), String>, St
 
 #[test]
 fn port_forward_reaches_a_port_inside_the_pod_and_reports_a_closed_one() {
-    let mut pod = Pod::new();
-    pod.run_web();
+    let mut pod = new_pod();
+    run_web(&mut pod);
     let server = Server::start(&pod);
 
     let (result, answer) = forward_get(&server, &pod, PORT);
@@ -526,8 +411,8 @@ impl Drop for Forwarder {
 
 #[test]
 fn the_peapod_cli_execs_and_forwards_as_kubectl_does() {
-    let mut pod = Pod::new();
-    pod.run_web();
+    let mut pod = new_pod();
+    run_web(&mut pod);
     pod.run("sidecar", "exec sleep 1000");
     let server = Server::start(&pod);
     let socket = server.socket();
@@ -621,7 +506,7 @@ fn processes_running(argv: &[&str]) -> Vec<i32> {
 
 #[test]
 fn exec_kills_the_command_when_the_client_goes_away() {
-    let mut pod = Pod::new();
+    let mut pod = new_pod();
     pod.run("web", "exec sleep 1000");
     let server = Server::start(&pod);
     // A duration no other test uses, to find the command among the host's processes.
@@ -690,7 +575,7 @@ fn peapod_exec_on_a_terminal_goes_raw_follows_its_size_and_restores_it() {
     use std::os::fd::{AsRawFd, OwnedFd};
     use std::os::unix::process::CommandExt;
 
-    let mut pod = Pod::new();
+    let mut pod = new_pod();
     pod.run("web", "exec sleep 1000");
     let server = Server::start(&pod);
     let size = |rows, cols| nix::pty::Winsize {

@@ -15,6 +15,8 @@
 //!   anonymous or with htpasswd or token auth.
 //! - [`token`]: [`token::TokenServer`], the bearer-token server of a token-auth registry.
 //! - [`peapod`]: [`peapod::Peapod`], the node CLI with an image store root of its own.
+//! - [`pod`]: [`pod::TestPod`], a pod sandbox in throwaway locations ([`pod::Scratch`])
+//!   with busybox containers run by the runtime CLI or a shim, taken down on drop.
 //! - [`kubelet`]: [`kubelet::Kubelet`], a `peapod-kubelet` with a node of its own and
 //!   its pod network in a private host network namespace.
 //! - [`proxy`]: [`proxy::CuttingProxy`], a loopback proxy that cuts a download midway.
@@ -34,6 +36,7 @@ pub mod host;
 pub mod kubelet;
 pub mod oci;
 pub mod peapod;
+pub mod pod;
 pub mod proxy;
 pub mod registry;
 pub mod spec;

@@ -6,158 +6,19 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use runtime::sandbox::{ContainerConfig, Paths, Qos, Sandbox, SandboxConfig};
-use tempfile::TempDir;
+use runtime::sandbox::{Qos, Sandbox, SandboxConfig};
 
-use peapod_tests::cli::{self, Output};
-use peapod_tests::host::{cgroup_dirs, host_command, ns_link, remove_cgroup_tree, unique_suffix};
-use peapod_tests::{require_root, Bundle};
+use peapod_tests::host::{cgroup_dirs, host_command, ns_link, unique_suffix};
+use peapod_tests::pod::{Scratch, TestPod, NAMESPACE};
+use peapod_tests::require_root;
 
 /// The port the web container listens on, inside the pod's own network namespace.
 const PORT: u16 = 8080;
 
-/// A sandbox in a throwaway state dir (its netns in the real `/run/netns`, where `ip netns`
-/// looks), removed on drop if the test did not get that far.
-struct Pod {
-    sandbox: Sandbox,
-    scratch: Scratch,
-}
-
-/// Throwaway sandbox locations: a state dir and a cgroup root of the test's own, so the
-/// node-level `kubepods` parents a sandbox keeps (as the kubelet keeps them) go with the test.
-struct Scratch {
-    paths: Paths,
-    _state: TempDir,
-}
-
-impl Scratch {
-    fn new() -> Scratch {
-        let state = tempfile::Builder::new()
-            .prefix("pp-sandboxes-")
-            .tempdir()
-            .expect("a state directory");
-        let paths = Paths {
-            state_dir: state.path().to_path_buf(),
-            cgroup_root: PathBuf::from(format!("/pp-sandbox-{}", unique_suffix())),
-            ..Paths::default()
-        };
-        Scratch {
-            paths,
-            _state: state,
-        }
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        remove_cgroup_tree(&self.paths.cgroup_root);
-    }
-}
-
-impl Pod {
-    #[track_caller]
-    fn new() -> Pod {
-        require_root();
-        let scratch = Scratch::new();
-        let suffix = unique_suffix();
-        let config = SandboxConfig {
-            name: format!("web-{suffix}"),
-            namespace: "peapod-tests".into(),
-            uid: format!("uid-{suffix}"),
-            hostname: format!("web-{suffix}"),
-            qos: Qos::Burstable,
-        };
-        let sandbox = Sandbox::create(&config, &scratch.paths).expect("the sandbox is created");
-        Pod { sandbox, scratch }
-    }
-}
-
-impl Drop for Pod {
-    fn drop(&mut self) {
-        // Best effort: the test has already failed if this is still needed.
-        if let Err(e) = self.sandbox.remove() {
-            eprintln!("removing sandbox {}: {e}", self.sandbox.name());
-        }
-    }
-}
-
-/// A container of the pod, run detached by the runtime CLI from the bundle the sandbox wrote,
-/// with a `--root` of its own; force-deleted on drop.
-struct PodContainer {
-    id: String,
-    root: TempDir,
-    _rootfs: Bundle,
-}
-
-impl PodContainer {
-    #[track_caller]
-    fn run(pod: &Pod, name: &str, script: &str) -> PodContainer {
-        // Only the bundle's busybox rootfs is used; the sandbox writes the config.
-        let rootfs = Bundle::new();
-        let id = format!("pp-{name}-{}", unique_suffix());
-        let config = ContainerConfig {
-            name: name.into(),
-            rootfs: rootfs.rootfs(),
-            args: vec!["sh".into(), "-c".into(), script.into()],
-            ..ContainerConfig::default()
-        };
-        let bundle = pod
-            .sandbox
-            .write_bundle(&id, &config)
-            .expect("bundle written");
-        let root = tempfile::Builder::new()
-            .prefix("pp-state-")
-            .tempdir()
-            .expect("a runtime root");
-        let container = PodContainer {
-            id,
-            root,
-            _rootfs: rootfs,
-        };
-        let bundle = bundle.to_string_lossy().into_owned();
-        container
-            .cmd(&[
-                "run",
-                "--detach",
-                "--bundle",
-                &bundle,
-                &container.id.clone(),
-            ])
-            .ok();
-        container
-    }
-
-    fn cmd(&self, args: &[&str]) -> Output {
-        let root = self.root.path().to_string_lossy().into_owned();
-        let mut all = vec!["--root", &root];
-        all.extend_from_slice(args);
-        cli::run(all)
-    }
-
-    #[track_caller]
-    fn exec(&self, script: &str) -> Output {
-        self.cmd(&["exec", &self.id, "sh", "-c", script])
-    }
-
-    #[track_caller]
-    fn pid(&self) -> i32 {
-        let state = self.cmd(&["state", &self.id]).ok().json();
-        state["pid"]
-            .as_i64()
-            .unwrap_or_else(|| panic!("no pid in {state}")) as i32
-    }
-
-    #[track_caller]
-    fn delete(&self) {
-        self.cmd(&["delete", "--force", &self.id]).ok();
-    }
-}
-
-impl Drop for PodContainer {
-    fn drop(&mut self) {
-        // Best effort; a container already deleted makes this fail harmlessly.
-        let _ = self.cmd(&["delete", "--force", &self.id]);
-    }
+/// A burstable pod (its cgroup under `kubepods/burstable`) in throwaway locations.
+#[track_caller]
+fn burstable_pod() -> TestPod {
+    TestPod::new("pp-sandbox", Qos::Burstable)
 }
 
 /// `<type>:[<inode>]`, as `/proc/<pid>/ns/<type>` reads, for a pinned namespace.
@@ -179,41 +40,46 @@ fn mounts_mentioning(name: &str) -> Vec<String> {
 
 #[test]
 fn two_containers_share_the_pods_namespaces_and_cgroup_and_removal_leaves_nothing() {
-    let pod = Pod::new();
-    let sandbox = &pod.sandbox;
-    let name = sandbox.name().to_owned();
-    let hostname = sandbox.hostname().to_owned();
-    assert_eq!(Sandbox::load(&name, &pod.scratch.paths).unwrap(), *sandbox);
+    let mut pod = burstable_pod();
+    let name = pod.sandbox.name().to_owned();
+    let hostname = pod.sandbox.hostname().to_owned();
+    assert_eq!(
+        Sandbox::load(&name, &pod.scratch.paths).unwrap(),
+        pod.sandbox
+    );
     assert!(host_command("ip", &["netns", "list"]).contains(&name));
 
-    let web = PodContainer::run(
-        &pod,
+    let web = pod.run(
         "web",
         &format!(
             "mkdir -p /tmp/www && echo hello from web > /tmp/www/index.html && \
              exec httpd -f -p 127.0.0.1:{PORT} -h /tmp/www"
         ),
     );
-    let client = PodContainer::run(&pod, "client", "exec sleep 1000");
+    let client = pod.run("client", "exec sleep 1000");
 
     // Both see the pod's hostname, from the UTS namespace and from /etc/hostname.
-    for container in [&web, &client] {
-        let out = container.exec("hostname; cat /etc/hostname").ok();
+    for container in ["web", "client"] {
+        let out = pod.exec(container, "hostname; cat /etc/hostname").ok();
         assert_eq!(out.stdout, format!("{hostname}\n{hostname}\n"), "{out}");
     }
-    let hosts = client.exec("cat /etc/hosts").ok();
+    let hosts = pod.exec("client", "cat /etc/hosts").ok();
     assert!(hosts.stdout.contains("127.0.0.1\tlocalhost"), "{hosts}");
 
     // The client reaches the web server on localhost: one network namespace.
-    let fetch = client
-        .exec(&format!(
-            "for i in $(seq 100); do wget -q -O - http://localhost:{PORT}/ && exit 0; \
-             sleep 0.1; done; exit 1"
-        ))
+    let fetch = pod
+        .exec(
+            "client",
+            &format!(
+                "for i in $(seq 100); do wget -q -O - http://localhost:{PORT}/ && exit 0; \
+                 sleep 0.1; done; exit 1"
+            ),
+        )
         .ok();
     assert_eq!(fetch.stdout, "hello from web\n", "{fetch}");
 
-    let (web_pid, client_pid) = (web.pid().to_string(), client.pid().to_string());
+    let (web_pid, client_pid) = (pod.pid("web").to_string(), pod.pid("client").to_string());
+    let sandbox = &pod.sandbox;
     let pins = sandbox.pins();
     for (kind, pin) in [("net", &pins.net), ("ipc", &pins.ipc), ("uts", &pins.uts)] {
         assert_eq!(ns_link(&web_pid, kind), pin_link(kind, pin), "web {kind}");
@@ -251,8 +117,8 @@ fn two_containers_share_the_pods_namespaces_and_cgroup_and_removal_leaves_nothin
             "{}",
             dir.display()
         );
-        for (container, pid) in [(&web, &web_pid), (&client, &client_pid)] {
-            let procs = dir.join(&container.id).join("cgroup.procs");
+        for (id, pid) in [(&web, &web_pid), (&client, &client_pid)] {
+            let procs = dir.join(id).join("cgroup.procs");
             let text = fs::read_to_string(&procs)
                 .unwrap_or_else(|e| panic!("reading {}: {e}", procs.display()));
             assert!(
@@ -268,8 +134,8 @@ fn two_containers_share_the_pods_namespaces_and_cgroup_and_removal_leaves_nothin
     assert!(busy.to_string().contains("still has processes"), "{busy}");
     assert!(pins.net.exists() && pod_dirs.iter().all(|d| d.exists()));
 
-    web.delete();
-    client.delete();
+    pod.delete("web");
+    pod.delete("client");
     sandbox.remove().expect("the sandbox is removed");
 
     assert!(!pins.net.exists(), "{} left", pins.net.display());
@@ -286,7 +152,7 @@ fn two_containers_share_the_pods_namespaces_and_cgroup_and_removal_leaves_nothin
 
 #[test]
 fn the_netns_is_usable_with_ip_netns_exec_and_has_lo_up() {
-    let pod = Pod::new();
+    let pod = burstable_pod();
     let name = pod.sandbox.name().to_owned();
     let link = host_command(
         "ip",
@@ -305,7 +171,7 @@ fn the_netns_is_usable_with_ip_netns_exec_and_has_lo_up() {
 
 #[test]
 fn creating_a_sandbox_twice_fails_and_leaves_the_first_intact() {
-    let pod = Pod::new();
+    let pod = burstable_pod();
     let err = Sandbox::create(pod.sandbox.config(), &pod.scratch.paths).unwrap_err();
     assert!(err.to_string().contains("already exists"), "{err}");
     assert!(pod.sandbox.pins().net.exists());
@@ -318,12 +184,12 @@ fn creating_a_sandbox_twice_fails_and_leaves_the_first_intact() {
 #[test]
 fn a_netns_of_the_same_name_made_by_someone_else_is_left_alone() {
     require_root();
-    let scratch = Scratch::new();
+    let scratch = Scratch::new("pp-sandbox");
     let paths = &scratch.paths;
     let suffix = unique_suffix();
     let config = SandboxConfig {
         name: format!("taken-{suffix}"),
-        namespace: "peapod-tests".into(),
+        namespace: NAMESPACE.into(),
         uid: format!("uid-{suffix}"),
         hostname: "taken".into(),
         qos: Qos::BestEffort,

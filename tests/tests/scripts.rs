@@ -13,22 +13,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use runtime::logs::LogOptions;
-use runtime::sandbox::{ContainerConfig, Paths, Qos, Sandbox, SandboxConfig};
-use runtime::shim::{self, ShimConfig, Started};
+use runtime::sandbox::{Qos, Sandbox};
 use serde_json::json;
-use sha2::{Digest, Sha256};
 use tempfile::TempDir;
 
-use peapod_tests::cli::{self, binary_path, run_captured, runtime_path, Output};
-use peapod_tests::host::{
-    host_command, ns_link, process_gone, remove_cgroup_tree, unique_suffix, wait_for_file,
-    wait_until,
-};
-use peapod_tests::{require_root, Bundle};
-
-/// The test pod's namespace.
-const NAMESPACE: &str = "peapod-tests";
+use peapod_tests::cli::{binary_path, run_captured, runtime_path, Output};
+use peapod_tests::host::{host_command, ns_link, unique_suffix, wait_for_file, wait_until};
+use peapod_tests::pod::{TestPod, NAMESPACE};
 
 /// The scripts under test, each run with `--help` and linted.
 const SCRIPTS: [&str; 4] = ["pod-enter.sh", "pod-net.sh", "pod-ls.sh", "pod-logs.sh"];
@@ -78,71 +69,33 @@ impl Drop for HostNs {
 /// A pod as the kubelet leaves it on the host: a sandbox in the test's state dir (its netns
 /// pinned in the real `/run/netns`), attached to a bridge in the private host namespace,
 /// with containers `web` and then `sidecar`, each run by a shim. Everything is taken down on
-/// drop.
+/// drop: the pod's containers and sandbox first, then the network.
 struct Pod {
-    sandbox: Sandbox,
-    /// The sandboxes' state dir (`PEAPOD_STATE_DIR` for the scripts).
-    state: TempDir,
-    /// The runtime's `--root` (`PEAPOD_RUNTIME_ROOT`).
-    runtime_root: TempDir,
+    /// The sandbox (its state dir is `PEAPOD_STATE_DIR` for the scripts) and its
+    /// containers (their runtime root is `PEAPOD_RUNTIME_ROOT`).
+    pod: TestPod,
     /// The pods' CRI logs (`PEAPOD_LOG_DIR`).
     logs: TempDir,
-    cgroup_root: PathBuf,
     /// Where the bridge and the veth's host end are. Deleting it on drop is the network's
     /// teardown: the veth pair, the bridge and the rules go with it.
     host: HostNs,
     bridge: String,
     /// The pod's IP, from the plugin's result.
     ip: String,
-    /// In the order they were started.
-    containers: Vec<Shimmed>,
     /// The CNI config and the host-local allocations.
     ipam: TempDir,
-    /// The busybox rootfs the container runs from.
-    rootfs: Bundle,
-}
-
-/// A container of the pod and its shim.
-struct Shimmed {
-    name: String,
-    id: String,
-    started: Started,
 }
 
 impl Pod {
     #[track_caller]
     fn new() -> Pod {
-        require_root();
-        let suffix = unique_suffix();
-        let state = tempdir("pp-scripts-sandboxes-");
-        let cgroup_root = PathBuf::from(format!("/pp-scripts-{suffix}"));
-        let paths = Paths {
-            state_dir: state.path().to_path_buf(),
-            cgroup_root: cgroup_root.clone(),
-            ..Paths::default()
-        };
-        let config = SandboxConfig {
-            name: format!("web-{suffix}"),
-            namespace: NAMESPACE.into(),
-            uid: format!("uid-{suffix}"),
-            hostname: format!("web-{suffix}"),
-            qos: Qos::BestEffort,
-        };
-        let sandbox = Sandbox::create(&config, &paths).expect("the sandbox is created");
-        let host = HostNs::new();
-        let bridge = format!("pps{}", std::process::id() % 1_000_000);
         let mut pod = Pod {
-            sandbox,
-            state,
-            runtime_root: tempdir("pp-scripts-root-"),
+            pod: TestPod::new("pp-scripts", Qos::BestEffort),
             logs: tempdir("pp-scripts-logs-"),
-            cgroup_root,
-            host,
-            bridge,
+            host: HostNs::new(),
+            bridge: format!("pps{}", std::process::id() % 1_000_000),
             ip: String::new(),
-            containers: Vec::new(),
             ipam: tempdir("pp-scripts-ipam-"),
-            rootfs: Bundle::new(),
         };
         pod.attach();
         pod.start(
@@ -184,8 +137,8 @@ impl Pod {
             .args(["netns", "exec", &self.host.name])
             .arg(&plugin)
             .env("CNI_COMMAND", "ADD")
-            .env("CNI_CONTAINERID", self.sandbox.name())
-            .env("CNI_NETNS", &self.sandbox.pins().net)
+            .env("CNI_CONTAINERID", self.sandbox().name())
+            .env("CNI_NETNS", &self.sandbox().pins().net)
             .env("CNI_IFNAME", "eth0")
             .env("CNI_PATH", &plugin_dir)
             .stdin(fs::File::open(&config_file).expect("the CNI config"));
@@ -197,7 +150,8 @@ impl Pod {
             .as_str()
             .unwrap_or_else(|| panic!("no address in {result}"));
         self.ip = address.split('/').next().unwrap_or_default().to_owned();
-        self.sandbox
+        self.pod
+            .sandbox
             .set_ip(Some(self.ip.parse().expect("an IP address")))
             .expect("the IP is recorded");
     }
@@ -206,75 +160,31 @@ impl Pod {
     /// bundle in the sandbox, the CRI log at `<logs>/<sandbox>/<name>/0.log`.
     #[track_caller]
     fn start(&mut self, name: &str, script: &str) {
-        let id = container_id(&format!("{}/{name}", self.sandbox.name()));
-        let config = ContainerConfig {
-            name: name.into(),
-            rootfs: self.rootfs.rootfs(),
-            args: vec!["sh".into(), "-c".into(), script.into()],
-            ..ContainerConfig::default()
-        };
-        let bundle = self
-            .sandbox
-            .write_bundle(&id, &config)
-            .expect("the bundle is written");
-        let shim_config = ShimConfig {
-            binary: binary_path(
-                "PEAPOD_SHIM",
-                "peapod-shim",
-                "`cargo build -p peapod-runtime`",
-            ),
-            id: id.clone(),
-            root: self.runtime_root.path().to_path_buf(),
-            bundle: bundle.clone(),
-            log_path: self.log_path(name),
-            exit_file: bundle.join("exit.json"),
-            shim_log: bundle.join("shim.log"),
-            log: LogOptions::default(),
-        };
-        let started = shim::spawn(&shim_config).unwrap_or_else(|e| panic!("shim spawn: {e}"));
-        self.containers.push(Shimmed {
-            name: name.into(),
-            id,
-            started,
-        });
+        let log_path = self.log_path(name);
+        self.pod.start(name, script, log_path);
     }
 
     fn log_path(&self, container: &str) -> PathBuf {
         self.logs
             .path()
-            .join(self.sandbox.name())
+            .join(self.sandbox().name())
             .join(container)
             .join("0.log")
-    }
-
-    #[track_caller]
-    fn container(&self, name: &str) -> &Shimmed {
-        self.containers
-            .iter()
-            .find(|c| c.name == name)
-            .unwrap_or_else(|| panic!("no container {name} was started"))
     }
 
     /// Kills container `name` and waits for its shim to record the exit.
     #[track_caller]
     fn stop(&self, name: &str) {
-        let container = self.container(name);
-        self.runtime(&["kill", &container.id, "KILL"]).ok();
+        let id = &self.pod.container(name).id;
+        self.pod.runtime(&["kill", id, "KILL"]).ok();
         wait_for_file(
             &self
-                .sandbox
+                .sandbox()
                 .dir()
                 .join("containers")
-                .join(&container.id)
+                .join(id)
                 .join("exit.json"),
         );
-    }
-
-    fn runtime(&self, args: &[&str]) -> Output {
-        let root = self.runtime_root.path().to_string_lossy().into_owned();
-        let mut all = vec!["--root", root.as_str()];
-        all.extend_from_slice(args);
-        cli::run(all)
     }
 
     /// Runs `scripts/<name>` with `args`, pointed at this pod's locations.
@@ -295,8 +205,8 @@ impl Pod {
         };
         command
             .args(args)
-            .env("PEAPOD_STATE_DIR", self.state.path())
-            .env("PEAPOD_RUNTIME_ROOT", self.runtime_root.path())
+            .env("PEAPOD_STATE_DIR", &self.pod.scratch.paths.state_dir)
+            .env("PEAPOD_RUNTIME_ROOT", self.pod.runtime_root())
             .env("PEAPOD_LOG_DIR", self.logs.path())
             .env("PEAPOD_RUNTIME", runtime_path())
             .env_remove("PEAPOD_NETNS_DIR");
@@ -311,35 +221,12 @@ impl Pod {
     }
 
     fn name(&self) -> &str {
-        &self.sandbox.config().name
+        self.pod.name()
     }
-}
 
-impl Drop for Pod {
-    fn drop(&mut self) {
-        // Best effort: the test has already failed if any of this is still needed.
-        for container in &self.containers {
-            if !process_gone(container.started.shim_pid) {
-                let _ = self.runtime(&["kill", &container.id, "KILL"]);
-                wait_until(Duration::from_secs(20), || {
-                    process_gone(container.started.shim_pid)
-                });
-            }
-            let _ = self.runtime(&["delete", "--force", &container.id]);
-        }
-        if let Err(e) = self.sandbox.remove() {
-            eprintln!("removing sandbox {}: {e}", self.sandbox.name());
-        }
-        remove_cgroup_tree(&self.cgroup_root);
+    fn sandbox(&self) -> &Sandbox {
+        &self.pod.sandbox
     }
-}
-
-/// A container id shaped as containerd makes them (64 lowercase hex digits), from `seed`.
-fn container_id(seed: &str) -> String {
-    Sha256::digest(seed.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 fn tempdir(prefix: &str) -> TempDir {
@@ -359,7 +246,12 @@ fn the_scripts_show_a_running_pod_from_the_host_state() {
     let pod = Pod::new();
     let netns_inode = host_command(
         "stat",
-        &["-L", "-c", "%i", &pod.sandbox.pins().net.to_string_lossy()],
+        &[
+            "-L",
+            "-c",
+            "%i",
+            &pod.sandbox().pins().net.to_string_lossy(),
+        ],
     )
     .trim()
     .to_owned();
@@ -445,9 +337,13 @@ fn pod_enter_runs_in_the_containers(pod: &Pod) {
     let hostname = pod
         .script("pod-enter.sh", &pod.args(&["--", "hostname"]))
         .ok();
-    assert_eq!(hostname.stdout.trim(), pod.sandbox.hostname(), "{hostname}");
+    assert_eq!(
+        hostname.stdout.trim(),
+        pod.sandbox().hostname(),
+        "{hostname}"
+    );
 
-    let web_pid = pod.container("web").started.pid;
+    let web_pid = pod.pod.pid("web");
     let init = pod
         .script("pod-enter.sh", &pod.args(&["--", "cat", "/proc/1/cmdline"]))
         .ok();
@@ -518,16 +414,16 @@ fn pod_ls_shows_the_shared_and_own_namespaces(pod: &Pod, netns_inode: &str) {
         .lines()
         .find(|l| l.split_whitespace().nth(1) == Some(name))
         .unwrap_or_else(|| panic!("no row for {name}:\n{ls}"));
-    let uid = pod.sandbox.config().uid.as_str();
+    let uid = pod.sandbox().config().uid.as_str();
     assert_eq!(
         pod_row.split_whitespace().collect::<Vec<_>>(),
         [NAMESPACE, name, uid, pod.ip.as_str(), netns_inode],
         "{ls}"
     );
     let mut own = Vec::new();
-    for container in &pod.containers {
+    for container in pod.pod.containers() {
         let fields = container_row(&ls, &container.name);
-        let pid = container.started.pid.to_string();
+        let pid = pod.pod.pid(&container.name).to_string();
         // CONTAINER ID PID STATUS NET IPC UTS PIDNS MNT CGROUP
         assert_eq!(fields.len(), 10, "{ls}");
         assert_eq!(

@@ -6,7 +6,7 @@
 //!   handed to [`crate::stream`].
 //! - [`pods`]: pods and events; [`logs`]: container logs; [`manifests`]: apply
 //!   and delete, by writing the manifests folder.
-//! - [`status`]: errors as v1 `Status` bodies.
+//! - [`status`]: errors as v1 `Status` bodies, and those bodies read back by a client.
 
 pub mod logs;
 pub mod manifests;
@@ -18,4 +18,4 @@ pub mod status;
 pub use manifests::{Action, Applied, ApplyResult};
 pub use node::{ContainerRef, Node, NodeError, RuntimeRef};
 pub use server::{bind, router, serve};
-pub use status::ApiError;
+pub use status::{ApiError, ServerError};

@@ -331,25 +331,11 @@ impl Node for PodManager {
     }
 
     fn manifest_file(&self, namespace: &str, name: &str) -> Option<PathBuf> {
-        let key = format!("{namespace}/{name}");
-        let node = self.node_name();
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&self.manifests_dir)
-            .ok()?
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| {
-                p.is_file()
-                    && p.file_name()
-                        .and_then(|n| n.to_str())
-                        .is_some_and(|n| !crate::source::folder::ignored(n))
-            })
-            .collect();
-        files.sort();
-        files.into_iter().find(|file| {
-            std::fs::read(file)
-                .ok()
-                .and_then(|bytes| crate::source::manifest::parse(file, &bytes, &node).ok())
-                .is_some_and(|pods| pods.iter().any(|p| full_name(p) == key))
-        })
+        crate::source::folder::defining_file(
+            &self.manifests_dir,
+            &self.node_name(),
+            namespace,
+            name,
+        )
     }
 }

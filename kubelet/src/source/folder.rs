@@ -27,7 +27,7 @@ use tokio::sync::{mpsc, Notify};
 use tokio::time::{self, Instant};
 
 use super::desired::{Desired, Listed};
-use super::SourceEvent;
+use super::{manifest, SourceEvent};
 
 /// How a manifests folder is watched.
 #[derive(Debug, Clone)]
@@ -240,6 +240,21 @@ fn list(dir: &Path) -> io::Result<Vec<Listed>> {
     Ok(listing)
 }
 
+/// The manifest in `dir` that defines pod `namespace/name` for node `node_name` (`name`
+/// as the node runs it, node name suffix included): the first such file by path among
+/// those the folder source reads. None if no file does, or `dir` cannot be listed; a
+/// file that cannot be read or parsed defines nothing.
+pub fn defining_file(dir: &Path, node_name: &str, namespace: &str, name: &str) -> Option<PathBuf> {
+    let key = format!("{namespace}/{name}");
+    list(dir).ok()?.into_iter().find_map(|listed| {
+        let bytes = listed.content.ok()?;
+        let pods = manifest::parse(&listed.path, &bytes, node_name).ok()?;
+        pods.iter()
+            .any(|pod| manifest::full_name(pod) == key)
+            .then_some(listed.path)
+    })
+}
+
 /// Whether a file name is never a manifest (see the module docs).
 pub fn ignored(name: &str) -> bool {
     name.starts_with('.') || name.ends_with('~') || (name.starts_with('#') && name.ends_with('#'))
@@ -247,7 +262,39 @@ pub fn ignored(name: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::ignored;
+    use super::{defining_file, ignored};
+
+    fn pod(name: &str) -> String {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  containers:\n  \
+             - name: c\n    image: busybox\n"
+        )
+    }
+
+    #[test]
+    fn the_defining_file_is_the_first_readable_manifest_that_names_the_pod() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |file: &str, text: &str| std::fs::write(dir.path().join(file), text).unwrap();
+        write(".a-staged.yaml", &pod("web"));
+        write("b-broken.yaml", "kind: [");
+        write("c-both.yaml", &format!("{}---\n{}", pod("db"), pod("web")));
+        write("d-web.yaml", &pod("web"));
+        let find = |namespace: &str, name: &str| defining_file(dir.path(), "n1", namespace, name);
+        assert_eq!(
+            find("default", "web-n1"),
+            Some(dir.path().join("c-both.yaml"))
+        );
+        assert_eq!(
+            find("default", "db-n1"),
+            Some(dir.path().join("c-both.yaml"))
+        );
+        assert_eq!(find("default", "web"), None, "names carry the node's");
+        assert_eq!(find("other", "web-n1"), None);
+        assert_eq!(
+            defining_file(&dir.path().join("gone"), "n1", "default", "web-n1"),
+            None
+        );
+    }
 
     #[test]
     fn dotfiles_and_editor_files_are_ignored() {

@@ -1,5 +1,6 @@
-//! The CLI's side of exec and port-forward: WebSockets to the kubelet's unix socket,
-//! plus the one plain GET the CLI needs first (the pod, for its container names).
+//! The CLI's side of exec and port-forward: WebSockets to the kubelet's unix socket.
+//! Plain requests (such as the pod, for its container names) go through the CLI's HTTP
+//! client; a refused upgrade reads as the same [`ServerError`].
 //!
 //! The functions take their I/O as arguments (readers, writers, a local connection), so
 //! tests drive them with in-memory buffers.
@@ -8,9 +9,6 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use futures::{SinkExt, StreamExt};
-use http_body_util::{BodyExt, Empty};
-use hyper::body::Bytes;
-use hyper_util::rt::TokioIo;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -24,9 +22,7 @@ use tokio_tungstenite::WebSocketStream;
 use super::channel::{self, Protocol, Size, CLOSE, DATA, ERROR, PORT_ERROR, STDERR, STDIN, STDOUT};
 use super::status::{self, Outcome};
 use super::{ExecRequest, EXEC_PROTOCOLS, PORT_FORWARD_PROTOCOLS};
-
-/// Where the kubelet listens unless told otherwise.
-pub const DEFAULT_SOCKET: &str = "/run/peapod/kubelet.sock";
+use crate::api::ServerError;
 
 /// Why a call to the kubelet failed.
 #[derive(Debug, thiserror::Error)]
@@ -40,13 +36,8 @@ pub enum ClientError {
         source: io::Error,
     },
     /// The kubelet refused the request with a Status (printed as kubectl prints it).
-    #[error("Error from server{}: {message}", reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default())]
-    Server {
-        /// The Status's reason (NotFound, BadRequest, ...).
-        reason: Option<String>,
-        /// The Status's message.
-        message: String,
-    },
+    #[error(transparent)]
+    Server(#[from] ServerError),
     /// The exchange broke off or made no sense.
     #[error("{0}")]
     Protocol(String),
@@ -85,36 +76,6 @@ pub struct ExecIo<I, O, E> {
     pub stderr: E,
     /// Terminal sizes to send (the first one right away, then on each change).
     pub resize: Option<mpsc::Receiver<Size>>,
-}
-
-/// GET a pod (`/pods/{ns}/{name}`) over plain HTTP on the socket.
-pub async fn get_pod(socket: &Path, namespace: &str, name: &str) -> Result<Pod, ClientError> {
-    let stream = connect_unix(socket).await?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| ClientError::Protocol(format!("HTTP handshake with the kubelet: {e}")))?;
-    tokio::spawn(connection);
-    let uri = format!("/pods/{}/{}", segment(namespace), segment(name));
-    let request = hyper::Request::get(&uri)
-        .header(header::HOST, "localhost")
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| ClientError::Protocol(format!("GET {uri}: {e}")))?;
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|e| ClientError::Protocol(format!("GET {uri}: {e}")))?;
-    let code = response.status();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| ClientError::Protocol(format!("GET {uri}: reading the answer: {e}")))?
-        .to_bytes();
-    if !code.is_success() {
-        return Err(server_error(code.as_u16(), &body));
-    }
-    serde_json::from_slice(&body)
-        .map_err(|e| ClientError::Protocol(format!("GET {uri}: the answer is not a Pod: {e}")))
 }
 
 /// The container kubectl picks when none is named: the first one. The second value is
@@ -285,15 +246,6 @@ where
     }
 }
 
-async fn connect_unix(socket: &Path) -> Result<UnixStream, ClientError> {
-    UnixStream::connect(socket)
-        .await
-        .map_err(|source| ClientError::Unreachable {
-            path: socket.to_path_buf(),
-            source,
-        })
-}
-
 /// Open a WebSocket on the kubelet's socket, offering `protocols`; returns the channel
 /// protocol the server chose.
 async fn connect(
@@ -301,7 +253,12 @@ async fn connect(
     path: &str,
     protocols: &[&str],
 ) -> Result<(WebSocketStream<UnixStream>, Protocol), ClientError> {
-    let stream = connect_unix(socket).await?;
+    let stream = UnixStream::connect(socket)
+        .await
+        .map_err(|source| ClientError::Unreachable {
+            path: socket.to_path_buf(),
+            source,
+        })?;
     let mut request = format!("ws://localhost{path}")
         .into_client_request()
         .map_err(|e| ClientError::Protocol(format!("request {path}: {e}")))?;
@@ -314,7 +271,7 @@ async fn connect(
         Ok(answer) => answer,
         Err(tungstenite::Error::Http(response)) => {
             let body = response.body().as_deref().unwrap_or_default();
-            return Err(server_error(response.status().as_u16(), body));
+            return Err(ServerError::from_body(response.status().as_u16(), body).into());
         }
         Err(e) => {
             return Err(ClientError::Protocol(format!(
@@ -329,27 +286,6 @@ async fn connect(
         .and_then(Protocol::from_name)
         .unwrap_or(Protocol::V4);
     Ok((ws, protocol))
-}
-
-/// The kubectl-style error for a refused request: from its Status body, else its text.
-fn server_error(code: u16, body: &[u8]) -> ClientError {
-    match serde_json::from_slice::<Status>(body) {
-        Ok(status) if status.message.is_some() => ClientError::Server {
-            reason: status.reason,
-            message: status.message.unwrap_or_default(),
-        },
-        _ => {
-            let text = String::from_utf8_lossy(body).trim().to_owned();
-            ClientError::Server {
-                reason: None,
-                message: if text.is_empty() {
-                    format!("the server answered HTTP {code}")
-                } else {
-                    text
-                },
-            }
-        }
-    }
 }
 
 /// A name as one URL path segment.
@@ -394,23 +330,6 @@ async fn next_size(from: Option<&mut mpsc::Receiver<Size>>) -> Option<Size> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn refusals_print_as_kubectl_prints_them() {
-        let body = br#"{"kind":"Status","apiVersion":"v1","status":"Failure","message":"pods \"x\" not found","reason":"NotFound","code":404}"#;
-        assert_eq!(
-            server_error(404, body).to_string(),
-            "Error from server (NotFound): pods \"x\" not found"
-        );
-        assert_eq!(
-            server_error(502, b"bad gateway\n").to_string(),
-            "Error from server: bad gateway"
-        );
-        assert_eq!(
-            server_error(500, b"").to_string(),
-            "Error from server: the server answered HTTP 500"
-        );
-    }
 
     #[test]
     fn the_first_container_is_the_default_and_a_choice_is_noted() {

@@ -1,6 +1,7 @@
 //! What the local API tests share: an in-memory [`Node`] (the test double of the
-//! seam the pod manager implements), a server on a socket in a temp dir, and a
-//! small HTTP client over that socket.
+//! seam the pod manager implements), a server on a socket in a temp dir, a
+//! small HTTP client over that socket, and the manifests, containers and logs
+//! the tests serve.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -11,13 +12,25 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use k8s_openapi::api::core::v1::{Container, Event, ObjectReference, Pod, PodSpec, PodStatus};
 use kubelet::api::{ContainerRef, Node, NodeError, RuntimeRef};
+use runtime::logs::{LogOptions, LogWriter, Stream};
 
-/// A node whose pods and containers the test sets by hand.
+/// A manifest of pod `web` with one container `web`.
+pub const WEB: &str = "apiVersion: v1
+kind: Pod
+metadata:
+  name: web
+spec:
+  containers:
+  - name: web
+    image: busybox
+";
+
+/// A node whose pods and containers the test sets by hand; its manifests are
+/// files in a real folder, found as the pod manager finds them.
 pub struct MemoryNode {
     pub manifests: PathBuf,
     pub pods: Mutex<Vec<Pod>>,
     pub containers: Mutex<BTreeMap<(String, String), ContainerRef>>,
-    pub files: Mutex<BTreeMap<String, PathBuf>>,
 }
 
 pub const NODE: &str = "testnode";
@@ -28,7 +41,6 @@ impl MemoryNode {
             manifests: manifests.to_path_buf(),
             pods: Mutex::new(Vec::new()),
             containers: Mutex::new(BTreeMap::new()),
-            files: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -46,13 +58,26 @@ impl MemoryNode {
             .unwrap()
             .insert((pod.into(), container.into()), found);
     }
+}
 
-    /// Say which manifest defines `namespace/name`, as the folder source would.
-    pub fn set_file(&self, namespace: &str, name: &str, file: &Path) {
-        self.files
-            .lock()
-            .unwrap()
-            .insert(format!("{namespace}/{name}"), file.to_path_buf());
+/// A running container `id`, with no logs.
+pub fn running(id: &str) -> ContainerRef {
+    ContainerRef {
+        id: Some(id.into()),
+        running: true,
+        log_path: None,
+        previous_log_path: None,
+        exit_file: None,
+    }
+}
+
+/// Writes `lines` to the CRI log at `path` as stdout lines.
+pub fn write_log(path: &Path, lines: &[&str]) {
+    let mut writer = LogWriter::open(path, LogOptions::default()).unwrap();
+    for line in lines {
+        writer
+            .write(Stream::Stdout, format!("{line}\n").as_bytes())
+            .unwrap();
     }
 }
 
@@ -146,11 +171,7 @@ impl Node for MemoryNode {
     }
 
     fn manifest_file(&self, namespace: &str, name: &str) -> Option<PathBuf> {
-        self.files
-            .lock()
-            .unwrap()
-            .get(&format!("{namespace}/{name}"))
-            .cloned()
+        kubelet::source::folder::defining_file(&self.manifests, NODE, namespace, name)
     }
 }
 

@@ -12,6 +12,9 @@ use kubelet::stream::ExecRequest;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
+use crate::client::Client;
+use crate::pods;
+
 /// `peapod exec [-i] [-t] POD [-c C] [-n NS] -- CMD...`
 #[derive(clap::Args)]
 pub struct ExecArgs {
@@ -34,8 +37,10 @@ pub struct ExecArgs {
     command: Vec<String>,
 }
 
-/// Run the exec; returns the exit code to leave with. A refusal by the server prints as
-/// kubectl prints it (`Error from server (NotFound): ...`) and gives 1.
+/// Run the exec; returns the exit code to leave with. A refusal by the server is
+/// returned as the [`crate::client::ServerError`] `main` prints as kubectl does
+/// (`Error from server (NotFound): ...`); a command the kubelet could not run prints
+/// as kubectl prints it and gives 1.
 pub fn run(socket: &Path, args: &ExecArgs) -> anyhow::Result<i32> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -46,25 +51,26 @@ pub fn run(socket: &Path, args: &ExecArgs) -> anyhow::Result<i32> {
     // the exit.
     runtime.shutdown_background();
     match result {
+        Err(e) => match e.downcast::<ClientError>() {
+            Ok(ClientError::Remote(message)) => {
+                eprintln!("Error from server: {message}");
+                Ok(1)
+            }
+            // The refusal itself, so that `main` knows it for the server's.
+            Ok(ClientError::Server(server)) => Err(server.into()),
+            Ok(other) => Err(other.into()),
+            Err(e) => Err(e),
+        },
         Ok(code) => Ok(code),
-        Err(e @ ClientError::Server { .. }) => {
-            eprintln!("{e}");
-            Ok(1)
-        }
-        Err(ClientError::Remote(message)) => {
-            eprintln!("Error from server: {message}");
-            Ok(1)
-        }
-        Err(e) => Err(e.into()),
     }
 }
 
-async fn exec(socket: &Path, args: &ExecArgs) -> Result<i32, ClientError> {
-    let pod = pod_name(&args.pod).to_owned();
+async fn exec(socket: &Path, args: &ExecArgs) -> anyhow::Result<i32> {
+    let pod = pods::pod_name(&args.pod).to_owned();
     let container = match &args.container {
         Some(container) => container.clone(),
         None => {
-            let found = client::get_pod(socket, &args.namespace, &pod).await?;
+            let found = pods::fetch(&Client::new(socket), &args.namespace, &pod).await?;
             let (container, note) = client::default_container(&found)?;
             if let Some(note) = note {
                 eprintln!("{note}");
@@ -101,14 +107,7 @@ async fn exec(socket: &Path, args: &ExecArgs) -> Result<i32, ClientError> {
         pod,
         container,
     };
-    client::exec(socket, &target, &request, io).await
-}
-
-/// `pod/web` and `pods/web` name the pod `web`, as kubectl accepts them.
-pub fn pod_name(arg: &str) -> &str {
-    arg.strip_prefix("pod/")
-        .or_else(|| arg.strip_prefix("pods/"))
-        .unwrap_or(arg)
+    Ok(client::exec(socket, &target, &request, io).await?)
 }
 
 /// Send our terminal's size now and after each SIGWINCH.
@@ -133,17 +132,5 @@ async fn watch_size(sizes: mpsc::Sender<Size>) {
                 return;
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pods_may_be_named_with_their_kind() {
-        assert_eq!(pod_name("pod/web"), "web");
-        assert_eq!(pod_name("pods/web"), "web");
-        assert_eq!(pod_name("web"), "web");
     }
 }

@@ -3,7 +3,9 @@
 //! One file per command group: [`images`] (list, remove, import, prune) and
 //! [`pull`] work on the image store; [`apply`], [`get`], [`describe`],
 //! [`logs`] and [`delete`] talk to the kubelet's local API through [`client`],
-//! sharing kubectl's way of showing pods ([`pods`]). Each command returns
+//! sharing kubectl's way of showing pods ([`pods`]); [`exec`] and
+//! [`port_forward`] look the pod up the same way, then open their WebSockets
+//! with `kubelet::stream::client`. Each command returns
 //! `anyhow::Result`; `main` prints an API error as kubectl does
 //! (`Error from server (NotFound): …`), any other with its causes as
 //! `peapod: …`, and exits 1.

@@ -9,10 +9,17 @@ use crate::client::{encode, Client};
 
 /// The pod `namespace/name` (`name` may be written `pod/NAME`, as kubectl takes it).
 pub async fn fetch(client: &Client, namespace: &str, name: &str) -> anyhow::Result<Pod> {
-    let name = name.strip_prefix("pod/").unwrap_or(name);
+    let name = pod_name(name);
     client
         .get(&format!("/pods/{}/{}", encode(namespace), encode(name)))
         .await
+}
+
+/// `pod/web` and `pods/web` name the pod `web`, as kubectl accepts them.
+pub fn pod_name(arg: &str) -> &str {
+    arg.strip_prefix("pod/")
+        .or_else(|| arg.strip_prefix("pods/"))
+        .unwrap_or(arg)
 }
 
 /// Every pod of the node.

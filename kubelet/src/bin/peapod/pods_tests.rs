@@ -307,3 +307,10 @@ fn columns_align_as_tabwriter_does() {
         "Name:  web\nIPs:\n  IP:    10.0.0.1\nStatus:  Running\n"
     );
 }
+
+#[test]
+fn pods_may_be_named_with_their_kind() {
+    assert_eq!(pod_name("pod/web"), "web");
+    assert_eq!(pod_name("pods/web"), "web");
+    assert_eq!(pod_name("web"), "web");
+}

@@ -5,10 +5,11 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
-use kubelet::stream::client::{self, ClientError};
+use kubelet::stream::client;
 use tokio::net::TcpListener;
 
-use crate::exec::pod_name;
+use crate::client::Client;
+use crate::pods;
 
 /// `peapod port-forward pod/NAME|NAME [--address ADDR] LOCAL:REMOTE|:REMOTE|PORT...`
 #[derive(clap::Args)]
@@ -72,7 +73,8 @@ fn parse_address(text: &str) -> anyhow::Result<IpAddr> {
         .with_context(|| format!("--address {text:?}: expected an IP address or localhost"))
 }
 
-/// Forward until Ctrl-C.
+/// Forward until Ctrl-C. A refusal by the server (no such pod) is returned as the
+/// [`crate::client::ServerError`] `main` prints as kubectl does.
 pub fn run(socket: &Path, args: &PortForwardArgs) -> anyhow::Result<i32> {
     let pairs = args
         .ports
@@ -86,17 +88,7 @@ pub fn run(socket: &Path, args: &PortForwardArgs) -> anyhow::Result<i32> {
         .context("starting the async runtime")?;
     let result = runtime.block_on(forward(socket, args, address, &pairs));
     runtime.shutdown_background();
-    match result {
-        Err(e) => match e.downcast::<ClientError>() {
-            Ok(server @ ClientError::Server { .. }) => {
-                eprintln!("{server}");
-                Ok(1)
-            }
-            Ok(other) => Err(other.into()),
-            Err(e) => Err(e),
-        },
-        Ok(()) => Ok(0),
-    }
+    result.map(|()| 0)
 }
 
 async fn forward(
@@ -105,9 +97,9 @@ async fn forward(
     address: IpAddr,
     pairs: &[PortPair],
 ) -> anyhow::Result<()> {
-    let pod = pod_name(&args.pod).to_owned();
+    let pod = pods::pod_name(&args.pod).to_owned();
     // Fail early, as kubectl does, on a pod that is not there.
-    client::get_pod(socket, &args.namespace, &pod).await?;
+    pods::fetch(&Client::new(socket), &args.namespace, &pod).await?;
     for pair in pairs {
         let listener = TcpListener::bind(SocketAddr::new(address, pair.local))
             .await
