@@ -72,9 +72,9 @@ case ${1:-} in
 esac
 require_root
 
-log "1. packages: busybox-static (the image's content), iproute2, iptables, the reference CNI loopback plugin"
+log "1. packages: busybox-static (the image's content), iproute2, iptables, the reference CNI loopback plugin, jq, curl"
 mapfile -t build_deps < <(build_packages)
-ensure_packages busybox-static iproute2 iptables containernetworking-plugins jq "${build_deps[@]}"
+ensure_packages busybox-static iproute2 iptables containernetworking-plugins jq curl "${build_deps[@]}"
 
 log "2. build and install peapod"
 if [[ -n ${PEAPOD_BIN:-} ]]; then
@@ -135,7 +135,7 @@ show peapod get pods -o wide
 ip=$(peapod get pod "$pod" -o json | jq -r .status.podIP)
 
 log "6. fetch the page from the pod's IP"
-fetch=(busybox wget -q -O- "http://$ip:8080/")
+fetch=(curl -s "http://$ip:8080/")
 [[ -z ${PEAPOD_NETNS:-} ]] || fetch=(ip netns exec "$PEAPOD_NETNS" "${fetch[@]}")
 show "${fetch[@]}"
 
@@ -149,7 +149,7 @@ cat <<EOM
 quickstart: done. The pod keeps running; try:
   peapod describe pod $pod
   peapod exec -it $pod -c web -- sh
-  peapod port-forward pod/$pod 8080:8080     # then: busybox wget -q -O- http://127.0.0.1:8080/
+  peapod port-forward pod/$pod 8080:8080     # then: curl http://127.0.0.1:8080/
   scripts/pod-net.sh $pod                     # its netns, veth, bridge and NAT rules
 Stop everything with:
   scripts/quickstart.sh stop

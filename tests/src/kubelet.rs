@@ -269,6 +269,21 @@ impl Kubelet {
         }
     }
 
+    /// `GET /` from the node's side (the private host netns) to `ip:port`: the body.
+    /// A thread of its own enters the netns, so nothing else runs there.
+    pub fn http_get(&self, ip: &str, port: u16) -> Result<String, String> {
+        let netns = Path::new("/run/netns").join(&self.host_netns);
+        let addr = format!("{ip}:{port}");
+        std::thread::spawn(move || {
+            let ns = fs::File::open(&netns).map_err(|e| format!("{}: {e}", netns.display()))?;
+            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(|e| format!("entering {}: {e}", netns.display()))?;
+            http_get(&addr)
+        })
+        .join()
+        .unwrap_or_else(|_| Err("the HTTP thread panicked".into()))
+    }
+
     /// Write a manifest into the folder (atomically, as an editor's save would).
     pub fn write_manifest(&self, name: &str, content: &str) {
         let tmp = self.manifests().join(format!(".{name}.tmp"));
@@ -350,6 +365,24 @@ impl Drop for Kubelet {
             .args(["netns", "delete", &self.host_netns])
             .output();
         remove_cgroup_tree(&self.cgroup_root);
+    }
+}
+
+/// `GET /` over HTTP/1.0 to `addr` (`host:port`): the body of the answer.
+pub fn http_get(addr: &str) -> Result<String, String> {
+    let mut conn = std::net::TcpStream::connect(addr).map_err(|e| format!("{addr}: {e}"))?;
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    conn.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .map_err(|e| format!("{addr}: {e}"))?;
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer)
+        .map_err(|e| format!("{addr}: {e}"))?;
+    match answer.split_once("\r\n\r\n") {
+        Some((head, body)) if head.starts_with("HTTP/1.") && head.contains(" 200 ") => {
+            Ok(body.to_string())
+        }
+        _ => Err(format!("{addr}: unexpected answer {answer:?}")),
     }
 }
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use peapod_tests::host::wait_until;
-use peapod_tests::kubelet::{Kubelet, BUSYBOX};
+use peapod_tests::kubelet::{http_get, Kubelet, BUSYBOX};
 
 /// The journey's pod: a web server and a sidecar that fetches its page over localhost.
 fn web_pod(name: &str) -> String {
@@ -56,7 +56,7 @@ fn running(pod: &Value) -> bool {
 /// `GET /` through `peapod port-forward pod/NAME :PORT` (a free local port on loopback):
 /// the body. The forwarder is stopped (by its PID) before returning.
 fn port_forward_get(node: &Kubelet, pod: &str, port: u16) -> String {
-    use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+    use std::io::{BufRead as _, BufReader};
     let mut forward = node
         .peapod_command(&["port-forward", &format!("pod/{pod}"), &format!(":{port}")])
         .stdout(std::process::Stdio::piped())
@@ -69,19 +69,7 @@ fn port_forward_get(node: &Kubelet, pod: &str, port: u16) -> String {
         .strip_prefix("Forwarding from ")
         .and_then(|rest| rest.split(" -> ").next())
         .map(str::to_string);
-    let body = local.map(|addr| {
-        let mut conn = std::net::TcpStream::connect(&addr).expect("connecting to the forward");
-        conn.set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        conn.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
-            .unwrap();
-        let mut answer = String::new();
-        let _ = conn.read_to_string(&mut answer);
-        answer
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or(answer)
-    });
+    let body = local.map(|addr| http_get(&addr).expect("GET through the forward"));
     let _ = nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(forward.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
@@ -148,7 +136,7 @@ fn a_two_container_pod_runs_serves_shares_localhost_and_hostname_and_leaves_noth
 
     // The host (the node's netns) reaches the pod on its IP.
     let page = node
-        .host_sh(&format!("busybox wget -q -T 5 -O- http://{ip}:8080/"))
+        .http_get(&ip, 8080)
         .expect("HTTP from the host to the pod IP");
     assert_eq!(page.trim(), format!("<h1>hello from {name}</h1>"));
 
@@ -367,6 +355,5 @@ fn a_restarted_kubelet_adopts_its_running_pods() {
         "the pod's start time is its sandbox's, not the new kubelet's"
     );
     let ip = after["status"]["podIP"].as_str().unwrap();
-    node.host_sh(&format!("busybox wget -q -T 5 -O- http://{ip}:8080/"))
-        .expect("the pod still serves");
+    node.http_get(ip, 8080).expect("the pod still serves");
 }
