@@ -7,11 +7,12 @@
 //! poststop run in the runtime, where a failure is only a warning.
 
 use std::io::Write;
-use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use oci_spec::runtime::Hook;
+
+use crate::process::pidfd;
 
 /// Why a hook failed.
 #[derive(Debug, thiserror::Error)]
@@ -124,16 +125,10 @@ fn run_one(phase: &'static str, hook: &Hook, input: &str) -> Result<(), HookErro
 
 /// Wait for a child to exit, at most `secs` seconds, without reaping it.
 fn exits_within(pid: i32, secs: i64) -> bool {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return true; // already gone
+    match pidfd::open(pid) {
+        Ok(fd) => pidfd::exits_within(&fd, Duration::from_secs(secs.max(0) as u64)),
+        Err(_) => true, // already gone
     }
-    // SAFETY: pidfd_open returned a new fd that nothing else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-    let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
-    let ms = (secs.saturating_mul(1000)).min(i32::MAX as i64) as i32;
-    matches!(poll(&mut fds, PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)), Ok(n) if n > 0)
 }
 
 #[cfg(test)]

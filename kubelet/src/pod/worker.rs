@@ -5,7 +5,6 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -667,13 +666,9 @@ impl Backoff {
 /// Resolves when process `pid` has exited (at once if it is already gone), through a
 /// pidfd, which works for processes that are not our children, as shims are not.
 async fn process_exit(pid: i32) {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
+    let Ok(fd) = runtime::process::pidfd::open(pid) else {
         return;
-    }
-    // SAFETY: pidfd_open returned a new fd that nothing else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    };
     // SAFETY: the AsyncFd owns the pidfd, so it stays open until it is deregistered.
     let registered = unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) };
     match registered {

@@ -1,11 +1,11 @@
 //! `delete`: remove a stopped container (or, with force, any container) and its cgroup.
 
-use std::os::fd::{AsFd, FromRawFd, OwnedFd};
-
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
+
+use crate::process::pidfd;
 
 use super::{process_start_time, ContainerError, Status, Store, StoreError};
 
@@ -65,17 +65,10 @@ pub fn delete(store: &Store, id: &str, force: bool) -> Result<(), ContainerError
 /// the process exits, child of ours or not; the start time check guards against the PID
 /// having been reused before the pidfd was opened.
 fn wait_gone(pid: i32, start: u64) {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 || process_start_time(pid) != Some(start) {
-        if fd >= 0 {
-            // SAFETY: we own the fd pidfd_open just returned.
-            unsafe { libc::close(fd as i32) };
-        }
+    let Ok(fd) = pidfd::open(pid) else {
         return;
+    };
+    if process_start_time(pid) == Some(start) {
+        pidfd::exits_within(&fd, Duration::from_secs(10));
     }
-    // SAFETY: pidfd_open returned a new fd that nothing else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-    let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
-    let _ = poll(&mut fds, PollTimeout::from(10_000u16));
 }

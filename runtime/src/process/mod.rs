@@ -8,6 +8,7 @@
 pub mod channel;
 pub mod init;
 pub mod limits;
+pub mod pidfd;
 pub mod user;
 
 use nix::sched::CloneFlags;
