@@ -257,6 +257,24 @@ impl Cri {
         }
     }
 
+    /// Take a sandbox whose containers are gone down for good: its network and the
+    /// sandbox itself, retried for up to 5 s (a container's last processes may take a
+    /// moment to leave the pod cgroup), then the pod's volumes and logs. If the sandbox
+    /// stays, its files stay too, for whoever looks into why.
+    pub fn tear_down(&self, sandbox: &Sandbox) -> Result<(), CriError> {
+        let mut result = self.remove_sandbox(sandbox);
+        for _ in 0..50 {
+            if result.is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            result = self.remove_sandbox(sandbox);
+        }
+        result?;
+        self.remove_pod_files(sandbox.name(), &sandbox.config().uid);
+        Ok(())
+    }
+
     /// The image a container runs, pulled per its `imagePullPolicy`.
     pub async fn ensure_image(&self, container: &Container) -> Result<Image, CriError> {
         let name = container.image.as_deref().unwrap_or_default();
@@ -410,7 +428,7 @@ impl Cri {
     }
 
     /// Remove what the pod left on disk: its volumes and its log directory.
-    pub fn remove_pod_files(&self, sandbox_name: &str, uid: &str) {
+    fn remove_pod_files(&self, sandbox_name: &str, uid: &str) {
         for dir in [
             self.config.pods_dir.join(uid),
             self.config.log_dir.join(sandbox_name),
@@ -447,6 +465,17 @@ impl Cri {
                 .unwrap_or_else(|_| Err("the CNI thread panicked".into()))
         })
     }
+}
+
+/// The name of a pod's sandbox (`<namespace>_<name>_<uid>`, as its log directory).
+pub fn sandbox_name(pod: &Pod) -> String {
+    let m = &pod.metadata;
+    format!(
+        "{}_{}_{}",
+        m.namespace.as_deref().unwrap_or_default(),
+        m.name.as_deref().unwrap_or_default(),
+        m.uid.as_deref().unwrap_or_default()
+    )
 }
 
 fn pull_policy(container: &Container) -> PullPolicy {

@@ -14,8 +14,8 @@ use tokio::task::JoinHandle;
 use crate::api::{ContainerRef, Node, NodeError, RuntimeRef};
 use crate::source::{full_name, SourceEvent};
 
-use super::cri::Cri;
-use super::state::PodState;
+use super::cri::{sandbox_name, Cri};
+use super::state::{lock, PodState};
 use super::status;
 use super::worker::{Command, Worker};
 
@@ -65,8 +65,7 @@ impl PodManager {
                 if let Some(old) = self.lock_pods().remove(&key) {
                     tracing::info!(pod = %key, "manifest changed: restarting the pod");
                     let _ = old.commands.try_send(Command::Stop(None));
-                    let replaced = old.task.is_finished();
-                    if !replaced {
+                    if !old.task.is_finished() {
                         self.lock_replaced().push(old);
                     }
                 }
@@ -103,8 +102,7 @@ impl PodManager {
         let state = Arc::new(Mutex::new(PodState::new(pod.clone(), Utc::now())));
         let (commands, receiver) = mpsc::channel(4);
         let worker = Worker::new(self.cri.clone(), pod, state.clone());
-        let waiting_for: Vec<JoinHandle<()>> = Vec::new();
-        let before = self.take_replaced_tasks(&key, waiting_for);
+        let before = self.take_replaced_tasks(&key);
         let task = tokio::spawn(async move {
             for old in before {
                 let _ = old.await;
@@ -127,21 +125,13 @@ impl PodManager {
     }
 
     /// The tasks of replaced workers for `key` that a new worker must wait for.
-    fn take_replaced_tasks(&self, key: &str, mut into: Vec<JoinHandle<()>>) -> Vec<JoinHandle<()>> {
-        let mut replaced = self.lock_replaced();
-        let mut keep = Vec::new();
-        for entry in replaced.drain(..) {
-            let state = entry.state.lock().unwrap_or_else(|p| p.into_inner());
-            let same = full_name(&state.pod) == key;
-            drop(state);
-            if same {
-                into.push(entry.task);
-            } else {
-                keep.push(entry);
-            }
-        }
-        *replaced = keep;
-        into
+    fn take_replaced_tasks(&self, key: &str) -> Vec<JoinHandle<()>> {
+        let (same, others): (Vec<Entry>, Vec<Entry>) = self
+            .lock_replaced()
+            .drain(..)
+            .partition(|entry| full_name(&lock(&entry.state).pod) == key);
+        *self.lock_replaced() = others;
+        same.into_iter().map(|entry| entry.task).collect()
     }
 
     /// Stop a pod and forget it once its worker is done.
@@ -192,7 +182,7 @@ impl PodManager {
         let claimed: HashSet<String> = self
             .lock_pods()
             .values()
-            .map(|e| sandbox_name(&e.state.lock().unwrap_or_else(|p| p.into_inner()).pod))
+            .map(|e| sandbox_name(&lock(&e.state).pod))
             .collect();
         let cri = self.cri.clone();
         let _ = tokio::task::spawn_blocking(move || {
@@ -205,17 +195,8 @@ impl PodManager {
                     cri.kill(&instance.id, Signal::SIGKILL);
                     cri.remove_container(&sandbox, &instance.id);
                 }
-                let mut result = cri.remove_sandbox(&sandbox);
-                for _ in 0..50 {
-                    if result.is_ok() {
-                        break;
-                    }
-                    std::thread::sleep(std::time::Duration::from_millis(100));
-                    result = cri.remove_sandbox(&sandbox);
-                }
-                match result {
-                    Ok(()) => cri.remove_pod_files(sandbox.name(), &sandbox.config().uid),
-                    Err(e) => tracing::error!("removing orphaned sandbox {}: {e}", sandbox.name()),
+                if let Err(e) = cri.tear_down(&sandbox) {
+                    tracing::error!("removing orphaned sandbox {}: {e}", sandbox.name());
                 }
             }
         })
@@ -223,11 +204,11 @@ impl PodManager {
     }
 
     fn lock_pods(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Entry>> {
-        self.pods.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.pods)
     }
 
     fn lock_replaced(&self) -> std::sync::MutexGuard<'_, Vec<Entry>> {
-        self.replaced.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.replaced)
     }
 
     fn state_of(&self, namespace: &str, name: &str) -> Option<Arc<Mutex<PodState>>> {
@@ -235,16 +216,6 @@ impl PodManager {
             .get(&format!("{namespace}/{name}"))
             .map(|e| e.state.clone())
     }
-}
-
-fn sandbox_name(pod: &Pod) -> String {
-    let m = &pod.metadata;
-    format!(
-        "{}_{}_{}",
-        m.namespace.as_deref().unwrap_or_default(),
-        m.name.as_deref().unwrap_or_default(),
-        m.uid.as_deref().unwrap_or_default()
-    )
 }
 
 /// The pod with its status, as the API shows it.
@@ -270,15 +241,12 @@ impl Node for PodManager {
     fn pods(&self) -> Vec<Pod> {
         let states: Vec<Arc<Mutex<PodState>>> =
             self.lock_pods().values().map(|e| e.state.clone()).collect();
-        states
-            .iter()
-            .map(|s| with_status(&mut s.lock().unwrap_or_else(|p| p.into_inner())))
-            .collect()
+        states.iter().map(|s| with_status(&mut lock(s))).collect()
     }
 
     fn events(&self, namespace: &str, name: &str) -> Vec<Event> {
         self.state_of(namespace, name)
-            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).events.clone())
+            .map(|s| lock(&s).events.clone())
             .unwrap_or_default()
     }
 
@@ -291,7 +259,7 @@ impl Node for PodManager {
         let state = self
             .state_of(namespace, pod)
             .ok_or_else(|| NodeError::PodNotFound { name: pod.into() })?;
-        let state = state.lock().unwrap_or_else(|p| p.into_inner());
+        let state = lock(&state);
         let c = state
             .container(container)
             .ok_or_else(|| NodeError::ContainerNotFound {
@@ -318,7 +286,7 @@ impl Node for PodManager {
         let state = self
             .state_of(namespace, pod)
             .ok_or_else(|| NodeError::PodNotFound { name: pod.into() })?;
-        let state = state.lock().unwrap_or_else(|p| p.into_inner());
+        let state = lock(&state);
         state
             .sandbox
             .as_ref()

@@ -7,6 +7,13 @@ use std::path::PathBuf;
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::{Event, Pod};
 
+/// Lock a pod's state; a worker that panicked holding it leaves it readable.
+pub fn lock<T>(state: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    state
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// The most events kept per pod (upstream's event store ages them out instead).
 const MAX_EVENTS: usize = 100;
 

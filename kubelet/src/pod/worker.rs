@@ -17,9 +17,9 @@ use tokio::sync::mpsc;
 use runtime::sandbox::{Qos, Sandbox};
 use runtime::shim::{self, Reason};
 
-use super::cri::{Cri, CriError, Instance, Start};
+use super::cri::{sandbox_name, Cri, CriError, Instance, Start};
 use super::events::{self, Kind};
-use super::state::{ContainerState, Current, PodState, SandboxInfo, Terminated};
+use super::state::{lock, ContainerState, Current, PodState, SandboxInfo, Terminated};
 use super::status;
 
 /// The first back-off after a crash, doubled on each crash up to [`MAX_BACKOFF`].
@@ -106,8 +106,7 @@ impl Worker {
     }
 
     fn with_state<T>(&self, f: impl FnOnce(&mut PodState) -> T) -> T {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        f(&mut state)
+        f(&mut lock(&self.state))
     }
 
     fn event(&self, kind: Kind, reason: &str, message: String, container: Option<&str>) {
@@ -115,20 +114,10 @@ impl Worker {
         self.with_state(|s| s.record(event));
     }
 
-    fn sandbox_name(&self) -> String {
-        let m = &self.pod.metadata;
-        format!(
-            "{}_{}_{}",
-            m.namespace.as_deref().unwrap_or_default(),
-            m.name.as_deref().unwrap_or_default(),
-            m.uid.as_deref().unwrap_or_default()
-        )
-    }
-
     /// Take over what a previous kubelet left of this pod: its sandbox and containers.
     async fn adopt(&mut self) {
         let cri = self.cri.clone();
-        let name = self.sandbox_name();
+        let name = sandbox_name(&self.pod);
         let found = tokio::task::spawn_blocking(move || {
             let sandbox = cri.find_sandbox(&name)?;
             let instances = cri.instances(&sandbox);
@@ -576,21 +565,7 @@ impl Worker {
         }
         if let Some(sandbox) = self.sandbox.take() {
             let cri = self.cri.clone();
-            let uid = self.pod.metadata.uid.clone().unwrap_or_default();
-            let result = tokio::task::spawn_blocking(move || {
-                // A container's last processes may take a moment to leave the cgroup.
-                let mut result = cri.remove_sandbox(&sandbox);
-                for _ in 0..50 {
-                    if result.is_ok() {
-                        break;
-                    }
-                    std::thread::sleep(Duration::from_millis(100));
-                    result = cri.remove_sandbox(&sandbox);
-                }
-                cri.remove_pod_files(sandbox.name(), &uid);
-                result
-            })
-            .await;
+            let result = tokio::task::spawn_blocking(move || cri.tear_down(&sandbox)).await;
             if let Ok(Err(e)) = result {
                 tracing::error!(pod = %self.name(), "{e}");
             }
