@@ -217,9 +217,7 @@ impl Kubelet {
         let mut answer = String::new();
         stream.read_to_string(&mut answer).ok()?;
         let (head, body) = answer.split_once("\r\n\r\n")?;
-        head.starts_with("HTTP/1.1 200")
-            .then(|| body.to_string())
-            .or_else(|| head.starts_with("HTTP/1.0 200").then(|| body.to_string()))
+        ok_status(head).then(|| body.to_string())
     }
 
     /// The pods the kubelet reports (`/pods` items).
@@ -379,11 +377,14 @@ pub fn http_get(addr: &str) -> Result<String, String> {
     conn.read_to_string(&mut answer)
         .map_err(|e| format!("{addr}: {e}"))?;
     match answer.split_once("\r\n\r\n") {
-        Some((head, body)) if head.starts_with("HTTP/1.") && head.contains(" 200 ") => {
-            Ok(body.to_string())
-        }
+        Some((head, body)) if ok_status(head) => Ok(body.to_string()),
         _ => Err(format!("{addr}: unexpected answer {answer:?}")),
     }
+}
+
+/// Whether an HTTP answer's head says 200.
+fn ok_status(head: &str) -> bool {
+    head.starts_with("HTTP/1.") && head.split(' ').nth(1) == Some("200")
 }
 
 #[track_caller]
