@@ -7,16 +7,21 @@
 //!   restarts with back-off, graceful stop).
 //! - [`cri`]: the node's container operations (every OS side effect).
 //! - [`process`]: a container's process and mounts from the pod and image.
+//! - [`resources`] ([`quantity`]): requests and limits as cgroup values and OOM scores.
 //! - [`state`], [`status`], [`events`]: what workers observed, as v1 status and events.
 
 pub mod cri;
 pub mod events;
 pub mod manager;
 pub mod process;
+pub mod quantity;
+pub mod resources;
 pub mod state;
 pub mod status;
 pub mod worker;
 
+#[cfg(test)]
+mod resources_tests;
 #[cfg(test)]
 mod status_tests;
 
