@@ -57,6 +57,9 @@ struct Args {
     /// The cgroup under which `kubepods` is made, in every hierarchy.
     #[arg(long, value_name = "PATH", default_value = "/")]
     cgroup_root: PathBuf,
+    /// The most processes a pod's cgroup may hold; -1: unlimited.
+    #[arg(long, value_name = "N", default_value_t = -1, allow_negative_numbers = true)]
+    pod_max_pids: i64,
     /// The CNI config folder (the first config by name is used; peapod's default
     /// network when it has none).
     #[arg(long, value_name = "DIR", default_value = "/etc/cni/net.d")]
@@ -149,6 +152,11 @@ fn run(args: Args) -> anyhow::Result<()> {
         },
         pull: Default::default(),
         crash_backoff: args.crash_loop_backoff_initial,
+        resources: kubelet::pod::resources::NodeResources::from_host(
+            std::path::Path::new("/proc/meminfo"),
+            args.pod_max_pids,
+        )
+        .map_err(anyhow::Error::msg)?,
     };
     std::fs::create_dir_all(&args.manifests)
         .with_context(|| format!("creating the manifests folder {}", args.manifests.display()))?;

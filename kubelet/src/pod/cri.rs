@@ -64,6 +64,8 @@ pub struct NodeConfig {
     pub pull: PullOptions,
     /// The first crash back-off of a container (upstream: 10 s), doubled on each crash.
     pub crash_backoff: std::time::Duration,
+    /// The node's memory and `--pod-max-pids`, for the resource formulas.
+    pub resources: super::resources::NodeResources,
 }
 
 /// Why an operation failed; the worker maps it to a container's waiting reason.
@@ -205,6 +207,8 @@ impl Cri {
             uid: meta.uid.clone().unwrap_or_default(),
             hostname,
             qos,
+            resources: super::resources::pod_cgroup(pod, &self.config.resources)
+                .map_err(|e| CriError::Sandbox(e.to_string()))?,
         };
         let mut sandbox = Sandbox::create(&config, &self.config.sandbox)
             .map_err(|e| CriError::Sandbox(format!("creating the pod sandbox: {e}")))?;
@@ -346,6 +350,7 @@ impl Cri {
             volumes_dir: &volumes_dir,
             pod_ips,
             node_name: &self.config.node_name,
+            node_resources: &self.config.resources,
         })
         .map_err(|e| undo(e.into()))?;
         let termination_log = self

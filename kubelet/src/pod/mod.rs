@@ -8,6 +8,7 @@
 //!   [`termination`] (preStop, stop signal, grace, SIGKILL; termination messages).
 //! - [`cri`]: the node's container operations (every OS side effect).
 //! - [`process`]: a container's process and mounts from the pod and image.
+//! - [`resources`] ([`quantity`]): requests and limits as cgroup values and OOM scores.
 //! - [`state`], [`status`], [`events`]: what workers observed, as v1 status and events.
 
 pub mod cri;
@@ -15,6 +16,8 @@ pub mod events;
 pub mod manager;
 pub mod plan;
 pub mod process;
+pub mod quantity;
+pub mod resources;
 pub mod state;
 pub mod status;
 pub mod termination;
@@ -22,6 +25,8 @@ pub mod worker;
 
 #[cfg(test)]
 mod plan_tests;
+#[cfg(test)]
+mod resources_tests;
 #[cfg(test)]
 mod status_tests;
 

@@ -6,6 +6,7 @@ use k8s_openapi::api::core::v1::{
     ContainerState as V1State, ContainerStateRunning, ContainerStateTerminated,
     ContainerStateWaiting, ContainerStatus, PodCondition, PodIP, PodStatus,
 };
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::state::{ContainerState, Current, PodState, Terminated};
@@ -342,7 +343,10 @@ pub fn qos_class(pod: &k8s_openapi::api::core::v1::Pod) -> &'static str {
         }
         for resource in ["cpu", "memory"] {
             match (limits.get(resource), requests.get(resource)) {
-                (Some(limit), Some(request)) if limit != request => guaranteed = false,
+                // By value: `1` and `1000m` are the same request.
+                (Some(limit), Some(request)) if !same_amount(resource, limit, request) => {
+                    guaranteed = false
+                }
                 (Some(_), _) => {}
                 (None, _) => guaranteed = false,
             }
@@ -353,4 +357,13 @@ pub fn qos_class(pod: &k8s_openapi::api::core::v1::Pod) -> &'static str {
         (true, true) => "Guaranteed",
         (true, false) => "Burstable",
     }
+}
+
+/// Whether two cpu or memory quantities are equal in value.
+fn same_amount(resource: &str, a: &Quantity, b: &Quantity) -> bool {
+    let value = match resource {
+        "cpu" => super::resources::cpu_millis,
+        _ => super::resources::memory_bytes,
+    };
+    matches!((value(a), value(b)), (Ok(a), Ok(b)) if a == b)
 }

@@ -167,6 +167,13 @@ fn qos_classes_follow_requests_and_limits() {
         )),
         "Burstable"
     );
+    assert_eq!(
+        qos_class(&with(
+            "{limits: {cpu: 1, memory: 1Gi}, requests: {cpu: 1000m, memory: 1024Mi}}"
+        )),
+        "Guaranteed",
+        "requests equal limits by value"
+    );
 }
 
 #[test]
