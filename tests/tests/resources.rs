@@ -10,23 +10,9 @@ use std::time::Duration;
 use serde_json::Value;
 
 use peapod_tests::host::is_cgroup_v2;
-use peapod_tests::kubelet::{Kubelet, BUSYBOX};
+use peapod_tests::kubelet::{container_status, running, Kubelet, BUSYBOX};
 
 const MIB: i64 = 1 << 20;
-
-fn container_status<'a>(pod: &'a Value, name: &str) -> &'a Value {
-    pod["status"]["containerStatuses"]
-        .as_array()
-        .and_then(|cs| cs.iter().find(|c| c["name"] == name))
-        .unwrap_or(&Value::Null)
-}
-
-fn running(pod: &Value) -> bool {
-    pod["status"]["phase"] == "Running"
-        && pod["status"]["containerStatuses"]
-            .as_array()
-            .is_some_and(|cs| cs.iter().all(|c| c["ready"] == true))
-}
 
 /// A container of a test pod: busybox sleeping, with `resources`.
 fn sleeper(name: &str, resources: &str) -> String {

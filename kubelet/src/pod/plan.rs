@@ -117,6 +117,23 @@ pub fn plan(pod: &Pod, state: &PodState, observed: &Observed) -> Vec<Action> {
         .containers
         .iter()
         .any(|c| state.container(&c.name).is_some_and(|s| s.id.is_some()));
+    // A pod whose app containers are all done for good (or whose init container failed
+    // under Never) is finished: its sidecars stop and nothing starts again.
+    let state_of = |c: &Container| state.container(&c.name).map(progress);
+    let apps_done = !spec.containers.is_empty()
+        && spec
+            .containers
+            .iter()
+            .all(|c| matches!(state_of(c), Some(Progress::Ended(code)) if !restarts(policy, code)));
+    let init_failed = !apps_began
+        && policy == "Never"
+        && all_init.iter().any(|c| {
+            !is_sidecar(c) && matches!(state_of(c), Some(Progress::Ended(code)) if code != 0)
+        });
+    if apps_done || init_failed {
+        kill_running(&mut sidecars(), Why::PodDone, &mut actions);
+        return actions;
+    }
     let start = |c: &Container, init: bool, actions: &mut Vec<Action>| {
         let f = facts(&c.name);
         match f.backoff {
@@ -166,18 +183,12 @@ pub fn plan(pod: &Pod, state: &PodState, observed: &Observed) -> Vec<Action> {
                 }
                 return actions;
             }
-            Progress::Ended(_) if policy == "Never" => {
-                // The pod has failed; its sidecars go.
-                kill_running(&mut sidecars(), Why::PodDone, &mut actions);
-                return actions;
-            }
             Progress::Ended(_) | Progress::NotStarted => {
                 start(init, true, &mut actions);
                 return actions;
             }
         }
     }
-    let mut done = true;
     for c in &spec.containers {
         let Some(s) = state.container(&c.name) else {
             continue;
@@ -185,7 +196,6 @@ pub fn plan(pod: &Pod, state: &PodState, observed: &Observed) -> Vec<Action> {
         let f = facts(&c.name);
         match progress(s) {
             Progress::Running => {
-                done = false;
                 if f.unhealthy && !f.stopping {
                     actions.push(Action::Kill {
                         name: c.name.clone(),
@@ -194,14 +204,8 @@ pub fn plan(pod: &Pod, state: &PodState, observed: &Observed) -> Vec<Action> {
                 }
             }
             Progress::Ended(code) if !restarts(policy, code) => {}
-            Progress::Ended(_) | Progress::NotStarted => {
-                done = false;
-                start(c, false, &mut actions);
-            }
+            Progress::Ended(_) | Progress::NotStarted => start(c, false, &mut actions),
         }
-    }
-    if done && !spec.containers.is_empty() {
-        kill_running(&mut sidecars(), Why::PodDone, &mut actions);
     }
     actions
 }

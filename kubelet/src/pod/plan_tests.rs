@@ -221,6 +221,10 @@ fn sidecars_stop_once_the_app_containers_are_done() {
         plan(&pod, &state, &with_sandbox()),
         vec![kill("b", Why::PodDone), kill("a", Why::PodDone)]
     );
+    // Once stopped they stay stopped.
+    end(&mut state, "a", 0);
+    end(&mut state, "b", 143);
+    assert_eq!(plan(&pod, &state, &with_sandbox()), vec![]);
 }
 
 #[test]
