@@ -45,6 +45,7 @@ pub struct Kubelet {
     host_netns: String,
     node_name: String,
     cgroup_root: PathBuf,
+    extra_args: Vec<String>,
     child: Option<Child>,
 }
 
@@ -52,6 +53,12 @@ impl Kubelet {
     /// Start a kubelet whose pod network is peapod's bridge in a private host netns.
     #[track_caller]
     pub fn start() -> Kubelet {
+        Kubelet::start_with_args(&[])
+    }
+
+    /// [`Kubelet::start`] with more `peapod-kubelet` flags (e.g. `--cluster-domain`).
+    #[track_caller]
+    pub fn start_with_args(args: &[&str]) -> Kubelet {
         require_root();
         let suffix = unique_suffix();
         let dir = tempfile::Builder::new()
@@ -65,6 +72,7 @@ impl Kubelet {
             host_netns,
             node_name: "pp-node".into(),
             cgroup_root: PathBuf::from(format!("/pp-node-{suffix}")),
+            extra_args: args.iter().map(|a| a.to_string()).collect(),
             child: None,
         };
         kubelet.host_sh("ip link set lo up").ok();
@@ -178,6 +186,7 @@ impl Kubelet {
             .arg(self.path("cni-cache"))
             .arg("--cni-netns")
             .arg(Path::new("/run/netns").join(&self.host_netns))
+            .args(&self.extra_args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())

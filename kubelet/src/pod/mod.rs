@@ -7,12 +7,16 @@
 //!   restarts with back-off, graceful stop).
 //! - [`cri`]: the node's container operations (every OS side effect).
 //! - [`process`]: a container's process and mounts from the pod and image.
+//! - [`sandbox_config`], [`dns`]: the pod's sandbox (namespaces, names, `/etc` files, host
+//!   ports) from its spec.
 //! - [`state`], [`status`], [`events`]: what workers observed, as v1 status and events.
 
 pub mod cri;
+pub mod dns;
 pub mod events;
 pub mod manager;
 pub mod process;
+pub mod sandbox_config;
 pub mod state;
 pub mod status;
 pub mod worker;
