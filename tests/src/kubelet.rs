@@ -345,6 +345,7 @@ impl Kubelet {
         }
         if let Ok(sandboxes) = fs::read_dir(self.path("sandboxes")) {
             for sandbox in sandboxes.flatten() {
+                kill_pid_holder(&sandbox.path().join("sandbox.json"));
                 let name = sandbox.file_name();
                 let _ = Command::new("ip")
                     .args(["netns", "delete"])
@@ -372,6 +373,21 @@ impl Drop for Kubelet {
             .args(["netns", "delete", &self.host_netns])
             .output();
         remove_cgroup_tree(&self.cgroup_root);
+    }
+}
+
+/// Stop the init holding a sandbox's shared PID namespace, if its record names one that
+/// still runs (the runtime checks it is the same process).
+fn kill_pid_holder(record: &Path) {
+    let holder = fs::read(record)
+        .ok()
+        .and_then(|text| serde_json::from_slice::<serde_json::Value>(&text).ok())
+        .and_then(|record| {
+            serde_json::from_value::<runtime::sandbox::PidHolder>(record["pid_holder"].clone())
+                .ok()
+        });
+    if let Some(holder) = holder {
+        let _ = holder.stop();
     }
 }
 

@@ -150,7 +150,7 @@ fn a_host_network_pod_is_in_the_nodes_netns_with_its_ip_and_host_pid_and_ipc() {
 
 #[test]
 fn share_process_namespace_lets_containers_see_each_other_and_only_then() {
-    let node = Kubelet::start();
+    let mut node = Kubelet::start();
     let shared = run_pod(
         &node,
         "shared",
@@ -200,6 +200,31 @@ fn share_process_namespace_lets_containers_see_each_other_and_only_then() {
     let holder = record["pid_holder"]["pid"].as_i64().expect("a holder pid");
     assert!(Path::new(&format!("/proc/{holder}")).exists());
     let _ = lone;
+
+    // A restarted kubelet adopts the pod with its holder: a container that dies is started
+    // again in the same PID namespace.
+    node.restart();
+    // (`36[0]1` so the shell does not match its own command line.)
+    let kill_b = "for p in /proc/[0-9]*; do grep -q 36[0]1 $p/cmdline 2>/dev/null && kill ${p#/proc/}; done; true";
+    exec(&node, &shared_name, "a", &["sh", "-c", kill_b]);
+    let restarted = |pod: &Value| {
+        running(pod)
+            && pod["status"]["containerStatuses"]
+                .as_array()
+                .is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c["name"] == "b" && c["restartCount"] == 1)
+                })
+    };
+    node.wait_pod(&shared_name, Duration::from_secs(30), restarted);
+    let b_again = exec(&node, &shared_name, "b", &["readlink", "/proc/self/ns/pid"]);
+    let a_now = exec(&node, &shared_name, "a", &["readlink", "/proc/self/ns/pid"]);
+    assert_eq!(
+        b_again, a_now,
+        "the restarted container joins the pod's PID namespace"
+    );
+    let ps = exec(&node, &shared_name, "a", &["ps", "-o", "pid,args"]);
+    assert!(ps.contains("sleep 3601"), "a sees the new b: {ps}");
     delete_pod(&node, "shared");
     delete_pod(&node, "lone");
     let gone = wait_until(Duration::from_secs(5), || {
