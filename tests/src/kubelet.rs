@@ -383,8 +383,7 @@ fn kill_pid_holder(record: &Path) {
         .ok()
         .and_then(|text| serde_json::from_slice::<serde_json::Value>(&text).ok())
         .and_then(|record| {
-            serde_json::from_value::<runtime::sandbox::PidHolder>(record["pid_holder"].clone())
-                .ok()
+            serde_json::from_value::<runtime::sandbox::PidHolder>(record["pid_holder"].clone()).ok()
         });
     if let Some(holder) = holder {
         let _ = holder.stop();

@@ -158,12 +158,14 @@ fn fork_holder() -> Result<Pid, SandboxError> {
         })
 }
 
-/// The holder: PID 1 of the pod's PID namespace. Leaves the caller's session, closes every
-/// inherited file, blocks all signals and then waits for SIGCHLD to reap whatever exited.
+/// The holder: PID 1 of the pod's PID namespace. Leaves the caller's session and working
+/// directory, closes every inherited file, blocks all signals and then waits for SIGCHLD to reap whatever exited.
 fn holder_main() -> ! {
     // SAFETY: plain system calls on values that live on this stack; each is async-signal-safe.
     unsafe {
         libc::setsid();
+        // Hold no directory of the caller's busy.
+        libc::chdir(c"/".as_ptr());
         libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32);
         libc::prctl(libc::PR_SET_NAME, c"pod-pidns-init".as_ptr());
         let mut all: libc::sigset_t = std::mem::zeroed();
