@@ -12,6 +12,8 @@ use k8s_openapi::api::core::v1::{Container, EnvVar, Pod, Volume};
 use runtime::image::config::ImageProcess;
 use runtime::sandbox::{ContainerConfig, Mount, User};
 
+use super::resources::{self, NodeResources};
+
 /// Why a container's settings cannot be applied (`CreateContainerConfigError`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -33,6 +35,8 @@ pub struct Inputs<'a> {
     pub pod_ips: &'a [IpAddr],
     /// The node's name.
     pub node_name: &'a str,
+    /// The node's memory and pod limits, for the resource formulas.
+    pub node_resources: &'a NodeResources,
 }
 
 /// The container as the sandbox runs it.
@@ -79,6 +83,8 @@ pub fn container_config(inputs: &Inputs<'_>) -> Result<ContainerConfig, ConfigEr
         pod_security.supplemental_groups.unwrap_or_default(),
         inputs.rootfs,
     )?;
+    let resources = resources::container(inputs.pod, c, inputs.node_resources)
+        .map_err(|e| ConfigError(e.to_string()))?;
     Ok(ContainerConfig {
         name: c.name.clone(),
         rootfs: inputs.rootfs.to_path_buf(),
@@ -89,6 +95,8 @@ pub fn container_config(inputs: &Inputs<'_>) -> Result<ContainerConfig, ConfigEr
         user,
         tty: c.tty.unwrap_or(false),
         mounts: mounts(inputs)?,
+        resources: resources.cgroup,
+        oom_score_adj: Some(resources.oom_score_adj),
     })
 }
 

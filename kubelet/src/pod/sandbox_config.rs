@@ -1,6 +1,7 @@
 //! A pod's sandbox from its spec, as the upstream kubelet's sandbox config: the namespaces it
 //! shares with the node or across its containers, its hostname, domain and host aliases, its
-//! `resolv.conf` (see [`dns`](super::dns)), and the `hostPort`s the network forwards.
+//! `resolv.conf` (see [`dns`](super::dns)), its pod cgroup's limits (see
+//! [`resources`](super::resources)), and the `hostPort`s the network forwards.
 
 use k8s_openapi::api::core::v1::Pod;
 
@@ -67,6 +68,8 @@ pub fn config(
             })
             .collect(),
         resolv_conf: Some(resolv.render()),
+        resources: super::resources::pod_cgroup(pod, &node.resources)
+            .map_err(|e| CriError::Sandbox(e.to_string()))?,
     };
     Ok((config, warnings))
 }
@@ -146,6 +149,11 @@ mod tests {
                 has_resolv_conf: true,
             },
             node_ips: Vec::new(),
+            crash_backoff: std::time::Duration::from_secs(10),
+            resources: super::super::resources::NodeResources {
+                memory_capacity: 1 << 30,
+                pod_max_pids: 0,
+            },
         }
     }
 

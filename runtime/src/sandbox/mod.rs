@@ -59,6 +59,7 @@ mod error;
 mod files;
 mod namespaces;
 mod pidns;
+mod resources;
 mod spec;
 
 #[cfg(test)]
@@ -77,6 +78,7 @@ pub use error::SandboxError;
 pub use files::HostAlias;
 pub use namespaces::{NodeNamespaces, Pins};
 pub use pidns::PidHolder;
+pub use resources::Resources;
 pub use spec::{
     ContainerConfig, Mount, User, CONTAINER_NAME_ANNOTATION, POD_NAMESPACE_ANNOTATION,
     POD_NAME_ANNOTATION, POD_UID_ANNOTATION, SANDBOX_ANNOTATION,
@@ -151,6 +153,9 @@ pub struct SandboxConfig {
     /// The pod's `/etc/resolv.conf` as the caller composed it; None: a copy of the host's.
     #[serde(default)]
     pub resolv_conf: Option<String>,
+    /// The pod cgroup's limits, written when the sandbox is made.
+    #[serde(default)]
+    pub resources: Resources,
 }
 
 /// The namespaces a pod shares with the node, and its PID namespace (CRI's `NamespaceOption`).
@@ -202,6 +207,7 @@ impl Default for SandboxConfig {
             domain: None,
             host_aliases: Vec::new(),
             resolv_conf: None,
+            resources: Resources::default(),
         }
     }
 }
@@ -304,11 +310,10 @@ impl Sandbox {
         };
         files::write_all(&dir, config, None, paths).map_err(undo_dir)?;
         pinner.create(&pins, &config.hostname).map_err(undo_dir)?;
-        let cgroup = cgroup::create(&paths.cgroup, &paths.cgroup_root, config.qos, &config.uid)
-            .map_err(|e| {
-                let _ = pinner.unpin(&pins);
-                undo_dir(e)
-            })?;
+        let cgroup = cgroup::create(&paths.cgroup, &paths.cgroup_root, config).map_err(|e| {
+            let _ = pinner.unpin(&pins);
+            undo_dir(e)
+        })?;
         let pid_holder = match config.namespaces.pid {
             PidMode::Pod => match PidHolder::start(&paths.cgroup, &cgroup_path) {
                 Ok(holder) => Some(holder),
