@@ -15,7 +15,8 @@
 //! - the pod cgroup `kubepods[/burstable|/besteffort]/pod<uid>` in every hierarchy (see
 //!   [`Qos`]); each container's cgroup is `<pod cgroup>/<container id>`;
 //! - `<state dir>/<name>/`: `sandbox.json` (the record), `hosts`, `hostname`, `resolv.conf`
-//!   (bind-mounted into every container) and `containers/<id>/config.json` (the bundles).
+//!   (bind-mounted into every container) and `containers/<id>/config.json` (the bundles);
+//! - for `shareProcessNamespace` only, a [`PidHolder`] process in `<pod cgroup>/pidns-init`.
 //!
 //! The name is `<namespace>_<pod name>_<uid>`, as the pod's log directory is named.
 //!
