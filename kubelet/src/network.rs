@@ -22,7 +22,9 @@ pub const DEFAULT_CONFLIST_NAME: &str = "10-peapod.conflist";
 
 /// peapod's default network, used when the conf dir holds no config: `loopback`, then
 /// `peapod-bridge` on bridge `peapod0` with host-local addresses from 10.88.0.0/16,
-/// the bridge as the pods' gateway and their traffic masqueraded off the node.
+/// the bridge as the pods' gateway and their traffic masqueraded off the node, then the
+/// reference `portmap` plugin for the pods' `hostPort`s (it declares the `portMappings`
+/// capability, so the kubelet hands it the mappings).
 /// cniVersion 1.0.0 because the distributions' `loopback` does not speak 1.1.
 pub const DEFAULT_CONFLIST: &str = r#"{
   "cniVersion": "1.0.0",
@@ -42,6 +44,11 @@ pub const DEFAULT_CONFLIST: &str = r#"{
         "routes": [{ "dst": "0.0.0.0/0" }],
         "dataDir": "/var/lib/cni/networks"
       }
+    },
+    {
+      "type": "portmap",
+      "capabilities": { "portMappings": true },
+      "snat": true
     }
   ]
 }
@@ -105,6 +112,22 @@ pub struct PodRef<'a> {
     pub uid: &'a str,
 }
 
+/// A `hostPort` to forward to the pod, as the CNI `portMappings` capability argument
+/// (the conventions' field names, the protocol in lower case as containerd passes it).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PortMapping {
+    /// The node's port.
+    pub host_port: u16,
+    /// The pod's port.
+    pub container_port: u16,
+    /// `tcp`, `udp` or `sctp`.
+    pub protocol: String,
+    /// The node address to listen on; all when absent.
+    #[serde(rename = "hostIP", default, skip_serializing_if = "String::is_empty")]
+    pub host_ip: String,
+}
+
 /// The node's pod network: its config and the caller that runs its plugins.
 #[derive(Debug, Clone)]
 pub struct PodNetwork {
@@ -157,34 +180,45 @@ impl PodNetwork {
     }
 
     /// ADD: connect the network namespace at `netns` of sandbox `sandbox_id` as
-    /// [`POD_INTERFACE`]; the pod's addresses on it.
+    /// [`POD_INTERFACE`], forwarding `ports` from the node; the pod's addresses on it.
     pub fn attach(
         &self,
         sandbox_id: &str,
         netns: &Path,
         pod: &PodRef<'_>,
+        ports: &[PortMapping],
     ) -> Result<Vec<IpAddr>, NetworkError> {
-        let result = self
-            .caller
-            .add(&self.network, &runtime_conf(sandbox_id, netns, pod))
-            .map_err(|source| NetworkError::Attach {
-                sandbox: sandbox_id.into(),
-                network: self.name().into(),
-                source: Box::new(source),
-            })?;
+        let mut rt = runtime_conf(sandbox_id, netns, pod);
+        if !ports.is_empty() {
+            rt.capability_args = serde_json::json!({ "portMappings": ports });
+        }
+        let result =
+            self.caller
+                .add(&self.network, &rt)
+                .map_err(|source| NetworkError::Attach {
+                    sandbox: sandbox_id.into(),
+                    network: self.name().into(),
+                    source: Box::new(source),
+                })?;
         Ok(pod_ips(&result, POD_INTERFACE))
     }
 
     /// DEL: disconnect the sandbox and free its addresses. Idempotent: detaching a sandbox
     /// that is already detached, or whose netns is gone (`netns` may be empty), succeeds.
+    /// The capability arguments ADD was given (the port mappings) are passed again, from
+    /// the result cache, so plugins such as `portmap` find the rules to remove.
     pub fn detach(
         &self,
         sandbox_id: &str,
         netns: &Path,
         pod: &PodRef<'_>,
     ) -> Result<(), NetworkError> {
+        let mut rt = runtime_conf(sandbox_id, netns, pod);
+        if let Some(added) = self.caller.cache.load(self.name(), &rt) {
+            rt.capability_args = added.capability_args;
+        }
         self.caller
-            .del(&self.network, &runtime_conf(sandbox_id, netns, pod))
+            .del(&self.network, &rt)
             .map_err(|source| NetworkError::Detach {
                 sandbox: sandbox_id.into(),
                 network: self.name().into(),
@@ -221,6 +255,79 @@ pub fn default_network() -> Result<Network, NetworkError> {
         list,
         bytes: DEFAULT_CONFLIST.as_bytes().to_vec(),
         source: PathBuf::from(cni::caller::DEFAULT_CONF_DIR).join(DEFAULT_CONFLIST_NAME),
+    })
+}
+
+/// The node's addresses, as the kubelet picks them without `--node-ip`: the global
+/// addresses of the interface the default route leaves by, else of every interface that is
+/// up and not loopback; IPv4 first. Reads the calling thread's network namespace, so call
+/// it on a thread inside the node's.
+pub fn node_addresses() -> Vec<IpAddr> {
+    let default_link = default_route_interface();
+    let Ok(addresses) = nix::ifaddrs::getifaddrs() else {
+        return Vec::new();
+    };
+    let mut found: Vec<(bool, IpAddr)> = Vec::new();
+    for address in addresses {
+        let up = address
+            .flags
+            .contains(nix::net::if_::InterfaceFlags::IFF_UP);
+        let loopback = address
+            .flags
+            .contains(nix::net::if_::InterfaceFlags::IFF_LOOPBACK);
+        let Some(ip) = address.address.as_ref().and_then(socket_ip) else {
+            continue;
+        };
+        if !up || loopback || !is_global(ip) {
+            continue;
+        }
+        found.push((default_link.as_deref() == Some(&address.interface_name), ip));
+    }
+    let on_default: Vec<IpAddr> = found
+        .iter()
+        .filter(|(d, _)| *d)
+        .map(|(_, ip)| *ip)
+        .collect();
+    let mut ips = if on_default.is_empty() {
+        found.into_iter().map(|(_, ip)| ip).collect()
+    } else {
+        on_default
+    };
+    ips.sort_by_key(|ip| ip.is_ipv6());
+    ips.dedup();
+    ips
+}
+
+fn socket_ip(address: &nix::sys::socket::SockaddrStorage) -> Option<IpAddr> {
+    if let Some(v4) = address.as_sockaddr_in() {
+        return Some(IpAddr::V4(v4.ip()));
+    }
+    address.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip()))
+}
+
+/// Not loopback, link-local, unspecified or multicast.
+fn is_global(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => !(v4.is_loopback() || v4.is_link_local() || v4.is_unspecified()),
+        IpAddr::V6(v6) => {
+            !(v6.is_loopback() || v6.is_unspecified() || (v6.segments()[0] & 0xffc0) == 0xfe80)
+        }
+    }
+}
+
+/// The interface of the IPv4 default route, from the calling thread's
+/// `/proc/thread-self/net/route` (the thread's network namespace, not the process's).
+fn default_route_interface() -> Option<String> {
+    let table = std::fs::read_to_string("/proc/thread-self/net/route").ok()?;
+    default_route_in(&table)
+}
+
+/// The interface whose route has destination and mask 0 in a `/proc/net/route` table.
+fn default_route_in(table: &str) -> Option<String> {
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        (fields.len() > 7 && fields[1] == "00000000" && fields[7] == "00000000")
+            .then(|| fields[0].to_owned())
     })
 }
 
@@ -277,7 +384,8 @@ mod tests {
             .iter()
             .map(|p| p["type"].as_str().unwrap_or_default())
             .collect();
-        assert_eq!(types, ["loopback", "peapod-bridge"]);
+        assert_eq!(types, ["loopback", "peapod-bridge", "portmap"]);
+        assert_eq!(net.list.plugins[2]["capabilities"]["portMappings"], true);
         let bridge = &net.list.plugins[1];
         assert_eq!(bridge["bridge"], "peapod0");
         assert_eq!(bridge["isGateway"], true);
@@ -317,6 +425,18 @@ mod tests {
     }
 
     #[test]
+    fn the_default_route_names_its_interface() {
+        let table = "Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\n\
+                     eth1\t0002000A\t00000000\t0001\t0\t0\t0\t00FFFFFF\n\
+                     eth0\t00000000\t0102000A\t0003\t0\t0\t0\t00000000\n";
+        assert_eq!(default_route_in(table).as_deref(), Some("eth0"));
+        assert_eq!(default_route_in("Iface\tDestination\n"), None);
+        assert!(!is_global("169.254.1.1".parse().unwrap()));
+        assert!(!is_global("fe80::1".parse().unwrap()));
+        assert!(is_global("192.0.2.10".parse().unwrap()));
+    }
+
+    #[test]
     fn the_cni_args_are_the_kubelets() {
         let pod = PodRef {
             namespace: "default",
@@ -331,6 +451,31 @@ mod tests {
         assert_eq!(
             args.join(";"),
             "K8S_POD_NAMESPACE=default;K8S_POD_NAME=web;K8S_POD_INFRA_CONTAINER_ID=sb1;K8S_POD_UID=u1;IgnoreUnknown=1"
+        );
+    }
+
+    #[test]
+    fn port_mappings_are_written_as_the_cni_conventions_name_them() {
+        let ports = [
+            PortMapping {
+                host_port: 8080,
+                container_port: 80,
+                protocol: "tcp".into(),
+                host_ip: String::new(),
+            },
+            PortMapping {
+                host_port: 5353,
+                container_port: 53,
+                protocol: "udp".into(),
+                host_ip: "192.0.2.1".into(),
+            },
+        ];
+        assert_eq!(
+            serde_json::to_value(ports).unwrap(),
+            serde_json::json!([
+                {"hostPort": 8080, "containerPort": 80, "protocol": "tcp"},
+                {"hostPort": 5353, "containerPort": 53, "protocol": "udp", "hostIP": "192.0.2.1"},
+            ])
         );
     }
 

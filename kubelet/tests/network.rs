@@ -194,7 +194,7 @@ fn a_pod_is_attached_answers_ping_and_is_detached() {
     };
 
     let ips = host
-        .run(|| network.attach(&id, &netns, &pod_ref))
+        .run(|| network.attach(&id, &netns, &pod_ref, &[]))
         .expect("the pod is attached");
     assert_eq!(ips.len(), 1, "one address on eth0: {ips:?}");
     let ip: IpAddr = ips[0];

@@ -45,21 +45,21 @@ pub struct Kubelet {
     host_netns: String,
     node_name: String,
     cgroup_root: PathBuf,
-    child: Option<Child>,
     /// Flags added to the kubelet's command line.
     extra_args: Vec<String>,
+    child: Option<Child>,
 }
 
 impl Kubelet {
     /// Start a kubelet whose pod network is peapod's bridge in a private host netns.
     #[track_caller]
     pub fn start() -> Kubelet {
-        Kubelet::start_with(&[])
+        Kubelet::start_with_args(&[])
     }
 
-    /// [`Kubelet::start`] with extra `peapod-kubelet` flags.
+    /// [`Kubelet::start`] with more `peapod-kubelet` flags (e.g. `--cluster-domain`).
     #[track_caller]
-    pub fn start_with(extra_args: &[&str]) -> Kubelet {
+    pub fn start_with_args(args: &[&str]) -> Kubelet {
         require_root();
         let suffix = unique_suffix();
         let dir = tempfile::Builder::new()
@@ -73,8 +73,8 @@ impl Kubelet {
             host_netns,
             node_name: "pp-node".into(),
             cgroup_root: PathBuf::from(format!("/pp-node-{suffix}")),
+            extra_args: args.iter().map(|a| a.to_string()).collect(),
             child: None,
-            extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
         };
         kubelet.host_sh("ip link set lo up").ok();
         for sub in ["manifests", "cni", "images"] {
@@ -346,6 +346,7 @@ impl Kubelet {
         }
         if let Ok(sandboxes) = fs::read_dir(self.path("sandboxes")) {
             for sandbox in sandboxes.flatten() {
+                kill_pid_holder(&sandbox.path().join("sandbox.json"));
                 let name = sandbox.file_name();
                 let _ = Command::new("ip")
                     .args(["netns", "delete"])
@@ -373,6 +374,20 @@ impl Drop for Kubelet {
             .args(["netns", "delete", &self.host_netns])
             .output();
         remove_cgroup_tree(&self.cgroup_root);
+    }
+}
+
+/// Stop the init holding a sandbox's shared PID namespace, if its record names one that
+/// still runs (the runtime checks it is the same process).
+fn kill_pid_holder(record: &Path) {
+    let holder = fs::read(record)
+        .ok()
+        .and_then(|text| serde_json::from_slice::<serde_json::Value>(&text).ok())
+        .and_then(|record| {
+            serde_json::from_value::<runtime::sandbox::PidHolder>(record["pid_holder"].clone()).ok()
+        });
+    if let Some(holder) = holder {
+        let _ = holder.stop();
     }
 }
 

@@ -38,7 +38,7 @@ fn events(node: &Kubelet, pod: &str) -> String {
 #[test]
 fn restart_policies_end_pods_as_upstream_and_crash_back_off_grows() {
     // A short first back-off (upstream: 10 s) to watch several restarts.
-    let node = Kubelet::start_with(&["--crash-loop-backoff-initial", "1s"]);
+    let node = Kubelet::start_with_args(&["--crash-loop-backoff-initial", "1s"]);
     let never = "  restartPolicy: Never\n  terminationGracePeriodSeconds: 1\n  containers:\n";
     let on_failure =
         "  restartPolicy: OnFailure\n  terminationGracePeriodSeconds: 1\n  containers:\n";

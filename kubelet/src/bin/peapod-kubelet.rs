@@ -80,6 +80,21 @@ struct Args {
     /// Log files kept per container, the live one included.
     #[arg(long, value_name = "N", default_value_t = 5)]
     container_log_max_files: usize,
+    /// The cluster's DNS server addresses (comma-separated), the nameservers of
+    /// `ClusterFirst` pods. None: those pods get the node's resolver (`Default`).
+    #[arg(long, value_name = "IPS", value_delimiter = ',')]
+    cluster_dns: Vec<std::net::IpAddr>,
+    /// The cluster's DNS domain (e.g. cluster.local), searched by `ClusterFirst` pods and
+    /// naming pods with a subdomain.
+    #[arg(long, value_name = "DOMAIN", default_value = "")]
+    cluster_domain: String,
+    /// The node's resolver configuration, which `Default` pods get; empty: none.
+    #[arg(long, value_name = "PATH", default_value = "/etc/resolv.conf")]
+    resolv_conf: PathBuf,
+    /// The node's addresses (comma-separated) [default: those of the interface with the
+    /// default route in the node's network namespace].
+    #[arg(long, value_name = "IPS", value_delimiter = ',')]
+    node_ip: Vec<std::net::IpAddr>,
     /// The first crash back-off (doubling up to 5 minutes). Upstream's 10s is the
     /// default; tests shorten it to watch several restarts.
     #[arg(long, hide = true, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
@@ -137,6 +152,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             netns_dir: args.netns_dir.clone(),
             state_dir: args.sandbox_dir.clone(),
             cgroup_root: args.cgroup_root.clone(),
+            resolv_conf: args.resolv_conf.clone(),
             ..Paths::default()
         },
         runtime_binary: beside("peapod-runtime", args.runtime.clone())?,
@@ -151,6 +167,12 @@ fn run(args: Args) -> anyhow::Result<()> {
             max_files: args.container_log_max_files,
         },
         pull: Default::default(),
+        dns: kubelet::pod::dns::NodeDns {
+            cluster_dns: args.cluster_dns.clone(),
+            cluster_domain: args.cluster_domain.clone(),
+            has_resolv_conf: !args.resolv_conf.as_os_str().is_empty(),
+        },
+        node_ips: args.node_ip.clone(),
         crash_backoff: args.crash_loop_backoff_initial,
         resources: kubelet::pod::resources::NodeResources::from_host(
             std::path::Path::new("/proc/meminfo"),

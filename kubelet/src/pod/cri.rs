@@ -22,7 +22,9 @@ use runtime::shim::{self, ShimConfig};
 use crate::network::{PodNetwork, PodRef};
 use crate::source::defaults::TERMINATION_MESSAGE_PATH;
 
+use super::dns::{self, NodeDns};
 use super::process::{self, ConfigError};
+use super::sandbox_config;
 
 /// The kubelet's record of a container, beside its bundle, so a restarted kubelet knows
 /// which pod container an id is and which shim watches it.
@@ -62,6 +64,11 @@ pub struct NodeConfig {
     pub log_options: LogOptions,
     /// How images are pulled.
     pub pull: PullOptions,
+    /// The cluster's DNS (`--cluster-dns`, `--cluster-domain`); the node's resolver file
+    /// (`--resolv-conf`) is `sandbox.resolv_conf`.
+    pub dns: NodeDns,
+    /// The node's addresses (`--node-ip`); none: found in the node's network namespace.
+    pub node_ips: Vec<IpAddr>,
     /// The first crash back-off of a container (upstream: 10 s), doubled on each crash.
     pub crash_backoff: std::time::Duration,
     /// The node's memory and `--pod-max-pids`, for the resource formulas.
@@ -192,30 +199,27 @@ impl Cri {
         self.network.name()
     }
 
-    /// Create the pod's sandbox and attach it to the pod network.
+    /// Create the pod's sandbox and attach it to the pod network; a `hostNetwork` pod is
+    /// not attached and has the node's addresses.
     pub fn run_sandbox(&self, pod: &Pod, qos: Qos) -> Result<(Sandbox, Vec<IpAddr>), CriError> {
-        let meta = &pod.metadata;
-        let name = meta.name.clone().unwrap_or_default();
-        let hostname = pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.hostname.clone())
-            .unwrap_or_else(|| name.clone());
-        let config = SandboxConfig {
-            name,
-            namespace: meta.namespace.clone().unwrap_or_default(),
-            uid: meta.uid.clone().unwrap_or_default(),
-            hostname,
-            qos,
-            resources: super::resources::pod_cgroup(pod, &self.config.resources)
-                .map_err(|e| CriError::Sandbox(e.to_string()))?,
-        };
+        let (config, warnings) = sandbox_config::config(pod, qos, &self.config)?;
+        for warning in &warnings {
+            tracing::warn!(pod = %config.sandbox_name(), reason = warning.reason, "{}", warning.message);
+        }
         let mut sandbox = Sandbox::create(&config, &self.config.sandbox)
             .map_err(|e| CriError::Sandbox(format!("creating the pod sandbox: {e}")))?;
-        let attached = self.in_cni_netns(|| {
-            self.network
-                .attach(sandbox.name(), &sandbox.pins().net, &pod_ref(&config))
-        });
+        let attached = if config.namespaces.host_network {
+            Ok(self.node_ips())
+        } else {
+            self.in_cni_netns(|| {
+                self.network.attach(
+                    sandbox.name(),
+                    &sandbox.pins().net,
+                    &pod_ref(&config),
+                    &sandbox_config::port_mappings(pod),
+                )
+            })
+        };
         let ips = match attached {
             Ok(ips) => ips,
             Err(e) => {
@@ -232,6 +236,27 @@ impl Cri {
         Ok((sandbox, ips))
     }
 
+    /// The warnings (events) about a pod's DNS settings that [`Cri::run_sandbox`] logs:
+    /// `MissingClusterDNS`, `DNSConfigForming`.
+    pub fn dns_warnings(&self, pod: &Pod) -> Vec<dns::Warning> {
+        sandbox_config::config(pod, Qos::BestEffort, &self.config)
+            .map(|(_, warnings)| warnings)
+            .unwrap_or_default()
+    }
+
+    /// The node's addresses: `--node-ip`, else those found in the node's network namespace
+    /// (the CNI one when given); the pod IPs of `hostNetwork` pods and every pod's host IP.
+    pub fn node_ips(&self) -> Vec<IpAddr> {
+        if !self.config.node_ips.is_empty() {
+            return self.config.node_ips.clone();
+        }
+        self.in_cni_netns(|| Ok(crate::network::node_addresses()))
+            .unwrap_or_else(|e| {
+                tracing::warn!("finding the node's addresses: {e}");
+                Vec::new()
+            })
+    }
+
     /// The sandbox of that name, if one exists (after a kubelet restart).
     pub fn find_sandbox(&self, name: &str) -> Option<Sandbox> {
         Sandbox::load(name, &self.config.sandbox).ok()
@@ -244,6 +269,11 @@ impl Cri {
 
     /// Detach the sandbox from the network and remove it (its containers must be gone).
     pub fn remove_sandbox(&self, sandbox: &Sandbox) -> Result<(), CriError> {
+        if sandbox.config().namespaces.host_network {
+            return sandbox
+                .remove()
+                .map_err(|e| CriError::Sandbox(format!("removing the pod sandbox: {e}")));
+        }
         let detached = self.in_cni_netns(|| {
             self.network.detach(
                 sandbox.name(),

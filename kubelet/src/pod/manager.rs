@@ -222,7 +222,8 @@ impl PodManager {
 fn with_status(state: &mut PodState) -> Pod {
     let now = Utc::now();
     let mut pod = state.pod.clone();
-    pod.status = Some(status::pod_status(state, None, now));
+    let host_ip = state.host_ip.map(|ip| ip.to_string());
+    pod.status = Some(status::pod_status(state, host_ip.as_deref(), now));
     if let Some(since) = state.deleting_since {
         pod.metadata.deletion_timestamp = Some(status::time(since));
         pod.metadata.deletion_grace_period_seconds = pod

@@ -8,16 +8,20 @@
 //!   [`termination`] (preStop, stop signal, grace, SIGKILL; termination messages).
 //! - [`cri`]: the node's container operations (every OS side effect).
 //! - [`process`]: a container's process and mounts from the pod and image.
+//! - [`sandbox_config`], [`dns`]: the pod's sandbox (namespaces, names, `/etc` files, host
+//!   ports) from its spec.
 //! - [`resources`] ([`quantity`]): requests and limits as cgroup values and OOM scores.
 //! - [`state`], [`status`], [`events`]: what workers observed, as v1 status and events.
 
 pub mod cri;
+pub mod dns;
 pub mod events;
 pub mod manager;
 pub mod plan;
 pub mod process;
 pub mod quantity;
 pub mod resources;
+pub mod sandbox_config;
 pub mod state;
 pub mod status;
 pub mod termination;

@@ -167,6 +167,8 @@ pub struct PodState {
     pub transitions: Transitions,
     /// Events about the pod, oldest first.
     pub events: Vec<Event>,
+    /// The node's address (`status.hostIP`), once known.
+    pub host_ip: Option<IpAddr>,
     /// Why the pod failed for good, if it did (`status.reason`, `status.message`), e.g.
     /// `DeadlineExceeded`.
     pub failure: Option<(String, String)>,
@@ -228,6 +230,7 @@ impl PodState {
             deleting_since: None,
             transitions: Transitions::default(),
             events: Vec::new(),
+            host_ip: None,
             failure: None,
         }
     }

@@ -94,6 +94,11 @@ impl Worker {
 
     /// Run the pod until told to stop, then take it down.
     pub async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+        let cri = self.cri.clone();
+        let node_ips = tokio::task::spawn_blocking(move || cri.node_ips())
+            .await
+            .unwrap_or_default();
+        self.with_state(|s| s.host_ip = node_ips.first().copied());
         self.adopt().await;
         self.deadline = self.active_deadline();
         loop {
@@ -316,11 +321,17 @@ impl Worker {
             "Burstable" => Qos::Burstable,
             _ => Qos::BestEffort,
         };
-        let made = tokio::task::spawn_blocking(move || cri.run_sandbox(&pod, qos))
-            .await
-            .unwrap_or_else(|e| Err(CriError::Sandbox(format!("sandbox task: {e}"))));
+        let made = tokio::task::spawn_blocking(move || {
+            let made = cri.run_sandbox(&pod, qos)?;
+            Ok((made, cri.dns_warnings(&pod)))
+        })
+        .await
+        .unwrap_or_else(|e| Err(CriError::Sandbox(format!("sandbox task: {e}"))));
         match made {
-            Ok((sandbox, ips)) => {
+            Ok(((sandbox, ips), warnings)) => {
+                for warning in warnings {
+                    self.event(Kind::Warning, warning.reason, warning.message, None);
+                }
                 self.set_sandbox(&sandbox, ips);
                 self.sandbox = Some(sandbox);
                 self.sandbox_backoff = Backoff::default();

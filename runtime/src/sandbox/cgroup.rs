@@ -129,6 +129,7 @@ pub(super) mod tests {
             hostname: "web".into(),
             qos,
             resources: Resources::default(),
+            ..SandboxConfig::default()
         }
     }
 

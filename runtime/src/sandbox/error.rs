@@ -89,6 +89,14 @@ pub enum SandboxError {
         source: serde_json::Error,
     },
 
+    /// The pod shares a PID namespace whose holder is no longer running, so no container
+    /// can join it: the sandbox must be made again.
+    #[error("sandbox {name}: the init holding the pod's shared PID namespace is gone")]
+    PidNamespaceGone {
+        /// The sandbox name.
+        name: String,
+    },
+
     /// The container's OCI config could not be assembled.
     #[error("container {container}: building the OCI config")]
     Spec {

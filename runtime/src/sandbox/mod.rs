@@ -15,7 +15,8 @@
 //! - the pod cgroup `kubepods[/burstable|/besteffort]/pod<uid>` in every hierarchy (see
 //!   [`Qos`]); each container's cgroup is `<pod cgroup>/<container id>`;
 //! - `<state dir>/<name>/`: `sandbox.json` (the record), `hosts`, `hostname`, `resolv.conf`
-//!   (bind-mounted into every container) and `containers/<id>/config.json` (the bundles).
+//!   (bind-mounted into every container) and `containers/<id>/config.json` (the bundles);
+//! - for `shareProcessNamespace` only, a [`PidHolder`] process in `<pod cgroup>/pidns-init`.
 //!
 //! The name is `<namespace>_<pod name>_<uid>`, as the pod's log directory is named.
 //!
@@ -38,11 +39,18 @@
 //!   them. `lsns` lists namespaces by process, so it only shows them through the containers.
 //! - *PID namespace sharing* (`shareProcessNamespace: true`) is not possible this way: a PID
 //!   namespace whose first process has exited accepts no new processes, so it needs a living
-//!   init. Each container has its own PID namespace; pod-wide PID sharing would need a pause
-//!   process, to be added only for the pods that ask for it.
+//!   init. Only the pods that ask for it get one (see [`PidHolder`]); otherwise each container
+//!   has its own PID namespace.
 //! - *POSIX shared memory*: the IPC namespace is shared (System V IPC, message queues), but
 //!   each container mounts its own `/dev/shm` tmpfs, so POSIX shm objects are not yet shared
 //!   between containers.
+//!
+//! # Namespaces shared with the node
+//! [`NamespaceOptions`] asks for the node's network (and with it UTS) namespace
+//! (`hostNetwork`), IPC namespace (`hostIPC`) or PID namespace (`hostPID`): nothing is made or
+//! pinned for those, and containers join the node's. The node's network namespace is the one
+//! [`NamespaceOptions::node_netns`] names (a kubelet running its pod networks in a namespace
+//! of their own), else the caller's.
 //!
 //! Not here yet: the pod network (CNI gives the IP later, see [`Sandbox::set_ip`]) and the
 //! supervision of container processes.
@@ -51,6 +59,7 @@ mod cgroup;
 mod error;
 mod files;
 mod namespaces;
+mod pidns;
 mod resources;
 mod spec;
 
@@ -67,7 +76,9 @@ use serde::{Deserialize, Serialize};
 
 pub use self::cgroup::{pod_path, Qos};
 pub use error::SandboxError;
-pub use namespaces::Pins;
+pub use files::HostAlias;
+pub use namespaces::{NodeNamespaces, Pins};
+pub use pidns::PidHolder;
 pub use resources::Resources;
 pub use spec::{
     ContainerConfig, Mount, User, CONTAINER_NAME_ANNOTATION, POD_NAMESPACE_ANNOTATION,
@@ -97,6 +108,8 @@ pub struct Paths {
     pub cgroup: Host,
     /// The host's resolver configuration that pods get a copy of, normally `/etc/resolv.conf`.
     pub resolv_conf: PathBuf,
+    /// The host's hosts file that `hostNetwork` pods get a copy of, normally `/etc/hosts`.
+    pub hosts: PathBuf,
     /// The kubelet's `--cgroup-root`: `kubepods` is made below it in every hierarchy,
     /// normally `/`.
     pub cgroup_root: PathBuf,
@@ -109,6 +122,7 @@ impl Default for Paths {
             state_dir: PathBuf::from("/run/peapod/sandboxes"),
             cgroup: Host::default(),
             resolv_conf: PathBuf::from("/etc/resolv.conf"),
+            hosts: PathBuf::from("/etc/hosts"),
             cgroup_root: PathBuf::from("/"),
         }
     }
@@ -127,9 +141,76 @@ pub struct SandboxConfig {
     pub hostname: String,
     /// The pod's QoS class, which places its cgroup.
     pub qos: Qos,
+    /// Which namespaces are the node's, and whether the containers share a PID namespace.
+    #[serde(default)]
+    pub namespaces: NamespaceOptions,
+    /// The pod's DNS domain, `<subdomain>.<namespace>.svc.<cluster domain>` when the pod has
+    /// a subdomain: `/etc/hosts` then names the pod by its FQDN too.
+    #[serde(default)]
+    pub domain: Option<String>,
+    /// Extra `/etc/hosts` entries (the pod's `hostAliases`).
+    #[serde(default)]
+    pub host_aliases: Vec<HostAlias>,
+    /// The pod's `/etc/resolv.conf` as the caller composed it; None: a copy of the host's.
+    #[serde(default)]
+    pub resolv_conf: Option<String>,
     /// The pod cgroup's limits, written when the sandbox is made.
     #[serde(default)]
     pub resources: Resources,
+}
+
+/// The namespaces a pod shares with the node, and its PID namespace (CRI's `NamespaceOption`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamespaceOptions {
+    /// The node's network namespace, and with it the node's UTS namespace and hostname.
+    pub host_network: bool,
+    /// The node's network namespace file, when it is not the caller's own (a kubelet whose
+    /// pod networks live in a namespace of their own); None: the caller's.
+    pub node_netns: Option<PathBuf>,
+    /// The node's IPC namespace.
+    pub host_ipc: bool,
+    /// Which PID namespace the containers run in.
+    pub pid: PidMode,
+}
+
+/// Which PID namespace a pod's containers run in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PidMode {
+    /// One of its own per container (Kubernetes' default).
+    #[default]
+    Container,
+    /// One for the whole pod, held by a [`PidHolder`] (`shareProcessNamespace`).
+    Pod,
+    /// The node's (`hostPID`).
+    Node,
+}
+
+impl NamespaceOptions {
+    fn node(&self) -> NodeNamespaces {
+        NodeNamespaces {
+            net: self.host_network,
+            ipc: self.host_ipc,
+            uts: self.host_network,
+        }
+    }
+}
+
+impl Default for SandboxConfig {
+    /// Empty names (to be filled in), BestEffort, and no options.
+    fn default() -> SandboxConfig {
+        SandboxConfig {
+            name: String::new(),
+            namespace: String::new(),
+            uid: String::new(),
+            hostname: String::new(),
+            qos: Qos::BestEffort,
+            namespaces: NamespaceOptions::default(),
+            domain: None,
+            host_aliases: Vec::new(),
+            resolv_conf: None,
+            resources: Resources::default(),
+        }
+    }
 }
 
 impl SandboxConfig {
@@ -187,6 +268,9 @@ pub struct Sandbox {
     ip: Option<IpAddr>,
     /// When the sandbox was created, RFC 3339.
     created: String,
+    /// The init holding the pod's shared PID namespace, if it has one.
+    #[serde(default)]
+    pid_holder: Option<PidHolder>,
 }
 
 impl Sandbox {
@@ -218,23 +302,30 @@ impl Sandbox {
             }
             Err(e) => return Err(io("create the sandbox directory", &dir)(e)),
         }
-        let pins = Pins {
-            net: paths.netns_dir.join(&name),
-            ipc: dir.join("ipc"),
-            uts: dir.join("uts"),
-        };
+        let pins = pins(config, paths, &name, &dir);
         let cgroup_path = pod_path(&paths.cgroup_root, config.qos, &config.uid);
         // On failure, undo what was made; the first error is the one worth reporting.
         let undo_dir = |e| {
             let _ = fs::remove_dir_all(&dir);
             e
         };
-        files::write_all(&dir, &config.hostname, None, &paths.resolv_conf).map_err(undo_dir)?;
+        files::write_all(&dir, config, None, paths).map_err(undo_dir)?;
         pinner.create(&pins, &config.hostname).map_err(undo_dir)?;
         let cgroup = cgroup::create(&paths.cgroup, &paths.cgroup_root, config).map_err(|e| {
             let _ = pinner.unpin(&pins);
             undo_dir(e)
         })?;
+        let pid_holder = match config.namespaces.pid {
+            PidMode::Pod => match PidHolder::start(&paths.cgroup, &cgroup_path) {
+                Ok(holder) => Some(holder),
+                Err(e) => {
+                    let _ = pinner.unpin(&pins);
+                    let _ = cgroup::remove(&cgroup, &cgroup_path);
+                    return Err(undo_dir(e));
+                }
+            },
+            PidMode::Container | PidMode::Node => None,
+        };
         let sandbox = Sandbox {
             name,
             config: config.clone(),
@@ -244,6 +335,7 @@ impl Sandbox {
             cgroup,
             ip: None,
             created: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+            pid_holder,
         };
         if let Err(e) = sandbox.save() {
             let _ = sandbox.remove_with(pinner);
@@ -297,11 +389,12 @@ impl Sandbox {
         Ok(sandboxes)
     }
 
-    /// Take the sandbox down: unpin its namespaces, remove the pod cgroup, then the sandbox's
-    /// directory with the record (so a failure in the first two steps leaves the record for a
-    /// retry). Pieces already gone are fine, so this can be repeated after a
-    /// failure or a reboot. While processes still run in the pod cgroup nothing is touched and
-    /// [`SandboxError::Busy`] is returned: delete the containers first.
+    /// Take the sandbox down: stop its PID namespace holder, unpin its namespaces, remove the
+    /// pod cgroup, then the sandbox's directory with the record (so a failure in the first
+    /// steps leaves the record for a retry). Pieces already gone are fine, so this can be
+    /// repeated after a failure or a reboot. While processes (other than the holder) still
+    /// run in the pod cgroup nothing is touched and [`SandboxError::Busy`] is returned:
+    /// delete the containers first.
     pub fn remove(&self) -> Result<(), SandboxError> {
         self.remove_with(&namespaces::Linux)
     }
@@ -312,12 +405,18 @@ impl Sandbox {
             path: self.cgroup_path.clone(),
             source: Box::new(source),
         })?;
+        if let Some(holder) = &self.pid_holder {
+            pids.retain(|pid| *pid != holder.pid);
+        }
         if !pids.is_empty() {
             pids.truncate(10);
             return Err(SandboxError::Busy {
                 name: self.name.clone(),
                 pids,
             });
+        }
+        if let Some(holder) = &self.pid_holder {
+            holder.stop()?;
         }
         pinner.unpin(&self.pins)?;
         cgroup::remove(&self.cgroup, &self.cgroup_path)?;
@@ -328,10 +427,13 @@ impl Sandbox {
         }
     }
 
-    /// Record the pod's IP (from CNI) and name the pod on it in the pod's `/etc/hosts`.
+    /// Record the pod's IP (from CNI, or the node's for `hostNetwork`) and name the pod on it
+    /// in the pod's `/etc/hosts` (a `hostNetwork` pod's is the node's and stays as it is).
     pub fn set_ip(&mut self, ip: Option<IpAddr>) -> Result<(), SandboxError> {
         self.ip = ip;
-        files::rewrite_hosts(&self.dir, &self.config.hostname, ip)?;
+        if !self.config.namespaces.host_network {
+            files::rewrite_hosts(&self.dir, &self.config, ip)?;
+        }
         self.save()
     }
 
@@ -427,8 +529,36 @@ impl Sandbox {
         self.ip
     }
 
+    /// The init holding the pod's shared PID namespace (`shareProcessNamespace`), if any.
+    pub fn pid_holder(&self) -> Option<&PidHolder> {
+        self.pid_holder.as_ref()
+    }
+
     /// When the sandbox was created (RFC 3339, UTC).
     pub fn created(&self) -> &str {
         &self.created
+    }
+}
+
+/// Where the sandbox's namespaces are: pins it makes for its own, the node's namespace files
+/// for those it shares with the node.
+fn pins(config: &SandboxConfig, paths: &Paths, name: &str, dir: &Path) -> Pins {
+    let node = config.namespaces.node();
+    let own_or_node = |own: bool, pin: PathBuf, kind: &str| {
+        if own {
+            pin
+        } else {
+            PathBuf::from(format!("/proc/self/ns/{kind}"))
+        }
+    };
+    let net = match (&config.namespaces.node_netns, node.net) {
+        (Some(node_netns), true) => node_netns.clone(),
+        _ => own_or_node(!node.net, paths.netns_dir.join(name), "net"),
+    };
+    Pins {
+        net,
+        ipc: own_or_node(!node.ipc, dir.join("ipc"), "ipc"),
+        uts: own_or_node(!node.uts, dir.join("uts"), "uts"),
+        node,
     }
 }

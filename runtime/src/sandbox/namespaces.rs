@@ -1,5 +1,7 @@
 //! The sandbox's network, IPC and UTS namespaces, made on a throwaway thread and pinned by
-//! bind-mounting their `nsfs` files onto empty files, as `ip netns add` pins a netns.
+//! bind-mounting their `nsfs` files onto empty files, as `ip netns add` pins a netns. A pod
+//! that shares one of the node's namespaces (`hostNetwork`, `hostIPC`) gets no pin for it:
+//! its [`Pins`] name the node's namespace instead, and unpinning leaves that one alone.
 //!
 //! `unshare` moves only the calling thread, so it happens on a thread spawned for it: the
 //! caller's threads (tokio workers in the kubelet) never change namespace. Once its namespaces
@@ -28,11 +30,48 @@ pub struct Pins {
     pub ipc: PathBuf,
     /// The UTS namespace, in the sandbox's state directory.
     pub uts: PathBuf,
+    /// Which of the three are the node's own namespaces, named here rather than pinned (so
+    /// never unpinned). Records written before this field existed pinned all three.
+    #[serde(default)]
+    pub node: NodeNamespaces,
+}
+
+/// Which namespaces a pod shares with the node instead of having its own.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NodeNamespaces {
+    /// The node's network namespace (`hostNetwork`).
+    pub net: bool,
+    /// The node's IPC namespace (`hostIPC`).
+    pub ipc: bool,
+    /// The node's UTS namespace (follows `hostNetwork`, as upstream: the node's hostname).
+    pub uts: bool,
 }
 
 impl Pins {
-    fn each(&self) -> [(&'static str, &Path); 3] {
-        [("net", &self.net), ("ipc", &self.ipc), ("uts", &self.uts)]
+    /// The pins the sandbox made, with their `/proc/<tid>/ns` names.
+    fn each(&self) -> Vec<(&'static str, &Path)> {
+        [
+            ("net", &self.net, self.node.net),
+            ("ipc", &self.ipc, self.node.ipc),
+            ("uts", &self.uts, self.node.uts),
+        ]
+        .into_iter()
+        .filter(|(_, _, node)| !node)
+        .map(|(kind, path, _)| (kind, path.as_path()))
+        .collect()
+    }
+
+    /// The `unshare` flags of the namespaces the sandbox makes.
+    fn clone_flags(&self) -> CloneFlags {
+        let mut flags = CloneFlags::empty();
+        for (kind, _) in self.each() {
+            flags |= match kind {
+                "net" => CloneFlags::CLONE_NEWNET,
+                "ipc" => CloneFlags::CLONE_NEWIPC,
+                _ => CloneFlags::CLONE_NEWUTS,
+            };
+        }
+        flags
     }
 }
 
@@ -62,7 +101,10 @@ impl Pinner for Linux {
 /// `pins`. The pin files must not exist yet: an existing one belongs to someone else (another
 /// sandbox, or `ip netns add`) and is left alone. On error, what this call made is taken down.
 fn create(pins: &Pins, hostname: &str) -> Result<(), SandboxError> {
-    if let Some(dir) = pins.net.parent() {
+    if pins.each().is_empty() {
+        return Ok(());
+    }
+    if let Some(dir) = pins.net.parent().filter(|_| !pins.node.net) {
         share_netns_dir(dir)?;
     }
     let mut made = Vec::new();
@@ -123,10 +165,13 @@ fn make_and_pin(pins: &Pins, hostname: &str) -> Result<(), SandboxError> {
         let path = path.to_path_buf();
         move |errno| SandboxError::Namespace { op, path, errno }
     };
-    unshare(CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS)
-        .map_err(fail("unshare net, ipc and uts namespaces for", &pins.net))?;
-    nix::unistd::sethostname(hostname).map_err(fail("sethostname in", &pins.uts))?;
-    loopback_up().map_err(fail("bring lo up in", &pins.net))?;
+    unshare(pins.clone_flags()).map_err(fail("unshare the pod's namespaces for", &pins.net))?;
+    if !pins.node.uts {
+        nix::unistd::sethostname(hostname).map_err(fail("sethostname in", &pins.uts))?;
+    }
+    if !pins.node.net {
+        loopback_up().map_err(fail("bring lo up in", &pins.net))?;
+    }
     let tid = nix::unistd::gettid();
     for (kind, pin) in pins.each() {
         let source = PathBuf::from(format!("/proc/self/task/{tid}/ns/{kind}"));
@@ -254,10 +299,31 @@ mod tests {
             net: tmp.path().join("net"),
             ipc: tmp.path().join("ipc"),
             uts: tmp.path().join("uts"),
+            node: NodeNamespaces::default(),
         };
         fs::write(&pins.ipc, "").unwrap();
         unpin(&pins).unwrap();
         assert!(!pins.ipc.exists());
         unpin(&pins).unwrap();
+    }
+
+    #[test]
+    fn the_nodes_namespaces_are_neither_made_nor_unpinned() {
+        let tmp = tempfile::tempdir().unwrap();
+        let node_net = tmp.path().join("node-net");
+        fs::write(&node_net, "").unwrap();
+        let pins = Pins {
+            net: node_net.clone(),
+            ipc: tmp.path().join("ipc"),
+            uts: PathBuf::from("/proc/self/ns/uts"),
+            node: NodeNamespaces {
+                net: true,
+                ipc: false,
+                uts: true,
+            },
+        };
+        assert_eq!(pins.clone_flags(), CloneFlags::CLONE_NEWIPC);
+        unpin(&pins).unwrap();
+        assert!(node_net.exists(), "the node's netns is never unpinned");
     }
 }

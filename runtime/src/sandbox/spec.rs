@@ -1,6 +1,6 @@
 //! A container of the pod as an OCI config: the runtime's default container, joined to the
-//! sandbox's network, IPC and UTS namespaces by path, with the pod's hostname and `/etc` files,
-//! in a cgroup under the pod cgroup.
+//! sandbox's network, IPC and UTS namespaces by path (or the node's), with the pod's hostname
+//! and `/etc` files, in a cgroup under the pod cgroup.
 
 use std::path::{Path, PathBuf};
 
@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use super::files::{HOSTNAME, HOSTS, RESOLV_CONF};
 use super::resources::Resources;
-use super::{Sandbox, SandboxError};
+use super::{PidMode, Sandbox, SandboxError};
 
 /// The `PATH` a container gets when its image sets none, as container engines default it.
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -107,7 +107,15 @@ pub fn build(sandbox: &Sandbox, id: &str, config: &ContainerConfig) -> Result<Sp
     let mut spec = crate::defaults::example_spec();
     spec["process"] = process(config, sandbox.hostname());
     spec["root"] = json!({"path": config.rootfs, "readonly": config.readonly_rootfs});
-    spec["hostname"] = json!(sandbox.hostname());
+    // Only a UTS namespace of the pod's own may be given a hostname; a `hostNetwork` pod
+    // has the node's.
+    if sandbox.pins().node.uts {
+        if let Some(spec) = spec.as_object_mut() {
+            spec.remove("hostname");
+        }
+    } else {
+        spec["hostname"] = json!(sandbox.hostname());
+    }
     let pod = sandbox.config();
     spec["annotations"] = json!({
         SANDBOX_ANNOTATION: sandbox.name(),
@@ -135,16 +143,9 @@ pub fn build(sandbox: &Sandbox, id: &str, config: &ContainerConfig) -> Result<Sp
         mounts.push(bind(&mount.source, &mount.destination, mount.readonly));
     }
 
-    let pins = sandbox.pins();
+    let namespaces = namespaces(sandbox)?;
     let linux = &mut spec["linux"];
-    linux["namespaces"] = json!([
-        {"type": "pid"},
-        {"type": "mount"},
-        {"type": "cgroup"},
-        {"type": "network", "path": pins.net},
-        {"type": "ipc", "path": pins.ipc},
-        {"type": "uts", "path": pins.uts},
-    ]);
+    linux["namespaces"] = json!(namespaces);
     linux["cgroupsPath"] = json!(sandbox.cgroup_path().join(id));
     if let (Value::Object(resources), Value::Object(limits)) =
         (&mut linux["resources"], config.resources.to_json())
@@ -156,6 +157,40 @@ pub fn build(sandbox: &Sandbox, id: &str, config: &ContainerConfig) -> Result<Sp
         container: config.name.clone(),
         source,
     })
+}
+
+/// `linux.namespaces`: new mount and cgroup namespaces; the pod's network, IPC and UTS
+/// namespaces by path, or none for those that are the node's (the runtime then stays in its
+/// own, which are the node's) except a node network namespace named by path; and per the
+/// pod's [`PidMode`] a new PID namespace, the pod's shared one, or the node's.
+fn namespaces(sandbox: &Sandbox) -> Result<Vec<Value>, SandboxError> {
+    let pins = sandbox.pins();
+    let mut list = vec![json!({"type": "mount"}), json!({"type": "cgroup"})];
+    let options = &sandbox.config().namespaces;
+    match options.pid {
+        PidMode::Container => list.push(json!({"type": "pid"})),
+        PidMode::Pod => {
+            let holder = sandbox.pid_holder().filter(|h| h.alive()).ok_or_else(|| {
+                SandboxError::PidNamespaceGone {
+                    name: sandbox.name().to_owned(),
+                }
+            })?;
+            list.push(json!({"type": "pid", "path": holder.namespace_path()}));
+        }
+        PidMode::Node => {}
+    }
+    if !pins.node.net {
+        list.push(json!({"type": "network", "path": pins.net}));
+    } else if let Some(node_netns) = &options.node_netns {
+        list.push(json!({"type": "network", "path": node_netns}));
+    }
+    if !pins.node.ipc {
+        list.push(json!({"type": "ipc", "path": pins.ipc}));
+    }
+    if !pins.node.uts {
+        list.push(json!({"type": "uts", "path": pins.uts}));
+    }
+    Ok(list)
 }
 
 /// `process`: the container's command, environment and identity, with the default

@@ -35,17 +35,31 @@ impl Pinner for FakePinner {
                 errno: nix::errno::Errno::EPERM,
             });
         }
-        for pin in [&pins.net, &pins.ipc, &pins.uts] {
-            fs::create_dir_all(pin.parent().unwrap()).unwrap();
-            fs::write(pin, "").unwrap();
+        let node = pins.node;
+        for (pin, nodes) in [
+            (&pins.net, node.net),
+            (&pins.ipc, node.ipc),
+            (&pins.uts, node.uts),
+        ] {
+            if !nodes {
+                fs::create_dir_all(pin.parent().unwrap()).unwrap();
+                fs::write(pin, "").unwrap();
+            }
         }
         Ok(())
     }
 
     fn unpin(&self, pins: &Pins) -> Result<(), SandboxError> {
         self.calls.borrow_mut().push("unpin".into());
-        for pin in [&pins.net, &pins.ipc, &pins.uts] {
-            let _ = fs::remove_file(pin);
+        let node = pins.node;
+        for (pin, nodes) in [
+            (&pins.net, node.net),
+            (&pins.ipc, node.ipc),
+            (&pins.uts, node.uts),
+        ] {
+            if !nodes {
+                let _ = fs::remove_file(pin);
+            }
         }
         Ok(())
     }
@@ -57,6 +71,7 @@ fn paths(tmp: &TempDir) -> Paths {
         state_dir: tmp.path().join("sandboxes"),
         cgroup: fake_host(tmp.path(), &[]),
         resolv_conf: tmp.path().join("resolv.conf"),
+        hosts: tmp.path().join("hosts"),
         cgroup_root: PathBuf::from("/"),
     };
     fs::write(&paths.resolv_conf, "nameserver 192.0.2.53\n").unwrap();
@@ -70,7 +85,7 @@ fn config() -> SandboxConfig {
         uid: UID.into(),
         hostname: "web-host".into(),
         qos: Qos::Burstable,
-        resources: Default::default(),
+        ..SandboxConfig::default()
     }
 }
 
@@ -482,5 +497,91 @@ fn remove_refuses_while_processes_run_in_the_pod_cgroup() {
     assert!(
         sandbox.dir().join("sandbox.json").exists(),
         "nothing was touched"
+    );
+}
+
+/// The namespace entries of container `c1`'s spec: type and path.
+fn namespace_entries(sandbox: &Sandbox) -> Vec<(LinuxNamespaceType, Option<PathBuf>)> {
+    let spec = sandbox.container_spec("c1", &container()).unwrap();
+    let linux = spec.linux().as_ref().unwrap();
+    linux
+        .namespaces()
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|ns| (ns.typ(), ns.path().clone()))
+        .collect()
+}
+
+#[test]
+fn host_network_and_ipc_pods_join_the_nodes_namespaces_and_pin_nothing_for_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let paths = paths(&tmp);
+    let node_netns = tmp.path().join("node-netns");
+    fs::write(&node_netns, "").unwrap();
+    let mut config = config();
+    config.namespaces = NamespaceOptions {
+        host_network: true,
+        node_netns: Some(node_netns.clone()),
+        host_ipc: true,
+        pid: PidMode::Node,
+    };
+    let pinner = FakePinner::default();
+    let sandbox = Sandbox::create_with(&config, &paths, &pinner).unwrap();
+    assert_eq!(
+        sandbox.pins().net,
+        node_netns,
+        "CNI's and probes' netns is the node's"
+    );
+    assert!(!paths.netns_dir.join(sandbox.name()).exists());
+    let entries = namespace_entries(&sandbox);
+    use LinuxNamespaceType::*;
+    assert_eq!(
+        entries,
+        [
+            (Mount, None),
+            (Cgroup, None),
+            (Network, Some(node_netns.clone()))
+        ],
+        "no pid, ipc or uts entry: the runtime stays in the node's"
+    );
+    let spec = sandbox.container_spec("c1", &container()).unwrap();
+    assert_eq!(
+        spec.hostname(),
+        &None,
+        "the node's UTS namespace keeps its name"
+    );
+
+    sandbox.remove_with(&pinner).unwrap();
+    assert!(
+        node_netns.exists(),
+        "the node's netns is not the sandbox's to remove"
+    );
+
+    // Without a CNI netns the node's network namespace is the runtime's own: no entry.
+    config.namespaces.node_netns = None;
+    let sandbox = Sandbox::create_with(&config, &paths, &pinner).unwrap();
+    assert!(!namespace_entries(&sandbox)
+        .iter()
+        .any(|(kind, _)| *kind == Network));
+}
+
+#[test]
+fn a_shared_pid_namespace_without_its_holder_refuses_containers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut sandbox, _) = sandbox(&tmp);
+    sandbox.config.namespaces.pid = PidMode::Pod;
+    let err = sandbox.container_spec("c1", &container()).unwrap_err();
+    assert!(
+        matches!(err, SandboxError::PidNamespaceGone { .. }),
+        "{err}"
+    );
+    sandbox.pid_holder = Some(PidHolder {
+        pid: std::process::id() as i32,
+        start_time: 0,
+    });
+    assert!(
+        sandbox.container_spec("c1", &container()).is_err(),
+        "a pid whose start time differs is another process"
     );
 }
