@@ -20,7 +20,9 @@ use runtime::shim::{self, ShimConfig};
 
 use crate::network::{PodNetwork, PodRef};
 
+use super::downward::Allocatable;
 use super::process::{self, ConfigError};
+use super::volume::{NoApiServer, ObjectSource, VolumeError, Volumes};
 
 /// The kubelet's record of a container, beside its bundle, so a restarted kubelet knows
 /// which pod container an id is and which shim watches it.
@@ -76,6 +78,10 @@ pub enum CriError {
     /// The container's settings cannot be applied (`CreateContainerConfigError`).
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// A pod volume could not be set up (event `FailedMount`, the container waits in
+    /// `ContainerCreating`).
+    #[error(transparent)]
+    Mount(#[from] VolumeError),
     /// Creating or starting failed (`RunContainerError`).
     #[error("{0}")]
     Run(String),
@@ -146,6 +152,7 @@ pub struct Cri {
     images: ImageStore,
     containers: rt::Store,
     network: PodNetwork,
+    volumes: Volumes,
 }
 
 impl Cri {
@@ -162,12 +169,30 @@ impl Cri {
             &config.cni_bin_dirs,
             &config.cni_cache_dir,
         )?;
+        let node = Allocatable::detect(std::path::Path::new("/proc/meminfo"), &config.pods_dir);
         Ok(Cri {
             config,
             images,
             containers,
             network,
+            volumes: Volumes::new(std::sync::Arc::new(NoApiServer), node),
         })
+    }
+
+    /// Take configMaps and secrets (for volumes and env) from `objects`.
+    pub fn set_object_source(&mut self, objects: std::sync::Arc<dyn ObjectSource>) {
+        self.volumes.set_objects(objects);
+    }
+
+    /// Rewrite the pod's configMap, secret, downwardAPI and projected volumes (the pod's
+    /// labels or annotations, or the objects, changed). Cheap when nothing changed.
+    pub fn refresh_volumes(&self, pod: &Pod) -> Result<(), VolumeError> {
+        self.volumes.refresh(pod, &self.volumes_dir(pod))
+    }
+
+    /// The pod's emptyDir volumes over their `sizeLimit`, as eviction messages.
+    pub fn volumes_over_limit(&self, pod: &Pod) -> Vec<String> {
+        self.volumes.over_limit(pod, &self.volumes_dir(pod))
     }
 
     /// The node's settings.
@@ -309,6 +334,8 @@ impl Cri {
             restart_count,
             pod_ips,
         } = *start;
+        let volumes_dir = self.volumes_dir(pod);
+        self.volumes.set_up(pod, &volumes_dir)?;
         let id = new_id().map_err(|e| CriError::Run(format!("making a container id: {e}")))?;
         let snapshot = self
             .images
@@ -324,7 +351,6 @@ impl Cri {
             .content()
             .read(&image.config)
             .map_err(|e| undo(CriError::Run(format!("reading the image config: {e}"))))?;
-        let volumes_dir = self.volumes_dir(pod);
         let config = process::container_config(&process::Inputs {
             pod,
             container,
@@ -332,7 +358,10 @@ impl Cri {
             rootfs: &snapshot.rootfs,
             volumes_dir: &volumes_dir,
             pod_ips,
+            // The node's IP is not known until the kubelet is given one (--node-ip).
+            host_ips: &[],
             node_name: &self.config.node_name,
+            volumes: &self.volumes,
         })
         .map_err(|e| undo(e.into()))?;
         let bundle = sandbox
@@ -427,8 +456,15 @@ impl Cri {
             .join("volumes")
     }
 
-    /// Remove what the pod left on disk: its volumes and its log directory.
+    /// Remove what the pod left on disk: its volumes (unmounted first; a volume that
+    /// stays mounted keeps the pod's directory) and its log directory.
     fn remove_pod_files(&self, sandbox_name: &str, uid: &str) {
+        let pod_dir = self.config.pods_dir.join(uid);
+        if let Err(e) = self.volumes.tear_down(uid, &pod_dir) {
+            tracing::warn!("keeping {}: {e}", pod_dir.display());
+            let _ = fs::remove_dir_all(self.config.log_dir.join(sandbox_name));
+            return;
+        }
         for dir in [
             self.config.pods_dir.join(uid),
             self.config.log_dir.join(sandbox_name),

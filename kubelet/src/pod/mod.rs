@@ -7,14 +7,18 @@
 //!   restarts with back-off, graceful stop).
 //! - [`cri`]: the node's container operations (every OS side effect).
 //! - [`process`]: a container's process and mounts from the pod and image.
+//! - [`volume`]: the pod's volumes (set up, refreshed, torn down); [`downward`]: the
+//!   downward API values volumes and env share.
 //! - [`state`], [`status`], [`events`]: what workers observed, as v1 status and events.
 
 pub mod cri;
+pub mod downward;
 pub mod events;
 pub mod manager;
 pub mod process;
 pub mod state;
 pub mod status;
+pub mod volume;
 pub mod worker;
 
 #[cfg(test)]

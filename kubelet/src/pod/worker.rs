@@ -440,6 +440,8 @@ impl Worker {
         let reason = match error {
             CriError::Image { reason, .. } => *reason,
             CriError::Config(_) => "CreateContainerConfigError",
+            // Upstream waits for volumes before creating containers.
+            CriError::Mount(_) => "ContainerCreating",
             CriError::Run(_) | CriError::Sandbox(_) => "RunContainerError",
         };
         tracing::warn!(pod = %self.name(), container = name, "{reason}: {error}");
@@ -451,12 +453,15 @@ impl Worker {
                 };
             }
         });
-        self.event(
-            Kind::Warning,
-            "Failed",
-            format!("Error: {error}"),
-            Some(name),
-        );
+        match error {
+            CriError::Mount(e) => self.event(Kind::Warning, "FailedMount", e.to_string(), None),
+            _ => self.event(
+                Kind::Warning,
+                "Failed",
+                format!("Error: {error}"),
+                Some(name),
+            ),
+        }
     }
 
     /// Report the container's exit on the worker's channel when its shim ends.

@@ -68,7 +68,7 @@ pub use self::cgroup::{pod_path, Qos};
 pub use error::SandboxError;
 pub use namespaces::Pins;
 pub use spec::{
-    ContainerConfig, Mount, User, CONTAINER_NAME_ANNOTATION, POD_NAMESPACE_ANNOTATION,
+    ContainerConfig, Mount, Propagation, User, CONTAINER_NAME_ANNOTATION, POD_NAMESPACE_ANNOTATION,
     POD_NAME_ANNOTATION, POD_UID_ANNOTATION, SANDBOX_ANNOTATION,
 };
 

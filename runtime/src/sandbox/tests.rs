@@ -147,6 +147,7 @@ fn container() -> ContainerConfig {
             source: PathBuf::from("/srv/data"),
             destination: PathBuf::from("/data"),
             readonly: true,
+            ..Mount::default()
         }],
         ..ContainerConfig::default()
     }
