@@ -278,6 +278,11 @@ impl Worker {
                     Current::Waiting { reason, .. } if reason == "ErrImagePull" => {
                         "ImagePullBackOff".to_string()
                     }
+                    // A volume that failed to mount: upstream stays in ContainerCreating.
+                    Current::Waiting {
+                        reason,
+                        message: Some(_),
+                    } if reason == "ContainerCreating" => reason.clone(),
                     Current::Waiting { reason, .. }
                         if reason != "ContainerCreating" && reason != "PodInitializing" =>
                     {

@@ -4,7 +4,7 @@
 //! - [`empty_dir`], [`host_path`]: the node-local volume types.
 //! - [`projection`] + [`atomic`]: configMap, secret, downwardAPI and projected volumes,
 //!   written atomically; their data comes from an [`ObjectSource`] ([`source`]).
-//! - [`ownership`]: fsGroup.
+//! - [`ownership`]: the pod's fsGroup on volumes that support it.
 //! - [`mounts`]: a container's volumeMounts (subPath, readOnly, propagation) as mounts.
 
 pub mod atomic;
@@ -178,9 +178,11 @@ impl Volumes {
         if let Some(kind) = ApiVolume::of(volume) {
             return self.write_api_volume(pod, volume, kind, dir);
         }
-        Err(format!(
-            "volume type not supported on this node (supported: emptyDir, hostPath, configMap, secret, downwardAPI, projected)"
-        ))
+        Err(
+            "volume type not supported on this node (supported: emptyDir, hostPath, \
+             configMap, secret, downwardAPI, projected)"
+                .to_string(),
+        )
     }
 
     fn write_api_volume(

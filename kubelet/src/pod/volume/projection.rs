@@ -202,10 +202,12 @@ fn downward_files(
         let value = match (&item.field_ref, &item.resource_field_ref) {
             (Some(field), None) => downward::field_value(ctx, field, Use::Volume)?,
             (None, Some(resource)) => downward::resource_value(ctx, "", resource)?,
-            _ => return Err(format!(
+            _ => {
+                return Err(format!(
                 "downwardAPI item {:?}: exactly one of fieldRef and resourceFieldRef is required",
                 item.path
-            )),
+            ))
+            }
         };
         out.insert(
             item.path.clone(),
