@@ -169,7 +169,10 @@ spec:
     - {{name: MY_MEM, valueFrom: {{resourceFieldRef: {{resource: limits.memory, divisor: 1Mi}}}}}}
     - {{name: MAYBE, valueFrom: {{configMapKeyRef: {{name: absent, key: k, optional: true}}}}}}
     - {{name: COMBINED, value: "$(MY_APP)-x"}}
-    volumeMounts: [{{name: info, mountPath: /info}}, {{name: maybe, mountPath: /maybe}}]
+    volumeMounts:
+    - {{name: info, mountPath: /info}}
+    - {{name: maybe, mountPath: /maybe}}
+    - {{name: sec, mountPath: /sec}}
   volumes:
   - name: info
     downwardAPI:
@@ -180,6 +183,8 @@ spec:
       - {{path: cpu, resourceFieldRef: {{containerName: main, resource: limits.cpu, divisor: 1m}}}}
   - name: maybe
     configMap: {{name: absent, optional: true}}
+  - name: sec
+    secret: {{secretName: absent, optional: true}}
 "#
         ),
     );
@@ -222,6 +227,11 @@ spec:
         exec(&node, &name, "ls /maybe | wc -l").trim(),
         "0",
         "an optional missing configMap is an empty volume"
+    );
+    let sec = exec(&node, &name, "grep ' /sec ' /proc/mounts");
+    assert!(
+        sec.starts_with("tmpfs /sec tmpfs"),
+        "secrets live on tmpfs: {sec}"
     );
     let ro = node.peapod(&["exec", &name, "-c", "main", "--", "touch", "/info/x"]);
     assert_ne!(ro.code, 0, "API data volumes are read-only: {ro}");

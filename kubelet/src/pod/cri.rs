@@ -169,7 +169,8 @@ impl Cri {
             &config.cni_bin_dirs,
             &config.cni_cache_dir,
         )?;
-        let node = Allocatable::detect(std::path::Path::new("/proc/meminfo"), &config.pods_dir);
+        // The image root exists by now and shares the pods dir's file system.
+        let node = Allocatable::detect(std::path::Path::new("/proc/meminfo"), &config.image_root);
         Ok(Cri {
             config,
             images,

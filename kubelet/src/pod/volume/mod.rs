@@ -244,3 +244,6 @@ pub fn host_path(volume: &Volume, volumes_dir: &Path) -> PathBuf {
     };
     volumes_dir.join(plugin).join(&volume.name)
 }
+
+#[cfg(test)]
+mod tests;
