@@ -9,6 +9,8 @@ use std::path::Path;
 use k8s_openapi::api::core::v1::{ObjectFieldSelector, Pod, ResourceFieldSelector};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
+use super::quantity;
+
 /// What the node can give a container that sets no limit: the defaults of
 /// `resourceFieldRef` `limits.*`, as upstream uses the node's allocatable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -221,54 +223,12 @@ fn milli(q: &Quantity) -> Result<i128, String> {
     parse_milli(&q.0)
 }
 
-/// A Kubernetes quantity (`100m`, `1.5`, `2Gi`, `1e3`, `500M`) in thousandths of its
-/// unit, rounded up as upstream rounds sub-milli values.
+/// A Kubernetes quantity (`100m`, `1.5`, `2Gi`, `1e3`) in thousandths of its unit,
+/// rounded up (the shared quantity parser, at milli scale).
 pub fn parse_milli(text: &str) -> Result<i128, String> {
-    let bad = || {
-        format!("quantity {text:?}: expected a number with an optional suffix (m, k, M, G, Ki, Mi, Gi, e3, ...)")
-    };
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
-        .unwrap_or(text.len());
-    let (number, suffix) = text.split_at(split);
-    let negative = number.starts_with('-');
-    let number = number.trim_start_matches(['+', '-']);
-    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
-    if whole.is_empty() && fraction.is_empty() {
-        return Err(bad());
-    }
-    // value = digits / 10^fraction_len * base^exp, kept as a fraction of integers.
-    let digits: i128 = format!("{whole}{fraction}").parse().map_err(|_| bad())?;
-    let (mut num, mut den): (i128, i128) = (digits * 1000, 10i128.pow(fraction.len() as u32));
-    let pow = |base: i128, exp: u32| base.checked_pow(exp).ok_or_else(bad);
-    match suffix {
-        "" => {}
-        "m" => den *= 1000,
-        "k" => num *= 1000,
-        "M" => num *= pow(10, 6)?,
-        "G" => num *= pow(10, 9)?,
-        "T" => num *= pow(10, 12)?,
-        "P" => num *= pow(10, 15)?,
-        "E" => num *= pow(10, 18)?,
-        "Ki" => num *= 1 << 10,
-        "Mi" => num *= 1 << 20,
-        "Gi" => num *= 1 << 30,
-        "Ti" => num *= 1 << 40,
-        "Pi" => num *= 1 << 50,
-        "Ei" => num *= 1 << 60,
-        e if e.starts_with(['e', 'E']) => {
-            let exp: i32 = e[1..].parse().map_err(|_| bad())?;
-            if exp >= 0 {
-                num = num.checked_mul(pow(10, exp as u32)?).ok_or_else(bad)?;
-            } else {
-                den = den.checked_mul(pow(10, (-exp) as u32)?).ok_or_else(bad)?;
-            }
-        }
-        _ => return Err(bad()),
-    }
-    let value = ceil_div(num, den);
-    Ok(if negative { -value } else { value })
+    quantity::cpu_millis(&Quantity(text.to_string()))
+        .map(i128::from)
+        .map_err(|e| format!("quantity {text:?} {e}"))
 }
 
 #[cfg(test)]

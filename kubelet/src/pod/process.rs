@@ -16,6 +16,8 @@ use super::downward::{self, Use};
 use super::volume::source::{self, Kind};
 use super::volume::{self, Volumes};
 
+use super::resources::{self, NodeResources};
+
 /// Why a container's settings cannot be applied (`CreateContainerConfigError`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -41,6 +43,8 @@ pub struct Inputs<'a> {
     pub node_name: &'a str,
     /// The node's volumes (configMaps and secrets for env, the node's allocatable).
     pub volumes: &'a Volumes,
+    /// The node's memory and pod limits, for the resource formulas.
+    pub node_resources: &'a NodeResources,
 }
 
 /// The container as the sandbox runs it.
@@ -87,6 +91,8 @@ pub fn container_config(inputs: &Inputs<'_>) -> Result<ContainerConfig, ConfigEr
         pod_security.supplemental_groups.unwrap_or_default(),
         inputs.rootfs,
     )?;
+    let resources = resources::container(inputs.pod, c, inputs.node_resources)
+        .map_err(|e| ConfigError(e.to_string()))?;
     Ok(ContainerConfig {
         name: c.name.clone(),
         rootfs: inputs.rootfs.to_path_buf(),
@@ -106,6 +112,8 @@ pub fn container_config(inputs: &Inputs<'_>) -> Result<ContainerConfig, ConfigEr
                 .collect(),
         )
         .map_err(ConfigError)?,
+        resources: resources.cgroup,
+        oom_score_adj: Some(resources.oom_score_adj),
     })
 }
 

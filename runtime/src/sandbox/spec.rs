@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::files::{HOSTNAME, HOSTS, RESOLV_CONF};
+use super::resources::Resources;
 use super::{Sandbox, SandboxError};
 
 /// The `PATH` a container gets when its image sets none, as container engines default it.
@@ -68,6 +69,13 @@ pub struct ContainerConfig {
     pub tty: bool,
     /// Host paths bind-mounted into the container (volumes), after the default mounts.
     pub mounts: Vec<Mount>,
+    /// The container cgroup's limits (cpu, memory, pids).
+    #[serde(default)]
+    pub resources: Resources,
+    /// The process's `oom_score_adj`; None: inherited. A value the runtime may not set
+    /// (lowering it needs CAP_SYS_RESOURCE) is kept at the inherited one with a warning.
+    #[serde(default)]
+    pub oom_score_adj: Option<i32>,
 }
 
 /// The numeric identity the container's process runs as.
@@ -178,6 +186,11 @@ pub fn build(sandbox: &Sandbox, id: &str, config: &ContainerConfig) -> Result<Sp
         {"type": "uts", "path": pins.uts},
     ]);
     linux["cgroupsPath"] = json!(sandbox.cgroup_path().join(id));
+    if let (Value::Object(resources), Value::Object(limits)) =
+        (&mut linux["resources"], config.resources.to_json())
+    {
+        resources.extend(limits);
+    }
 
     serde_json::from_value(spec).map_err(|source| SandboxError::Spec {
         container: config.name.clone(),
@@ -195,7 +208,7 @@ fn process(config: &ContainerConfig, hostname: &str) -> Value {
         }
     }
     let caps = json!(DEFAULT_CAPABILITIES);
-    json!({
+    let mut process = json!({
         "terminal": config.tty,
         "user": {
             "uid": config.user.uid,
@@ -209,7 +222,11 @@ fn process(config: &ContainerConfig, hostname: &str) -> Value {
         // Kubernetes lets processes gain privileges (setuid binaries) unless the pod says
         // `allowPrivilegeEscalation: false`.
         "noNewPrivileges": false,
-    })
+    });
+    if let Some(score) = config.oom_score_adj {
+        process["oomScoreAdj"] = json!(score);
+    }
+    process
 }
 
 fn bind(source: &Path, destination: &Path, readonly: bool, propagation: Propagation) -> Value {
