@@ -266,6 +266,45 @@ fn containers_get_the_pods_etc_files_the_default_mounts_and_their_volumes() {
 }
 
 #[test]
+fn mount_propagation_maps_to_options_and_a_shared_root() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (sandbox, _) = sandbox(&tmp);
+    let mut config = container();
+    let options = |spec: &Spec, destination: &str| -> Vec<String> {
+        let mounts = spec.mounts().as_ref().unwrap();
+        let m = mounts
+            .iter()
+            .find(|m| m.destination() == Path::new(destination))
+            .unwrap();
+        m.options().clone().unwrap()
+    };
+    let spec = sandbox.container_spec("c1", &config).unwrap();
+    assert!(options(&spec, "/data").contains(&"rprivate".to_string()));
+    assert_ne!(
+        spec.linux()
+            .as_ref()
+            .unwrap()
+            .rootfs_propagation()
+            .as_deref(),
+        Some("rshared")
+    );
+    config.mounts[0].propagation = super::Propagation::Slave;
+    let spec = sandbox.container_spec("c1", &config).unwrap();
+    assert!(options(&spec, "/data").contains(&"rslave".to_string()));
+    config.mounts[0].propagation = super::Propagation::Shared;
+    let spec = sandbox.container_spec("c1", &config).unwrap();
+    assert!(options(&spec, "/data").contains(&"rshared".to_string()));
+    assert_eq!(
+        spec.linux()
+            .as_ref()
+            .unwrap()
+            .rootfs_propagation()
+            .as_deref(),
+        Some("rshared")
+    );
+}
+
+#[test]
 fn the_process_is_the_containers_with_pod_defaults() {
     let tmp = tempfile::tempdir().unwrap();
     let (sandbox, _) = sandbox(&tmp);
