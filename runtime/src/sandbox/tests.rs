@@ -278,30 +278,17 @@ fn mount_propagation_maps_to_options_and_a_shared_root() {
             .unwrap();
         m.options().clone().unwrap()
     };
-    let spec = sandbox.container_spec("c1", &config).unwrap();
-    assert!(options(&spec, "/data").contains(&"rprivate".to_string()));
-    assert_ne!(
-        spec.linux()
-            .as_ref()
-            .unwrap()
-            .rootfs_propagation()
-            .as_deref(),
-        Some("rshared")
-    );
-    config.mounts[0].propagation = super::Propagation::Slave;
-    let spec = sandbox.container_spec("c1", &config).unwrap();
-    assert!(options(&spec, "/data").contains(&"rslave".to_string()));
-    config.mounts[0].propagation = super::Propagation::Shared;
-    let spec = sandbox.container_spec("c1", &config).unwrap();
-    assert!(options(&spec, "/data").contains(&"rshared".to_string()));
-    assert_eq!(
-        spec.linux()
-            .as_ref()
-            .unwrap()
-            .rootfs_propagation()
-            .as_deref(),
-        Some("rshared")
-    );
+    for (propagation, option, root_shared) in [
+        (super::Propagation::Private, "rprivate", false),
+        (super::Propagation::Slave, "rslave", false),
+        (super::Propagation::Shared, "rshared", true),
+    ] {
+        config.mounts[0].propagation = propagation;
+        let spec = sandbox.container_spec("c1", &config).unwrap();
+        assert!(options(&spec, "/data").contains(&option.to_string()));
+        let root = spec.linux().as_ref().unwrap().rootfs_propagation().clone();
+        assert_eq!(root.as_deref() == Some("rshared"), root_shared, "{option}");
+    }
 }
 
 #[test]
