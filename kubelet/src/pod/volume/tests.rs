@@ -138,3 +138,32 @@ fn missing_config_maps_fail_unless_optional() {
         .collect();
     assert!(visible.is_empty(), "an optional missing configMap is empty");
 }
+
+#[test]
+fn empty_dirs_over_their_size_limit_are_reported() {
+    use k8s_openapi::api::core::v1::EmptyDirVolumeSource;
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut pod = Pod::default();
+    pod.metadata.uid = Some("uid-2".into());
+    pod.spec = Some(PodSpec {
+        volumes: Some(vec![Volume {
+            name: "scratch".into(),
+            empty_dir: Some(EmptyDirVolumeSource {
+                size_limit: Some(Quantity("1Mi".into())),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    });
+    let volumes = Volumes::new(Arc::new(NoApiServer), node());
+    volumes.set_up(&pod, tmp.path()).unwrap();
+    assert!(volumes.over_limit(&pod, tmp.path()).is_empty());
+    let dir = tmp.path().join("kubernetes.io~empty-dir/scratch");
+    fs::write(dir.join("big"), vec![1u8; 2 << 20]).unwrap();
+    assert_eq!(
+        volumes.over_limit(&pod, tmp.path()),
+        vec!["Usage of EmptyDir volume \"scratch\" exceeds the limit \"1Mi\".".to_string()]
+    );
+}
