@@ -18,7 +18,7 @@ mod device;
 mod jail;
 mod masking;
 mod mount;
-mod mountinfo;
+pub mod mountinfo;
 pub mod options;
 mod resolve;
 #[cfg(test)]

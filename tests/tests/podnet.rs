@@ -115,7 +115,10 @@ fn a_host_network_pod_is_in_the_nodes_netns_with_its_ip_and_host_pid_and_ipc() {
     let pod = run_pod(&node, "hostnet", &sleeper("hostnet", spec));
     let name = format!("hostnet-{}", node.node_name());
     assert_eq!(pod["status"]["podIP"], NODE_IP, "the pod IP is the node's");
-    assert_eq!(pod["status"]["hostIP"], NODE_IP, "status.hostIP is the node's address");
+    assert_eq!(
+        pod["status"]["hostIP"], NODE_IP,
+        "status.hostIP is the node's address"
+    );
 
     // The node's network is the private netns, never the machine's own.
     let host_netns = Path::new("/run/netns").join(node.host_netns());

@@ -23,8 +23,10 @@ use crate::network::{PodNetwork, PodRef};
 use crate::source::defaults::TERMINATION_MESSAGE_PATH;
 
 use super::dns::{self, NodeDns};
+use super::downward::Allocatable;
 use super::process::{self, ConfigError};
 use super::sandbox_config;
+use super::volume::{NoApiServer, ObjectSource, VolumeError, Volumes};
 
 /// The kubelet's record of a container, beside its bundle, so a restarted kubelet knows
 /// which pod container an id is and which shim watches it.
@@ -89,6 +91,10 @@ pub enum CriError {
     /// The container's settings cannot be applied (`CreateContainerConfigError`).
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// A pod volume could not be set up (event `FailedMount`, the container waits in
+    /// `ContainerCreating`).
+    #[error(transparent)]
+    Mount(#[from] VolumeError),
     /// Creating or starting failed (`RunContainerError`).
     #[error("{0}")]
     Run(String),
@@ -157,6 +163,8 @@ pub struct Start<'a> {
     pub restart_count: i32,
     /// The pod's IPs (for the downward API).
     pub pod_ips: &'a [IpAddr],
+    /// The node's IPs (`status.hostIP` for the downward API).
+    pub host_ips: &'a [IpAddr],
 }
 
 /// The node's container operations.
@@ -165,6 +173,7 @@ pub struct Cri {
     images: ImageStore,
     containers: rt::Store,
     network: PodNetwork,
+    volumes: Volumes,
 }
 
 impl Cri {
@@ -181,12 +190,31 @@ impl Cri {
             &config.cni_bin_dirs,
             &config.cni_cache_dir,
         )?;
+        // The image root exists by now and shares the pods dir's file system.
+        let node = Allocatable::detect(std::path::Path::new("/proc/meminfo"), &config.image_root);
         Ok(Cri {
             config,
             images,
             containers,
             network,
+            volumes: Volumes::new(std::sync::Arc::new(NoApiServer), node),
         })
+    }
+
+    /// Take configMaps and secrets (for volumes and env) from `objects`.
+    pub fn set_object_source(&mut self, objects: std::sync::Arc<dyn ObjectSource>) {
+        self.volumes.set_objects(objects);
+    }
+
+    /// Rewrite the pod's configMap, secret, downwardAPI and projected volumes (the pod's
+    /// labels or annotations, or the objects, changed). Cheap when nothing changed.
+    pub fn refresh_volumes(&self, pod: &Pod) -> Result<(), VolumeError> {
+        self.volumes.refresh(pod, &self.volumes_dir(pod))
+    }
+
+    /// The pod's emptyDir volumes over their `sizeLimit`, as eviction messages.
+    pub fn volumes_over_limit(&self, pod: &Pod) -> Vec<String> {
+        self.volumes.over_limit(pod, &self.volumes_dir(pod))
     }
 
     /// The node's settings.
@@ -352,7 +380,10 @@ impl Cri {
             image,
             restart_count,
             pod_ips,
+            host_ips,
         } = *start;
+        let volumes_dir = self.volumes_dir(pod);
+        self.volumes.set_up(pod, &volumes_dir)?;
         let id = new_id().map_err(|e| CriError::Run(format!("making a container id: {e}")))?;
         let snapshot = self
             .images
@@ -368,7 +399,6 @@ impl Cri {
             .content()
             .read(&image.config)
             .map_err(|e| undo(CriError::Run(format!("reading the image config: {e}"))))?;
-        let volumes_dir = self.volumes_dir(pod);
         let stop_signal = ImageProcess::from_config_json(&config_blob)
             .map(|p| p.stop_signal)
             .unwrap_or_default();
@@ -379,7 +409,9 @@ impl Cri {
             rootfs: &snapshot.rootfs,
             volumes_dir: &volumes_dir,
             pod_ips,
+            host_ips,
             node_name: &self.config.node_name,
+            volumes: &self.volumes,
             node_resources: &self.config.resources,
         })
         .map_err(|e| undo(e.into()))?;
@@ -391,6 +423,7 @@ impl Cri {
                 source: file.clone(),
                 destination: destination.clone(),
                 readonly: false,
+                ..Mount::default()
             });
         }
         let bundle = sandbox
@@ -516,8 +549,15 @@ impl Cri {
             .join("volumes")
     }
 
-    /// Remove what the pod left on disk: its volumes and its log directory.
+    /// Remove what the pod left on disk: its volumes (unmounted first; a volume that
+    /// stays mounted keeps the pod's directory) and its log directory.
     fn remove_pod_files(&self, sandbox_name: &str, uid: &str) {
+        let pod_dir = self.config.pods_dir.join(uid);
+        if let Err(e) = self.volumes.tear_down(uid, &pod_dir) {
+            tracing::warn!("keeping {}: {e}", pod_dir.display());
+            let _ = fs::remove_dir_all(self.config.log_dir.join(sandbox_name));
+            return;
+        }
         for dir in [
             self.config.pods_dir.join(uid),
             self.config.log_dir.join(sandbox_name),

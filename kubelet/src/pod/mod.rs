@@ -10,11 +10,14 @@
 //! - [`process`]: a container's process and mounts from the pod and image.
 //! - [`sandbox_config`], [`dns`]: the pod's sandbox (namespaces, names, `/etc` files, host
 //!   ports) from its spec.
+//! - [`volume`]: the pod's volumes (set up, refreshed, torn down); [`downward`]: the
+//!   downward API values volumes and env share.
 //! - [`resources`] ([`quantity`]): requests and limits as cgroup values and OOM scores.
 //! - [`state`], [`status`], [`events`]: what workers observed, as v1 status and events.
 
 pub mod cri;
 pub mod dns;
+pub mod downward;
 pub mod events;
 pub mod manager;
 pub mod plan;
@@ -25,6 +28,7 @@ pub mod sandbox_config;
 pub mod state;
 pub mod status;
 pub mod termination;
+pub mod volume;
 pub mod worker;
 
 #[cfg(test)]

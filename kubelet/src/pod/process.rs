@@ -7,10 +7,14 @@ use std::fs;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use k8s_openapi::api::core::v1::{Container, EnvVar, Pod, Volume};
+use k8s_openapi::api::core::v1::{Container, EnvVar, EnvVarSource, Pod};
 
 use runtime::image::config::ImageProcess;
-use runtime::sandbox::{ContainerConfig, Mount, User};
+use runtime::sandbox::{ContainerConfig, User};
+
+use super::downward::{self, Use};
+use super::volume::source::{self, Kind};
+use super::volume::{self, Volumes};
 
 use super::resources::{self, NodeResources};
 
@@ -33,8 +37,12 @@ pub struct Inputs<'a> {
     pub volumes_dir: &'a Path,
     /// The pod's IPs.
     pub pod_ips: &'a [IpAddr],
+    /// The node's IPs.
+    pub host_ips: &'a [IpAddr],
     /// The node's name.
     pub node_name: &'a str,
+    /// The node's volumes (configMaps and secrets for env, the node's allocatable).
+    pub volumes: &'a Volumes,
     /// The node's memory and pod limits, for the resource formulas.
     pub node_resources: &'a NodeResources,
 }
@@ -94,19 +102,56 @@ pub fn container_config(inputs: &Inputs<'_>) -> Result<ContainerConfig, ConfigEr
         working_dir,
         user,
         tty: c.tty.unwrap_or(false),
-        mounts: mounts(inputs)?,
+        mounts: volume::mounts::container_mounts(
+            inputs.pod,
+            c,
+            inputs.volumes_dir,
+            &own_env
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect(),
+        )
+        .map_err(ConfigError)?,
         resources: resources.cgroup,
         oom_score_adj: Some(resources.oom_score_adj),
     })
 }
 
-/// The container's own env: values with `$(VAR)` expanded against the variables before
-/// them, and the downward API fields a static pod has.
+/// The container's own env, as upstream builds it: `envFrom` sources first, then `env`
+/// in order, values with `$(VAR)` expanded against the variables before them, and
+/// `valueFrom` from the downward API, configMaps and secrets.
 fn env(inputs: &Inputs<'_>) -> Result<Vec<(String, String)>, ConfigError> {
+    let c = inputs.container;
+    let namespace = inputs.pod.metadata.namespace.as_deref().unwrap_or_default();
     let mut out: Vec<(String, String)> = Vec::new();
-    for var in inputs.container.env.iter().flatten() {
+    let set = |out: &mut Vec<(String, String)>, name: String, value: String| {
+        out.retain(|(k, _)| *k != name);
+        out.push((name, value));
+    };
+    for from in c.env_from.iter().flatten() {
+        let (kind, name, optional) = match (&from.config_map_ref, &from.secret_ref) {
+            (Some(r), _) => (Kind::ConfigMap, &r.name, r.optional.unwrap_or(false)),
+            (None, Some(r)) => (Kind::Secret, &r.name, r.optional.unwrap_or(false)),
+            (None, None) => continue,
+        };
+        let Some(data) = object_data(inputs, kind, namespace, name, optional)? else {
+            continue;
+        };
+        let prefix = from.prefix.as_deref().unwrap_or_default();
+        for (key, bytes) in data {
+            let var = format!("{prefix}{key}");
+            // Upstream skips keys that are not valid variable names (with an event).
+            if is_env_var_name(&var) {
+                set(&mut out, var, String::from_utf8_lossy(&bytes).into_owned());
+            }
+        }
+    }
+    for var in c.env.iter().flatten() {
         let value = match (&var.value, &var.value_from) {
-            (_, Some(_)) => field_value(inputs, var)?,
+            (_, Some(from)) => match value_from(inputs, var, from, namespace)? {
+                Some(value) => value,
+                None => continue,
+            },
             (Some(v), None) => {
                 let known: BTreeMap<&str, &str> =
                     out.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
@@ -114,58 +159,81 @@ fn env(inputs: &Inputs<'_>) -> Result<Vec<(String, String)>, ConfigError> {
             }
             (None, None) => String::new(),
         };
-        out.push((var.name.clone(), value));
+        set(&mut out, var.name.clone(), value);
     }
     Ok(out)
 }
 
-/// `valueFrom.fieldRef` for the fields the node knows; config maps and secrets need an
-/// API server.
-fn field_value(inputs: &Inputs<'_>, var: &EnvVar) -> Result<String, ConfigError> {
-    let from = var.value_from.as_ref().expect("called with valueFrom");
-    let Some(field) = &from.field_ref else {
-        return Err(ConfigError(format!(
-            "env {:?}: only valueFrom.fieldRef is supported without an API server",
-            var.name
-        )));
+/// One `valueFrom`; None when an optional configMap or secret (or key) is missing.
+fn value_from(
+    inputs: &Inputs<'_>,
+    var: &EnvVar,
+    from: &EnvVarSource,
+    namespace: &str,
+) -> Result<Option<String>, ConfigError> {
+    let ctx = downward::Context {
+        pod: inputs.pod,
+        pod_ips: inputs.pod_ips,
+        host_ips: inputs.host_ips,
+        node_name: inputs.node_name,
+        allocatable: inputs.volumes.node(),
     };
-    let meta = &inputs.pod.metadata;
-    let spec = inputs.pod.spec.clone().unwrap_or_default();
-    let ips: Vec<String> = inputs.pod_ips.iter().map(|ip| ip.to_string()).collect();
-    let value = match field.field_path.as_str() {
-        "metadata.name" => meta.name.clone().unwrap_or_default(),
-        "metadata.namespace" => meta.namespace.clone().unwrap_or_default(),
-        "metadata.uid" => meta.uid.clone().unwrap_or_default(),
-        "spec.nodeName" => inputs.node_name.to_string(),
-        "spec.serviceAccountName" => spec.service_account_name.unwrap_or_default(),
-        "status.podIP" => ips.first().cloned().unwrap_or_default(),
-        "status.podIPs" => ips.join(","),
-        path => {
-            if let Some(key) = path
-                .strip_prefix("metadata.labels['")
-                .and_then(|k| k.strip_suffix("']"))
-            {
-                meta.labels
-                    .as_ref()
-                    .and_then(|l| l.get(key).cloned())
-                    .unwrap_or_default()
-            } else if let Some(key) = path
-                .strip_prefix("metadata.annotations['")
-                .and_then(|k| k.strip_suffix("']"))
-            {
-                meta.annotations
-                    .as_ref()
-                    .and_then(|a| a.get(key).cloned())
-                    .unwrap_or_default()
-            } else {
-                return Err(ConfigError(format!(
-                    "env {:?}: fieldRef.fieldPath {path:?} is not supported",
-                    var.name
-                )));
-            }
-        }
+    let named = |e: String| ConfigError(format!("env {:?}: {e}", var.name));
+    if let Some(field) = &from.field_ref {
+        return downward::field_value(&ctx, field, Use::Env)
+            .map(Some)
+            .map_err(named);
+    }
+    if let Some(resource) = &from.resource_field_ref {
+        return downward::resource_value(&ctx, &inputs.container.name, resource)
+            .map(Some)
+            .map_err(named);
+    }
+    let (kind, name, key, optional) = match (&from.config_map_key_ref, &from.secret_key_ref) {
+        (Some(r), _) => (
+            Kind::ConfigMap,
+            &r.name,
+            &r.key,
+            r.optional.unwrap_or(false),
+        ),
+        (None, Some(r)) => (Kind::Secret, &r.name, &r.key, r.optional.unwrap_or(false)),
+        (None, None) => return Err(named("valueFrom names no source".into())),
     };
-    Ok(value)
+    let Some(data) = object_data(inputs, kind, namespace, name, optional)? else {
+        return Ok(None);
+    };
+    match data.get(key) {
+        Some(bytes) => Ok(Some(String::from_utf8_lossy(bytes).into_owned())),
+        None if optional => Ok(None),
+        None => Err(ConfigError(format!(
+            "couldn't find key {key} in {} {namespace}/{name}",
+            kind.title()
+        ))),
+    }
+}
+
+/// A configMap's or secret's data; None if it is missing and optional.
+fn object_data(
+    inputs: &Inputs<'_>,
+    kind: Kind,
+    namespace: &str,
+    name: &str,
+    optional: bool,
+) -> Result<Option<BTreeMap<String, Vec<u8>>>, ConfigError> {
+    match source::data(inputs.volumes.objects(), kind, namespace, name).map_err(ConfigError)? {
+        Some(data) => Ok(Some(data)),
+        None if optional => Ok(None),
+        None => Err(ConfigError(kind.not_found(name))),
+    }
+}
+
+/// `[-._a-zA-Z][-._a-zA-Z0-9]*`, as upstream validates env var names.
+fn is_env_var_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || "-._".contains(c))
+        && chars.all(|c| c.is_ascii_alphanumeric() || "-._".contains(c))
 }
 
 /// Kubernetes' `$(VAR)` expansion: a defined variable is replaced, `$$` is a literal
@@ -273,84 +341,6 @@ fn passwd_entry(file: &str, matches: impl Fn(&[&str]) -> bool) -> Option<Vec<&st
     file.lines()
         .map(|l| l.split(':').collect::<Vec<_>>())
         .find(|f| f.len() >= 4 && matches(f))
-}
-
-/// The container's volumeMounts as host bind mounts. emptyDir and hostPath volumes are
-/// supported without an API server.
-fn mounts(inputs: &Inputs<'_>) -> Result<Vec<Mount>, ConfigError> {
-    let volumes: Vec<Volume> = inputs
-        .pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.volumes.clone())
-        .unwrap_or_default();
-    let mut out = Vec::new();
-    for mount in inputs.container.volume_mounts.iter().flatten() {
-        let volume = volumes
-            .iter()
-            .find(|v| v.name == mount.name)
-            .ok_or_else(|| {
-                ConfigError(format!(
-                    "volumeMounts {:?}: the pod has no volume of that name",
-                    mount.name
-                ))
-            })?;
-        let mut source = volume_path(volume, inputs.volumes_dir)?;
-        if let Some(sub) = mount.sub_path.as_deref().filter(|s| !s.is_empty()) {
-            if Path::new(sub).is_absolute() || sub.split('/').any(|p| p == "..") {
-                return Err(ConfigError(format!(
-                    "volumeMounts {:?}: subPath {sub:?} must be a relative path without '..'",
-                    mount.name
-                )));
-            }
-            source = source.join(sub);
-            fs::create_dir_all(&source)
-                .map_err(|e| ConfigError(format!("creating subPath {}: {e}", source.display())))?;
-        }
-        out.push(Mount {
-            source,
-            destination: PathBuf::from(&mount.mount_path),
-            readonly: mount.read_only.unwrap_or(false),
-        });
-    }
-    Ok(out)
-}
-
-/// Where a volume lives on the host, made if the volume type says so.
-fn volume_path(volume: &Volume, volumes_dir: &Path) -> Result<PathBuf, ConfigError> {
-    if volume.empty_dir.is_some() {
-        let dir = volumes_dir
-            .join("kubernetes.io~empty-dir")
-            .join(&volume.name);
-        fs::create_dir_all(&dir)
-            .map_err(|e| ConfigError(format!("creating emptyDir {}: {e}", dir.display())))?;
-        return Ok(dir);
-    }
-    if let Some(host) = &volume.host_path {
-        let path = PathBuf::from(&host.path);
-        match host.type_.as_deref().unwrap_or("") {
-            "DirectoryOrCreate" => fs::create_dir_all(&path)
-                .map_err(|e| ConfigError(format!("creating hostPath {}: {e}", path.display())))?,
-            "Directory" if !path.is_dir() => {
-                return Err(ConfigError(format!(
-                    "hostPath type check failed: {} is not a directory",
-                    path.display()
-                )))
-            }
-            "File" if !path.is_file() => {
-                return Err(ConfigError(format!(
-                    "hostPath type check failed: {} is not a file",
-                    path.display()
-                )))
-            }
-            _ => {}
-        }
-        return Ok(path);
-    }
-    Err(ConfigError(format!(
-        "volume {:?}: only emptyDir and hostPath volumes are supported without an API server",
-        volume.name
-    )))
 }
 
 #[cfg(test)]

@@ -368,6 +368,11 @@ impl Worker {
                 Current::Waiting { reason, .. } if reason == "ErrImagePull" => {
                     "ImagePullBackOff".to_string()
                 }
+                // A volume that failed to mount: upstream stays in ContainerCreating.
+                Current::Waiting {
+                    reason,
+                    message: Some(_),
+                } if reason == "ContainerCreating" => reason.clone(),
                 Current::Waiting { reason, .. }
                     if reason != "ContainerCreating" && reason != "PodInitializing" =>
                 {
@@ -375,6 +380,11 @@ impl Worker {
                 }
                 _ => "CrashLoopBackOff".to_string(),
             };
+            // A reason that stays (a failed mount, CreateContainerConfigError) keeps
+            // its message, as upstream shows the error while it retries.
+            if matches!(&c.current, Current::Waiting { reason: r, .. } if *r == reason) {
+                return Some(reason);
+            }
             let message = (reason == "CrashLoopBackOff").then(|| {
                 format!(
                     "back-off {}s restarting failed container={name} pod={pod_name}",
@@ -455,11 +465,12 @@ impl Worker {
         let cri = self.cri.clone();
         let pod = self.pod.clone();
         let spec = container.clone();
-        let ips = self.with_state(|s| {
-            s.sandbox
-                .as_ref()
-                .map(|x| x.ips.clone())
-                .unwrap_or_default()
+        let (ips, host_ips) = self.with_state(|s| {
+            let ips = s.sandbox.as_ref().map(|x| x.ips.clone());
+            (
+                ips.unwrap_or_default(),
+                s.host_ip.into_iter().collect::<Vec<_>>(),
+            )
         });
         let started = tokio::task::spawn_blocking(move || {
             cri.start_container(&Start {
@@ -470,6 +481,7 @@ impl Worker {
                 image: &image,
                 restart_count,
                 pod_ips: &ips,
+                host_ips: &host_ips,
             })
         })
         .await
@@ -520,6 +532,8 @@ impl Worker {
         let reason = match error {
             CriError::Image { reason, .. } => *reason,
             CriError::Config(_) => "CreateContainerConfigError",
+            // Upstream waits for volumes before creating containers.
+            CriError::Mount(_) => "ContainerCreating",
             CriError::Run(_) | CriError::Sandbox(_) => "RunContainerError",
         };
         tracing::warn!(pod = %self.name(), container = name, "{reason}: {error}");
@@ -531,12 +545,15 @@ impl Worker {
                 };
             }
         });
-        self.event(
-            Kind::Warning,
-            "Failed",
-            format!("Error: {error}"),
-            Some(name),
-        );
+        match error {
+            CriError::Mount(e) => self.event(Kind::Warning, "FailedMount", e.to_string(), None),
+            _ => self.event(
+                Kind::Warning,
+                "Failed",
+                format!("Error: {error}"),
+                Some(name),
+            ),
+        }
     }
 
     /// Report the container's exit on the worker's channel when its shim ends.

@@ -81,7 +81,7 @@ pub use namespaces::{NodeNamespaces, Pins};
 pub use pidns::PidHolder;
 pub use resources::Resources;
 pub use spec::{
-    ContainerConfig, Mount, User, CONTAINER_NAME_ANNOTATION, POD_NAMESPACE_ANNOTATION,
+    ContainerConfig, Mount, Propagation, User, CONTAINER_NAME_ANNOTATION, POD_NAMESPACE_ANNOTATION,
     POD_NAME_ANNOTATION, POD_UID_ANNOTATION, SANDBOX_ANNOTATION,
 };
 

@@ -90,7 +90,7 @@ pub struct User {
 }
 
 /// A host path bind-mounted into the container.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Mount {
     /// The host path.
     pub source: PathBuf,
@@ -98,6 +98,32 @@ pub struct Mount {
     pub destination: PathBuf,
     /// Whether the container may only read it.
     pub readonly: bool,
+    /// How mounts below it propagate between the host and the container.
+    #[serde(default)]
+    pub propagation: Propagation,
+}
+
+/// Mount propagation of a bind mount (Kubernetes' `mountPropagation`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Propagation {
+    /// `rprivate` (`None`): nothing propagates.
+    #[default]
+    Private,
+    /// `rslave` (`HostToContainer`): host mounts below it appear in the container.
+    Slave,
+    /// `rshared` (`Bidirectional`): mounts propagate both ways.
+    Shared,
+}
+
+impl Propagation {
+    /// The OCI mount option.
+    pub fn option(self) -> &'static str {
+        match self {
+            Propagation::Private => "rprivate",
+            Propagation::Slave => "rslave",
+            Propagation::Shared => "rshared",
+        }
+    }
 }
 
 /// Build the OCI config of container `id` (the runtime's container id, which also names its
@@ -137,10 +163,24 @@ pub fn build(sandbox: &Sandbox, id: &str, config: &ContainerConfig) -> Result<Sp
             &sandbox.dir().join(file),
             Path::new(destination),
             false,
+            Propagation::Private,
         ));
     }
     for mount in &config.mounts {
-        mounts.push(bind(&mount.source, &mount.destination, mount.readonly));
+        mounts.push(bind(
+            &mount.source,
+            &mount.destination,
+            mount.readonly,
+            mount.propagation,
+        ));
+    }
+    // A Bidirectional mount only propagates back if the container's root stays shared.
+    if config
+        .mounts
+        .iter()
+        .any(|m| m.propagation == Propagation::Shared)
+    {
+        spec["linux"]["rootfsPropagation"] = json!("rshared");
     }
 
     let namespaces = namespaces(sandbox)?;
@@ -224,12 +264,12 @@ fn process(config: &ContainerConfig, hostname: &str) -> Value {
     process
 }
 
-fn bind(source: &Path, destination: &Path, readonly: bool) -> Value {
+fn bind(source: &Path, destination: &Path, readonly: bool, propagation: Propagation) -> Value {
     json!({
         "destination": destination,
         "type": "bind",
         "source": source,
-        "options": ["rbind", "rprivate", if readonly { "ro" } else { "rw" }],
+        "options": ["rbind", propagation.option(), if readonly { "ro" } else { "rw" }],
     })
 }
 

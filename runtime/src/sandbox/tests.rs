@@ -163,6 +163,7 @@ fn container() -> ContainerConfig {
             source: PathBuf::from("/srv/data"),
             destination: PathBuf::from("/data"),
             readonly: true,
+            ..Mount::default()
         }],
         ..ContainerConfig::default()
     }
@@ -277,6 +278,32 @@ fn containers_get_the_pods_etc_files_the_default_mounts_and_their_volumes() {
     let data = at("/data");
     assert_eq!(data.source().as_deref(), Some(Path::new("/srv/data")));
     assert!(data.options().as_ref().unwrap().contains(&"ro".to_string()));
+}
+
+#[test]
+fn mount_propagation_maps_to_options_and_a_shared_root() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (sandbox, _) = sandbox(&tmp);
+    let mut config = container();
+    let options = |spec: &Spec, destination: &str| -> Vec<String> {
+        let mounts = spec.mounts().as_ref().unwrap();
+        let m = mounts
+            .iter()
+            .find(|m| m.destination() == Path::new(destination))
+            .unwrap();
+        m.options().clone().unwrap()
+    };
+    for (propagation, option, root_shared) in [
+        (super::Propagation::Private, "rprivate", false),
+        (super::Propagation::Slave, "rslave", false),
+        (super::Propagation::Shared, "rshared", true),
+    ] {
+        config.mounts[0].propagation = propagation;
+        let spec = sandbox.container_spec("c1", &config).unwrap();
+        assert!(options(&spec, "/data").contains(&option.to_string()));
+        let root = spec.linux().as_ref().unwrap().rootfs_propagation().clone();
+        assert_eq!(root.as_deref() == Some("rshared"), root_shared, "{option}");
+    }
 }
 
 #[test]
