@@ -11,6 +11,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use tokio::sync::mpsc;
 
+use kubelet::pod::security::NodeSecurity;
 use kubelet::pod::{Cri, NodeConfig, PodManager};
 use kubelet::source::{self, FolderConfig};
 use runtime::logs::LogOptions;
@@ -76,6 +77,14 @@ struct Args {
     /// Log files kept per container, the live one included.
     #[arg(long, value_name = "N", default_value_t = 5)]
     container_log_max_files: usize,
+    /// Run containers that name no seccomp profile with RuntimeDefault instead of
+    /// Unconfined. `Localhost` profiles are read from `<--root>/seccomp`.
+    #[arg(long)]
+    seccomp_default: bool,
+    /// Namespaced sysctls pods may set beyond the safe set: names or `prefix*` patterns,
+    /// comma-separated (e.g. `kernel.msg*,net.core.somaxconn`).
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    allowed_unsafe_sysctls: Vec<String>,
     /// Print peapod's default CNI network config (what is used when the CNI config
     /// folder has none) and exit.
     #[arg(long)]
@@ -143,7 +152,13 @@ fn run(args: Args) -> anyhow::Result<()> {
             max_files: args.container_log_max_files,
         },
         pull: Default::default(),
+        security: NodeSecurity {
+            seccomp_default: args.seccomp_default,
+            seccomp_root: args.root.join("seccomp"),
+            allowed_unsafe_sysctls: args.allowed_unsafe_sysctls.clone(),
+        },
     };
+    config.security.check().map_err(anyhow::Error::msg)?;
     std::fs::create_dir_all(&args.manifests)
         .with_context(|| format!("creating the manifests folder {}", args.manifests.display()))?;
     let cri = Cri::open(config)?;

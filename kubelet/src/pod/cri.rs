@@ -60,6 +60,8 @@ pub struct NodeConfig {
     pub log_options: LogOptions,
     /// How images are pulled.
     pub pull: PullOptions,
+    /// Seccomp default and profile root, allowed unsafe sysctls.
+    pub security: super::security::NodeSecurity,
 }
 
 /// Why an operation failed; the worker maps it to a container's waiting reason.
@@ -333,6 +335,7 @@ impl Cri {
             volumes_dir: &volumes_dir,
             pod_ips,
             node_name: &self.config.node_name,
+            security: &self.config.security,
         })
         .map_err(|e| undo(e.into()))?;
         let bundle = sandbox

@@ -7,12 +7,14 @@
 //!   restarts with back-off, graceful stop).
 //! - [`cri`]: the node's container operations (every OS side effect).
 //! - [`process`]: a container's process and mounts from the pod and image.
+//! - [`security`]: securityContext (capabilities, privileged, seccomp, runAsNonRoot, sysctls).
 //! - [`state`], [`status`], [`events`]: what workers observed, as v1 status and events.
 
 pub mod cri;
 pub mod events;
 pub mod manager;
 pub mod process;
+pub mod security;
 pub mod state;
 pub mod status;
 pub mod worker;

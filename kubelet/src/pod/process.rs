@@ -12,6 +12,8 @@ use k8s_openapi::api::core::v1::{Container, EnvVar, Pod, Volume};
 use runtime::image::config::ImageProcess;
 use runtime::sandbox::{ContainerConfig, Mount, User};
 
+use super::security::{self, Effective, NodeSecurity};
+
 /// Why a container's settings cannot be applied (`CreateContainerConfigError`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -33,6 +35,8 @@ pub struct Inputs<'a> {
     pub pod_ips: &'a [IpAddr],
     /// The node's name.
     pub node_name: &'a str,
+    /// The node's security settings (seccomp default and root, allowed sysctls).
+    pub security: &'a NodeSecurity,
 }
 
 /// The container as the sandbox runs it.
@@ -65,30 +69,30 @@ pub fn container_config(inputs: &Inputs<'_>) -> Result<ContainerConfig, ConfigEr
         .filter(|d| !d.is_empty())
         .or_else(|| (!image.working_dir.is_empty()).then(|| image.working_dir.clone()))
         .map(PathBuf::from);
-    let security = c.security_context.clone().unwrap_or_default();
-    let pod_security = inputs
-        .pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.security_context.clone())
-        .unwrap_or_default();
+    let effective = Effective::of(inputs.pod, c);
+    security::verify_run_as_non_root(inputs.pod, c, &effective, &image.user)?;
     let user = user(
         &image.user,
-        security.run_as_user.or(pod_security.run_as_user),
-        security.run_as_group.or(pod_security.run_as_group),
-        pod_security.supplemental_groups.unwrap_or_default(),
+        effective.run_as_user,
+        effective.run_as_group,
+        effective.supplemental_groups.clone(),
         inputs.rootfs,
     )?;
     Ok(ContainerConfig {
         name: c.name.clone(),
         rootfs: inputs.rootfs.to_path_buf(),
-        readonly_rootfs: security.read_only_root_filesystem.unwrap_or(false),
+        readonly_rootfs: effective
+            .container
+            .read_only_root_filesystem
+            .unwrap_or(false),
         args,
         env: merged,
         working_dir,
         user,
         tty: c.tty.unwrap_or(false),
         mounts: mounts(inputs)?,
+        security: security::runtime_security(&effective, inputs.security)?,
+        sysctls: security::sysctls(inputs.pod, inputs.security)?,
     })
 }
 

@@ -51,6 +51,7 @@ mod cgroup;
 mod error;
 mod files;
 mod namespaces;
+mod security;
 mod spec;
 
 #[cfg(test)]
@@ -67,6 +68,7 @@ use serde::{Deserialize, Serialize};
 pub use self::cgroup::{pod_path, Qos};
 pub use error::SandboxError;
 pub use namespaces::Pins;
+pub use security::{Security, DEFAULT_CAPABILITIES};
 pub use spec::{
     ContainerConfig, Mount, User, CONTAINER_NAME_ANNOTATION, POD_NAMESPACE_ANNOTATION,
     POD_NAME_ANNOTATION, POD_UID_ANNOTATION, SANDBOX_ANNOTATION,

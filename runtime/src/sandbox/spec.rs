@@ -2,6 +2,7 @@
 //! sandbox's network, IPC and UTS namespaces by path, with the pod's hostname and `/etc` files,
 //! in a cgroup under the pod cgroup.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::Spec;
@@ -9,30 +10,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::files::{HOSTNAME, HOSTS, RESOLV_CONF};
+use super::security::Security;
 use super::{Sandbox, SandboxError};
 
 /// The `PATH` a container gets when its image sets none, as container engines default it.
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
-/// The capabilities of a Kubernetes container that asks for none in particular: the set
-/// container engines grant by default (wider than `runc spec`'s three, e.g. `CHOWN` for
-/// package managers and `NET_RAW` for `ping`).
-const DEFAULT_CAPABILITIES: &[&str] = &[
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
-];
 
 /// The annotation naming the sandbox a container belongs to, for debugging tools.
 pub const SANDBOX_ANNOTATION: &str = "io.github.peapod.sandbox";
@@ -68,6 +50,12 @@ pub struct ContainerConfig {
     pub tty: bool,
     /// Host paths bind-mounted into the container (volumes), after the default mounts.
     pub mounts: Vec<Mount>,
+    /// Capabilities, no_new_privs, seccomp and privileged mode.
+    #[serde(default)]
+    pub security: Security,
+    /// Namespaced sysctls set in the container (`linux.sysctl`), e.g. `net.ipv4.ip_unprivileged_port_start`.
+    #[serde(default)]
+    pub sysctls: BTreeMap<String, String>,
 }
 
 /// The numeric identity the container's process runs as.
@@ -138,6 +126,10 @@ pub fn build(sandbox: &Sandbox, id: &str, config: &ContainerConfig) -> Result<Sp
         {"type": "uts", "path": pins.uts},
     ]);
     linux["cgroupsPath"] = json!(sandbox.cgroup_path().join(id));
+    if !config.sysctls.is_empty() {
+        linux["sysctl"] = json!(config.sysctls);
+    }
+    super::security::apply(&mut spec, &config.security, Path::new("/dev"));
 
     serde_json::from_value(spec).map_err(|source| SandboxError::Spec {
         container: config.name.clone(),
@@ -145,8 +137,8 @@ pub fn build(sandbox: &Sandbox, id: &str, config: &ContainerConfig) -> Result<Sp
     })
 }
 
-/// `process`: the container's command, environment and identity, with the default
-/// capabilities, and without `runc spec`'s 1024-file limit (the runtime's own limits apply).
+/// `process`: the container's command, environment and identity (capabilities and
+/// no_new_privs come from [`Security`]), without `runc spec`'s 1024-file limit (the runtime's own limits apply).
 fn process(config: &ContainerConfig, hostname: &str) -> Value {
     let mut env: Vec<String> = config.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
     for (key, value) in [("PATH", DEFAULT_PATH), ("HOSTNAME", hostname)] {
@@ -154,7 +146,6 @@ fn process(config: &ContainerConfig, hostname: &str) -> Value {
             env.push(format!("{key}={value}"));
         }
     }
-    let caps = json!(DEFAULT_CAPABILITIES);
     json!({
         "terminal": config.tty,
         "user": {
@@ -165,10 +156,6 @@ fn process(config: &ContainerConfig, hostname: &str) -> Value {
         "args": config.args,
         "env": env,
         "cwd": config.working_dir.as_deref().unwrap_or(Path::new("/")),
-        "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
-        // Kubernetes lets processes gain privileges (setuid binaries) unless the pod says
-        // `allowPrivilegeEscalation: false`.
-        "noNewPrivileges": false,
     })
 }
 
