@@ -63,19 +63,26 @@ metadata:
 spec:
   terminationGracePeriodSeconds: 1
   securityContext:
+    supplementalGroups: [3000]
+    fsGroup: 2000
     sysctls:
     - {name: kernel.shm_rmid_forced, value: "1"}
     - {name: net.ipv4.ip_unprivileged_port_start, value: "80"}
   containers:
 "#,
     );
-    let status = "grep -E \\\"^(CapEff|NoNewPrivs|Seccomp):\\\" /proc/self/status";
+    let status = "grep -E \\\"^(CapEff|NoNewPrivs|Seccomp|Groups):\\\" /proc/self/status";
     manifest += &container(
         "caps",
         status,
         "{capabilities: {drop: [ALL], add: [NET_BIND_SERVICE]}}",
     );
     manifest += &container("nnp", status, "{allowPrivilegeEscalation: false}");
+    manifest += &container(
+        "readonly",
+        "touch /probe; echo touch=$?; touch /tmp/probe; echo tmp=$?",
+        "{readOnlyRootFilesystem: true}",
+    );
     manifest += &container(
         "seccomp",
         "unshare -U true; echo unshare=$?",
@@ -112,9 +119,17 @@ spec:
         "0",
         "Unconfined by default: {caps}"
     );
+    let groups: Vec<&str> = field(&caps, "Groups").split_whitespace().collect();
+    assert!(
+        groups.contains(&"3000") && groups.contains(&"2000"),
+        "supplementalGroups and fsGroup: {caps}"
+    );
 
     let nnp = logs(&node, &name, "nnp", "Seccomp");
     assert_eq!(field(&nnp, "NoNewPrivs"), "1", "{nnp}");
+
+    let readonly = logs(&node, &name, "readonly", "tmp=");
+    assert!(readonly.contains("touch=1"), "{readonly}");
 
     let seccomp = logs(&node, &name, "seccomp", "unshare=");
     assert!(seccomp.contains("unshare=1"), "{seccomp}");
