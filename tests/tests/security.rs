@@ -1,5 +1,6 @@
 //! securityContext through the kubelet, seen from inside real pods: capabilities with
-//! add/drop, allowPrivilegeEscalation, seccompProfile RuntimeDefault, privileged, pod
+//! add/drop, allowPrivilegeEscalation, seccompProfile RuntimeDefault and Localhost,
+//! privileged, readOnlyRootFilesystem, supplementalGroups and fsGroup, pod
 //! sysctls, and runAsNonRoot refusing a root image.
 
 use std::time::Duration;
@@ -88,6 +89,20 @@ spec:
         "unshare -U true; echo unshare=$?",
         "{seccompProfile: {type: RuntimeDefault}}",
     );
+    // A Localhost profile, from the kubelet's seccomp root (`<--root>/seccomp`).
+    let profiles = node.path("images/seccomp/team");
+    std::fs::create_dir_all(&profiles).unwrap();
+    std::fs::write(
+        profiles.join("deny-mkdir.json"),
+        r#"{"defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 95}]}"#,
+    )
+    .unwrap();
+    manifest += &container(
+        "localhost",
+        "mkdir /dev/shm/d; echo mkdir=$?",
+        "{seccompProfile: {type: Localhost, localhostProfile: team/deny-mkdir.json}}",
+    );
     manifest += &container(
         "unconfined",
         "unshare -U true; echo unshare=$?",
@@ -133,6 +148,11 @@ spec:
 
     let seccomp = logs(&node, &name, "seccomp", "unshare=");
     assert!(seccomp.contains("unshare=1"), "{seccomp}");
+    let localhost = logs(&node, &name, "localhost", "mkdir=");
+    assert!(
+        localhost.contains("mkdir=1") && localhost.contains("Operation not supported"),
+        "{localhost}"
+    );
     let unconfined = logs(&node, &name, "unconfined", "unshare=");
     assert!(unconfined.contains("unshare=0"), "{unconfined}");
 
