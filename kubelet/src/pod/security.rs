@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::{
     Container, Pod, PodSecurityContext, PodSpec, SeccompProfile, SecurityContext,
 };
 
-use runtime::sandbox::{Security, DEFAULT_CAPABILITIES};
+use runtime::sandbox::{sysctl_scope, Security, SysctlScope, DEFAULT_CAPABILITIES};
 use runtime::seccomp::profile::Profile;
 
 use super::process::ConfigError;
@@ -31,8 +31,6 @@ const SAFE_SYSCTLS: &[&str] = &[
     "net.ipv4.tcp_rmem",
     "net.ipv4.tcp_wmem",
 ];
-/// Prefixes of the IPC namespace's sysctls (a pattern such as `kernel.msg*` matches too).
-const IPC_SYSCTLS: &[&str] = &["kernel.shm", "kernel.msg", "kernel.sem", "fs.mqueue."];
 /// The pod admission reason of a forbidden sysctl.
 pub const SYSCTL_FORBIDDEN: &str = "SysctlForbidden";
 
@@ -53,7 +51,7 @@ impl NodeSecurity {
     pub fn check(&self) -> Result<(), String> {
         for pattern in &self.allowed_unsafe_sysctls {
             let name = pattern.trim_end_matches('*');
-            if sysctl_namespace(name).is_none() {
+            if sysctl_scope(name).is_none() {
                 return Err(format!(
                     "--allowed-unsafe-sysctls: {pattern:?} is not a namespaced sysctl"
                 ));
@@ -314,32 +312,17 @@ fn check_sysctl(name: &str, spec: &PodSpec, node: &NodeSecurity) -> Result<(), S
     if !allowed {
         return Err(format!("forbidden sysctl: {name:?} not allowlisted"));
     }
-    match sysctl_namespace(name) {
-        Some(SysctlNamespace::Net) if spec.host_network == Some(true) => Err(format!(
+    match sysctl_scope(name) {
+        Some(SysctlScope::Network) if spec.host_network == Some(true) => Err(format!(
             "forbidden sysctl: {name:?} not allowed with host net enabled"
         )),
-        Some(SysctlNamespace::Ipc) if spec.host_ipc == Some(true) => Err(format!(
+        Some(SysctlScope::Ipc) if spec.host_ipc == Some(true) => Err(format!(
             "forbidden sysctl: {name:?} not allowed with host ipc enabled"
         )),
         Some(_) => Ok(()),
-        None => Err(format!("forbidden sysctl: {name:?} is not namespaced")),
-    }
-}
-
-/// The namespace a sysctl belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum SysctlNamespace {
-    Ipc,
-    Net,
-}
-
-fn sysctl_namespace(name: &str) -> Option<SysctlNamespace> {
-    if IPC_SYSCTLS.iter().any(|prefix| name.starts_with(prefix)) {
-        Some(SysctlNamespace::Ipc)
-    } else if name.starts_with("net.") {
-        Some(SysctlNamespace::Net)
-    } else {
-        None
+        None => Err(format!(
+            "forbidden sysctl: {name:?} is not namespaced by the pod (net.* or IPC)"
+        )),
     }
 }
 

@@ -313,7 +313,7 @@ fn sysctls(spec: &Spec, ns: &Namespaces) -> Result<(), InitError> {
                 "linux.sysctl: invalid key {key:?}"
             )));
         }
-        match sysctl_namespace(key) {
+        match crate::namespace::of_sysctl(key) {
             Some(kind) if ns.has(kind) => {}
             Some(kind) => {
                 return Err(InitError::Config(format!(
@@ -331,29 +331,6 @@ fn sysctls(spec: &Spec, ns: &Namespaces) -> Result<(), InitError> {
             .map_err(|e| InitError::Config(format!("linux.sysctl {key}={value}: {e}")))?;
     }
     Ok(())
-}
-
-/// The namespace a sysctl key is confined to, if any.
-fn sysctl_namespace(key: &str) -> Option<LinuxNamespaceType> {
-    const IPC: &[&str] = &[
-        "kernel.msgmax",
-        "kernel.msgmnb",
-        "kernel.msgmni",
-        "kernel.sem",
-        "kernel.shmall",
-        "kernel.shmmax",
-        "kernel.shmmni",
-        "kernel.shm_rmid_forced",
-    ];
-    if IPC.contains(&key) || key.starts_with("fs.mqueue.") {
-        Some(LinuxNamespaceType::Ipc)
-    } else if key.starts_with("net.") {
-        Some(LinuxNamespaceType::Network)
-    } else if key == "kernel.hostname" || key == "kernel.domainname" {
-        Some(LinuxNamespaceType::Uts)
-    } else {
-        None
-    }
 }
 
 /// A program ready for `execve`.

@@ -68,7 +68,7 @@ use serde::{Deserialize, Serialize};
 pub use self::cgroup::{pod_path, Qos};
 pub use error::SandboxError;
 pub use namespaces::Pins;
-pub use security::{Security, DEFAULT_CAPABILITIES};
+pub use security::{sysctl_scope, Security, SysctlScope, DEFAULT_CAPABILITIES};
 pub use spec::{
     ContainerConfig, Mount, User, CONTAINER_NAME_ANNOTATION, POD_NAMESPACE_ANNOTATION,
     POD_NAME_ANNOTATION, POD_UID_ANNOTATION, SANDBOX_ANNOTATION,

@@ -33,6 +33,26 @@ pub const DEFAULT_CAPABILITIES: &[&str] = &[
 /// `/dev` subdirectories that hold per-mount instances, not host devices to copy.
 const NOT_HOST_DEVICES: &[&str] = &["pts", "shm", "mqueue", "fd", "hugepages"];
 
+/// The pod namespace a sysctl belongs to, in the sandbox's plain terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SysctlScope {
+    /// The pod's network namespace (`net.*`).
+    Network,
+    /// The pod's IPC namespace (`kernel.shm*`, `kernel.msg*`, `kernel.sem*`, `fs.mqueue.*`).
+    Ipc,
+}
+
+/// Which of the pod's namespaces `key` (dotted) is confined to; `None` for a sysctl a pod
+/// may not set (global ones, and the UTS names the pod's hostname owns).
+pub fn sysctl_scope(key: &str) -> Option<SysctlScope> {
+    use oci_spec::runtime::LinuxNamespaceType;
+    match crate::namespace::of_sysctl(key)? {
+        LinuxNamespaceType::Network => Some(SysctlScope::Network),
+        LinuxNamespaceType::Ipc => Some(SysctlScope::Ipc),
+        _ => None,
+    }
+}
+
 /// How a container is confined. The default is an ordinary container: the default
 /// capabilities, privilege escalation allowed, no seccomp filter.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,8 +79,9 @@ impl Security {
 }
 
 /// Write `security` into an OCI config being built (as JSON). `dev` is the host's `/dev`,
-/// read for a privileged container's devices.
-pub fn apply(spec: &mut Value, security: &Security, dev: &Path) {
+/// read for a privileged container's devices. Fails only if the resolved seccomp filter
+/// cannot be written, so a container never runs unconfined by accident.
+pub fn apply(spec: &mut Value, security: &Security, dev: &Path) -> Result<(), serde_json::Error> {
     let caps = security.capability_names();
     let process = &mut spec["process"];
     process["capabilities"] = json!({"bounding": caps, "effective": caps, "permitted": caps});
@@ -71,11 +92,12 @@ pub fn apply(spec: &mut Value, security: &Security, dev: &Path) {
             arch: host_arch(),
             kernel: host_kernel(),
         });
-        spec["linux"]["seccomp"] = serde_json::to_value(seccomp).unwrap_or(Value::Null);
+        spec["linux"]["seccomp"] = serde_json::to_value(seccomp)?;
     }
     if security.privileged {
         unconfine(spec, dev);
     }
+    Ok(())
 }
 
 /// What `privileged` lifts: nothing masked or read-only, `/sys` and the cgroupfs
@@ -162,7 +184,7 @@ mod tests {
     #[test]
     fn defaults_are_an_ordinary_container() {
         let mut s = spec();
-        apply(&mut s, &Security::default(), Path::new("/nonexistent"));
+        apply(&mut s, &Security::default(), Path::new("/nonexistent")).unwrap();
         assert_eq!(
             s["process"]["capabilities"]["bounding"],
             json!(DEFAULT_CAPABILITIES)
@@ -181,7 +203,7 @@ mod tests {
             seccomp: Some(Profile::runtime_default()),
             ..Security::default()
         };
-        apply(&mut s, &security, Path::new("/nonexistent"));
+        apply(&mut s, &security, Path::new("/nonexistent")).unwrap();
         let text = s["linux"]["seccomp"].to_string();
         assert!(text.contains("\"mount\""), "CAP_SYS_ADMIN allows mount");
         assert_eq!(s["process"]["noNewPrivileges"], json!(true));
@@ -196,7 +218,7 @@ mod tests {
             privileged: true,
             ..Security::default()
         };
-        apply(&mut s, &security, tmp.path());
+        apply(&mut s, &security, tmp.path()).unwrap();
         assert_eq!(s["linux"]["maskedPaths"], json!([]));
         assert_eq!(s["linux"]["readonlyPaths"], json!([]));
         let sysfs = s["mounts"]

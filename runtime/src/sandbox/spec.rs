@@ -129,7 +129,12 @@ pub fn build(sandbox: &Sandbox, id: &str, config: &ContainerConfig) -> Result<Sp
     if !config.sysctls.is_empty() {
         linux["sysctl"] = json!(config.sysctls);
     }
-    super::security::apply(&mut spec, &config.security, Path::new("/dev"));
+    super::security::apply(&mut spec, &config.security, Path::new("/dev")).map_err(|source| {
+        SandboxError::Spec {
+            container: config.name.clone(),
+            source,
+        }
+    })?;
 
     serde_json::from_value(spec).map_err(|source| SandboxError::Spec {
         container: config.name.clone(),
