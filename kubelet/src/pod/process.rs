@@ -253,15 +253,33 @@ fn user(
     if let Some(g) = run_as_group {
         gid = id(g, "runAsGroup")?;
     }
-    let additional_gids = supplemental
-        .into_iter()
-        .map(|g| id(g, "supplementalGroups"))
-        .collect::<Result<_, _>>()?;
+    // As containerd merges them (supplementalGroupsPolicy Merge): the primary group, the
+    // user's memberships in the image's /etc/group, then the pod's groups.
+    let groups = fs::read_to_string(rootfs.join("etc/group")).unwrap_or_default();
+    let mut additional_gids = vec![gid];
+    if let Some(entry) = passwd_entry(&passwd, |f| f[2] == uid.to_string()) {
+        additional_gids.extend(member_groups(&groups, entry[0]));
+    }
+    for g in supplemental {
+        let g = id(g, "supplementalGroups")?;
+        if !additional_gids.contains(&g) {
+            additional_gids.push(g);
+        }
+    }
     Ok(User {
         uid,
         gid,
         additional_gids,
     })
+}
+
+/// The gids of the groups in a group file that list `user` as a member.
+fn member_groups(file: &str, user: &str) -> Vec<u32> {
+    file.lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .filter(|f| f.len() >= 4 && f[3].split(',').any(|m| m.trim() == user))
+        .filter_map(|f| f[2].parse().ok())
+        .collect()
 }
 
 /// The first `name:...` line of a passwd/group file whose fields satisfy `matches`.
@@ -371,11 +389,17 @@ mod tests {
             "root:x:0:0::/root:/bin/sh\nwww:x:33:34::/var/www:/bin/false\n",
         )
         .unwrap();
-        fs::write(tmp.path().join("etc/group"), "root:x:0:\nweb:x:34:\n").unwrap();
+        fs::write(
+            tmp.path().join("etc/group"),
+            "root:x:0:\nweb:x:34:\nlogs:x:40:root,www\nwww:x:41:nobody\n",
+        )
+        .unwrap();
         let u = user("www", None, None, vec![], tmp.path()).unwrap();
         assert_eq!((u.uid, u.gid), (33, 34));
         let u = user("www:root", None, None, vec![5], tmp.path()).unwrap();
-        assert_eq!((u.uid, u.gid, u.additional_gids), (33, 0, vec![5]));
+        assert_eq!((u.uid, u.gid, u.additional_gids), (33, 0, vec![0, 40, 5]));
+        let u = user("", None, None, vec![0, 9], tmp.path()).unwrap();
+        assert_eq!(u.additional_gids, [0, 40, 9]);
         let u = user("", Some(33), None, vec![], tmp.path()).unwrap();
         assert_eq!((u.uid, u.gid), (33, 34));
         let u = user("1000", None, Some(7), vec![], tmp.path()).unwrap();
