@@ -10,6 +10,9 @@
 #    apply to its Running;
 # 3. with those PODS pods running, the kubelet's RSS and CPU time over 60 idle
 #    seconds (/proc/<pid>/status VmRSS, /proc/<pid>/stat utime+stime).
+# 4. PODS web pods, each with a startup, a liveness (httpGet) and a readiness
+#    (tcpSocket) probe every second: the kubelet's CPU over 60 s once all are
+#    Ready (utime+stime plus its reaped children's, so probe helpers count).
 # Times are p50/p99 in ms, measured by polling the kubelet's /pods every 10 ms.
 #
 # The node is throwaway: manifests, image store (busybox made from
@@ -19,7 +22,7 @@
 # release build (built if missing). Everything is removed at exit.
 #
 # Targets (issue 5): one pod Running in under 300 ms p50; kubelet RSS under
-# 30 MB with 30 pods.
+# 30 MB with 30 pods. (issue 6): probes of 30 pods under 2% of one core.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -177,10 +180,50 @@ done
 ticks1=$(cpu_ticks)
 cpu_pct=$(awk -v t=$((ticks1 - ticks0)) -v hz="$hz" -v s="$idle_seconds" 'BEGIN { printf "%.2f", 100 * t / hz / s }')
 
+log "4. $pods web pods with three 1-second probes each, ${idle_seconds}s"
+rm -f "$tmp"/manifests/*
+for _ in $(seq 600); do
+  [[ $(pods_json | jq '.items | length') == 0 ]] && break
+  sleep 0.1
+done
+rm -rf "$tmp/batch" && mkdir -p "$tmp/batch"
+for i in $(seq "$pods"); do
+  cat >"$tmp/batch/web-$i.yaml" <<EOM
+apiVersion: v1
+kind: Pod
+metadata:
+  name: web-$i
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: web
+    image: busybox
+    imagePullPolicy: Never
+    command: ["sh", "-c", "mkdir -p /www && echo ok > /www/healthz && exec httpd -f -p 8080 -h /www"]
+    ports: [{name: http, containerPort: 8080}]
+    startupProbe: {httpGet: {path: /healthz, port: http}, periodSeconds: 1, failureThreshold: 30}
+    livenessProbe: {httpGet: {path: /healthz, port: http}, periodSeconds: 1}
+    readinessProbe: {tcpSocket: {port: 8080}, periodSeconds: 1}
+EOM
+done
+start=$(now_ms)
+peapod apply -f "$tmp/batch" >/dev/null
+until (($(running_pods | grep -c '^web-') == pods)); do
+  (($(now_ms) - start < 120000)) || die "the probed pods are not all Ready after 120 s"
+  sleep 0.1
+done
+all_cpu_ticks() { awk '{ print $14 + $15 + $16 + $17 }' "/proc/$kubelet_pid/stat"; }
+ticks0=$(all_cpu_ticks)
+sleep "$idle_seconds"
+ticks1=$(all_cpu_ticks)
+probe_pct=$(awk -v t=$((ticks1 - ticks0)) -v hz="$hz" -v s="$idle_seconds" 'BEGIN { printf "%.2f", 100 * t / hz / s }')
+restarts=$(pods_json | jq '[.items[].status.containerStatuses[]?.restartCount] | add')
+
 cat <<EOM
 
 bench-pods: $(nproc) cpus, release build, images present, pod network in a private netns
   1 pod, apply -> Running:            p50 ${single_p50} ms   p99 ${single_p99} ms   ($runs runs; target p50 < 300 ms)
   $pods pods at once, apply -> Running: p50 ${many_p50} ms   p99 ${many_p99} ms   (all Running after ${all_running} ms)
   kubelet at rest with $pods pods:    RSS max $((max_rss / 1024)) MB ($max_rss kB; target < 30 MB)   CPU ${cpu_pct}% of one core over ${idle_seconds}s
+  $pods pods x 3 one-second probes:   kubelet CPU ${probe_pct}% of one core over ${idle_seconds}s (target < 2%; restarts: $restarts)
 EOM

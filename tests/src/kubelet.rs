@@ -46,12 +46,20 @@ pub struct Kubelet {
     node_name: String,
     cgroup_root: PathBuf,
     child: Option<Child>,
+    /// Flags added to the kubelet's command line.
+    extra_args: Vec<String>,
 }
 
 impl Kubelet {
     /// Start a kubelet whose pod network is peapod's bridge in a private host netns.
     #[track_caller]
     pub fn start() -> Kubelet {
+        Kubelet::start_with(&[])
+    }
+
+    /// [`Kubelet::start`] with extra `peapod-kubelet` flags.
+    #[track_caller]
+    pub fn start_with(extra_args: &[&str]) -> Kubelet {
         require_root();
         let suffix = unique_suffix();
         let dir = tempfile::Builder::new()
@@ -66,6 +74,7 @@ impl Kubelet {
             node_name: "pp-node".into(),
             cgroup_root: PathBuf::from(format!("/pp-node-{suffix}")),
             child: None,
+            extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
         };
         kubelet.host_sh("ip link set lo up").ok();
         for sub in ["manifests", "cni", "images"] {
@@ -178,6 +187,7 @@ impl Kubelet {
             .arg(self.path("cni-cache"))
             .arg("--cni-netns")
             .arg(Path::new("/run/netns").join(&self.host_netns))
+            .args(&self.extra_args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
@@ -394,4 +404,27 @@ fn run_ok(program: &str, args: &[&str]) {
         .output()
         .unwrap_or_else(|e| panic!("{program}: {e}"));
     assert!(out.status.success(), "{program} {args:?}: {out:?}");
+}
+
+/// A pod's `status.phase`.
+pub fn phase(pod: &serde_json::Value) -> &str {
+    pod["status"]["phase"].as_str().unwrap_or_default()
+}
+
+/// The status of the app or init container `name` (Null if there is none).
+pub fn container_status<'a>(pod: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    ["containerStatuses", "initContainerStatuses"]
+        .iter()
+        .filter_map(|list| pod["status"][list].as_array())
+        .flatten()
+        .find(|c| c["name"] == name)
+        .unwrap_or(&serde_json::Value::Null)
+}
+
+/// Whether the pod runs with every app container ready.
+pub fn running(pod: &serde_json::Value) -> bool {
+    phase(pod) == "Running"
+        && pod["status"]["containerStatuses"]
+            .as_array()
+            .is_some_and(|cs| cs.iter().all(|c| c["ready"] == true))
 }

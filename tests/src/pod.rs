@@ -91,6 +91,7 @@ impl TestPod {
             uid: format!("uid-{suffix}"),
             hostname: format!("web-{suffix}"),
             qos,
+            resources: Default::default(),
         };
         let sandbox = Sandbox::create(&config, &scratch.paths).expect("the sandbox is created");
         TestPod {

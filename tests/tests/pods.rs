@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use peapod_tests::host::wait_until;
-use peapod_tests::kubelet::{http_get, Kubelet, BUSYBOX};
+use peapod_tests::kubelet::{container_status, http_get, phase, running, Kubelet, BUSYBOX};
 
 /// The journey's pod: a web server and a sidecar that fetches its page over localhost.
 fn web_pod(name: &str) -> String {
@@ -33,24 +33,6 @@ spec:
     command: ["sh", "-c", "trap 'exit 0' TERM; echo sidecar on $(hostname); while true; do wget -q -O- http://localhost:8080/ || echo fetch failed; sleep 1; done"]
 "#
     )
-}
-
-fn phase(pod: &Value) -> &str {
-    pod["status"]["phase"].as_str().unwrap_or_default()
-}
-
-fn container_status<'a>(pod: &'a Value, name: &str) -> &'a Value {
-    pod["status"]["containerStatuses"]
-        .as_array()
-        .and_then(|cs| cs.iter().find(|c| c["name"] == name))
-        .unwrap_or(&Value::Null)
-}
-
-fn running(pod: &Value) -> bool {
-    phase(pod) == "Running"
-        && pod["status"]["containerStatuses"]
-            .as_array()
-            .is_some_and(|cs| cs.iter().all(|c| c["ready"] == true))
 }
 
 /// `GET /` through `peapod port-forward pod/NAME :PORT` (a free local port on loopback):

@@ -193,6 +193,7 @@ fn a_netns_of_the_same_name_made_by_someone_else_is_left_alone() {
         uid: format!("uid-{suffix}"),
         hostname: "taken".into(),
         qos: Qos::BestEffort,
+        resources: Default::default(),
     };
     let theirs = Netns::named(&config.sandbox_name());
     let err = Sandbox::create(&config, paths).unwrap_err();

@@ -213,13 +213,18 @@ spec:
     let pod = node.wait_pod(&name, Duration::from_secs(20), |pod| {
         container_status(pod, "app")["state"]["waiting"]["reason"] == "CreateContainerConfigError"
     });
-    let message = container_status(&pod, "app")["state"]["waiting"]["message"]
-        .as_str()
-        .unwrap_or_default();
-    assert!(
-        message.contains("container has runAsNonRoot and image will run as root"),
-        "{message}"
-    );
+    assert!(container_status(&pod, "app")["state"]["running"].is_null());
+    // The reason's message, as the Failed event carries it (the waiting state's message
+    // is the worker's to keep through back-off).
+    let expected = "container has runAsNonRoot and image will run as root";
+    let mut events = String::new();
+    let found = peapod_tests::host::wait_until(Duration::from_secs(10), || {
+        events = node
+            .get(&format!("/events?namespace=default&name={name}"))
+            .unwrap_or_default();
+        events.contains(expected)
+    });
+    assert!(found, "no event says {expected:?}: {events}");
     std::fs::remove_file(node.manifests().join("nonroot.yaml")).unwrap();
     assert!(peapod_tests::host::wait_until(
         Duration::from_secs(20),

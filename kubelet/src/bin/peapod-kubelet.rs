@@ -6,6 +6,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
@@ -57,6 +58,9 @@ struct Args {
     /// The cgroup under which `kubepods` is made, in every hierarchy.
     #[arg(long, value_name = "PATH", default_value = "/")]
     cgroup_root: PathBuf,
+    /// The most processes a pod's cgroup may hold; -1: unlimited.
+    #[arg(long, value_name = "N", default_value_t = -1, allow_negative_numbers = true)]
+    pod_max_pids: i64,
     /// The CNI config folder (the first config by name is used; peapod's default
     /// network when it has none).
     #[arg(long, value_name = "DIR", default_value = "/etc/cni/net.d")]
@@ -85,6 +89,10 @@ struct Args {
     /// comma-separated (e.g. `kernel.msg*,net.core.somaxconn`).
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
     allowed_unsafe_sysctls: Vec<String>,
+    /// The first crash back-off (doubling up to 5 minutes). Upstream's 10s is the
+    /// default; tests shorten it to watch several restarts.
+    #[arg(long, hide = true, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    crash_loop_backoff_initial: Duration,
     /// Print peapod's default CNI network config (what is used when the CNI config
     /// folder has none) and exit.
     #[arg(long)]
@@ -157,6 +165,12 @@ fn run(args: Args) -> anyhow::Result<()> {
             seccomp_root: args.root.join("seccomp"),
             allowed_unsafe_sysctls: args.allowed_unsafe_sysctls.clone(),
         },
+        crash_backoff: args.crash_loop_backoff_initial,
+        resources: kubelet::pod::resources::NodeResources::from_host(
+            std::path::Path::new("/proc/meminfo"),
+            args.pod_max_pids,
+        )
+        .map_err(anyhow::Error::msg)?,
     };
     config.security.check().map_err(anyhow::Error::msg)?;
     std::fs::create_dir_all(&args.manifests)
@@ -195,6 +209,22 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
+    }
+}
+
+/// A duration as `10s`, `500ms` or `2m`.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let invalid = || format!("{text:?} is not a duration like 10s, 500ms or 2m");
+    let (number, unit) = text
+        .find(|c: char| !c.is_ascii_digit())
+        .map(|i| text.split_at(i))
+        .ok_or_else(invalid)?;
+    let n: u64 = number.parse().map_err(|_| invalid())?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        _ => Err(invalid()),
     }
 }
 

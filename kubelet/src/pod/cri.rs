@@ -12,13 +12,15 @@ use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
 
 use runtime::container::{self as rt, ContainerError};
+use runtime::image::config::ImageProcess;
 use runtime::image::pull::{PullOptions, PullPolicy};
 use runtime::image::{Image, Store as ImageStore};
 use runtime::logs::LogOptions;
-use runtime::sandbox::{Paths, Qos, Sandbox, SandboxConfig};
+use runtime::sandbox::{Mount, Paths, Qos, Sandbox, SandboxConfig};
 use runtime::shim::{self, ShimConfig};
 
 use crate::network::{PodNetwork, PodRef};
+use crate::source::defaults::TERMINATION_MESSAGE_PATH;
 
 use super::process::{self, ConfigError};
 
@@ -62,6 +64,10 @@ pub struct NodeConfig {
     pub pull: PullOptions,
     /// Seccomp default and profile root, allowed unsafe sysctls.
     pub security: super::security::NodeSecurity,
+    /// The first crash back-off of a container (upstream: 10 s), doubled on each crash.
+    pub crash_backoff: std::time::Duration,
+    /// The node's memory and `--pod-max-pids`, for the resource formulas.
+    pub resources: super::resources::NodeResources,
 }
 
 /// Why an operation failed; the worker maps it to a container's waiting reason.
@@ -103,6 +109,12 @@ pub struct ContainerRecord {
     pub shim_pid: i32,
     /// The CRI log.
     pub log_path: PathBuf,
+    /// The image's `StopSignal` (empty: SIGTERM).
+    #[serde(default)]
+    pub stop_signal: String,
+    /// The host file mounted at the container's `terminationMessagePath`.
+    #[serde(default)]
+    pub termination_log: Option<PathBuf>,
 }
 
 /// A container instance that runs (or ran) in a sandbox.
@@ -197,6 +209,8 @@ impl Cri {
             uid: meta.uid.clone().unwrap_or_default(),
             hostname,
             qos,
+            resources: super::resources::pod_cgroup(pod, &self.config.resources)
+                .map_err(|e| CriError::Sandbox(e.to_string()))?,
         };
         let mut sandbox = Sandbox::create(&config, &self.config.sandbox)
             .map_err(|e| CriError::Sandbox(format!("creating the pod sandbox: {e}")))?;
@@ -327,7 +341,10 @@ impl Cri {
             .read(&image.config)
             .map_err(|e| undo(CriError::Run(format!("reading the image config: {e}"))))?;
         let volumes_dir = self.volumes_dir(pod);
-        let config = process::container_config(&process::Inputs {
+        let stop_signal = ImageProcess::from_config_json(&config_blob)
+            .map(|p| p.stop_signal)
+            .unwrap_or_default();
+        let mut config = process::container_config(&process::Inputs {
             pod,
             container,
             image_config: &config_blob,
@@ -336,8 +353,19 @@ impl Cri {
             pod_ips,
             node_name: &self.config.node_name,
             security: &self.config.security,
+            node_resources: &self.config.resources,
         })
         .map_err(|e| undo(e.into()))?;
+        let termination_log = self
+            .termination_log(pod, container, &id)
+            .map_err(|e| undo(CriError::Run(e)))?;
+        if let Some((file, destination)) = &termination_log {
+            config.mounts.push(Mount {
+                source: file.clone(),
+                destination: destination.clone(),
+                readonly: false,
+            });
+        }
         let bundle = sandbox
             .write_bundle(&id, &config)
             .map_err(|e| undo(CriError::Run(e.to_string())))?;
@@ -366,6 +394,8 @@ impl Cri {
             image_id: format!("{}@{}", image.name, image.config),
             shim_pid: started.shim_pid,
             log_path,
+            stop_signal,
+            termination_log: termination_log.map(|(file, _)| file),
         };
         let text = serde_json::to_vec(&record).expect("a container record serializes");
         // Without the record a restarted kubelet cannot adopt the container; it then
@@ -420,6 +450,35 @@ impl Cri {
         if let Err(e) = sandbox.remove_bundle(id) {
             tracing::warn!("removing the bundle of {id}: {e}");
         }
+    }
+
+    /// The empty host file behind a container's `terminationMessagePath`, and that path
+    /// (None when the pod sets it empty): `<pods dir>/<uid>/containers/<name>/<id>`, as
+    /// upstream keeps it, so the message outlives the container's root filesystem.
+    fn termination_log(
+        &self,
+        pod: &Pod,
+        container: &Container,
+        id: &str,
+    ) -> Result<Option<(PathBuf, PathBuf)>, String> {
+        let path = container
+            .termination_message_path
+            .as_deref()
+            .unwrap_or(TERMINATION_MESSAGE_PATH);
+        if path.is_empty() {
+            return Ok(None);
+        }
+        let dir = self
+            .config
+            .pods_dir
+            .join(pod.metadata.uid.as_deref().unwrap_or_default())
+            .join("containers")
+            .join(&container.name);
+        let file = dir.join(id);
+        fs::create_dir_all(&dir)
+            .and_then(|()| fs::write(&file, b""))
+            .map_err(|e| format!("creating the termination log {}: {e}", file.display()))?;
+        Ok(Some((file, PathBuf::from(path))))
     }
 
     /// The pod's volumes directory (`<pods dir>/<uid>/volumes`).

@@ -12,6 +12,7 @@ use k8s_openapi::api::core::v1::{Container, EnvVar, Pod, Volume};
 use runtime::image::config::ImageProcess;
 use runtime::sandbox::{ContainerConfig, Mount, User};
 
+use super::resources::{self, NodeResources};
 use super::security::{self, Effective, NodeSecurity};
 
 /// Why a container's settings cannot be applied (`CreateContainerConfigError`).
@@ -37,6 +38,8 @@ pub struct Inputs<'a> {
     pub node_name: &'a str,
     /// The node's security settings (seccomp default and root, allowed sysctls).
     pub security: &'a NodeSecurity,
+    /// The node's memory and pod limits, for the resource formulas.
+    pub node_resources: &'a NodeResources,
 }
 
 /// The container as the sandbox runs it.
@@ -78,6 +81,8 @@ pub fn container_config(inputs: &Inputs<'_>) -> Result<ContainerConfig, ConfigEr
         effective.supplemental_groups.clone(),
         inputs.rootfs,
     )?;
+    let resources = resources::container(inputs.pod, c, inputs.node_resources)
+        .map_err(|e| ConfigError(e.to_string()))?;
     Ok(ContainerConfig {
         name: c.name.clone(),
         rootfs: inputs.rootfs.to_path_buf(),
@@ -93,6 +98,8 @@ pub fn container_config(inputs: &Inputs<'_>) -> Result<ContainerConfig, ConfigEr
         mounts: mounts(inputs)?,
         security: security::runtime_security(&effective, inputs.security)?,
         sysctls: security::sysctls(inputs.pod, inputs.security)?,
+        resources: resources.cgroup,
+        oom_score_adj: Some(resources.oom_score_adj),
     })
 }
 

@@ -92,6 +92,10 @@ pub struct ContainerState {
     pub previous_log_path: Option<PathBuf>,
     /// The current instance's exit record.
     pub exit_file: Option<PathBuf>,
+    /// Running and past its startup probe (if it has one): `ContainerStatus.started`.
+    pub started: bool,
+    /// Running and passing its readiness probe (if it has one): `ContainerStatus.ready`.
+    pub ready: bool,
 }
 
 impl ContainerState {
@@ -112,6 +116,8 @@ impl ContainerState {
             log_path: None,
             previous_log_path: None,
             exit_file: None,
+            started: false,
+            ready: false,
         }
     }
 
@@ -161,6 +167,9 @@ pub struct PodState {
     pub transitions: Transitions,
     /// Events about the pod, oldest first.
     pub events: Vec<Event>,
+    /// Why the pod failed for good, if it did (`status.reason`, `status.message`), e.g.
+    /// `DeadlineExceeded`.
+    pub failure: Option<(String, String)>,
 }
 
 /// When each pod condition last changed, kept so `lastTransitionTime` is stable.
@@ -219,6 +228,7 @@ impl PodState {
             deleting_since: None,
             transitions: Transitions::default(),
             events: Vec::new(),
+            failure: None,
         }
     }
 

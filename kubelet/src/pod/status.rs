@@ -6,6 +6,7 @@ use k8s_openapi::api::core::v1::{
     ContainerState as V1State, ContainerStateRunning, ContainerStateTerminated,
     ContainerStateWaiting, ContainerStatus, PodCondition, PodIP, PodStatus,
 };
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::state::{ContainerState, Current, PodState, Terminated};
@@ -21,6 +22,9 @@ pub const CONTAINER_ID_SCHEME: &str = "peapod://";
 
 /// The pod's phase, as upstream's `getPhase`.
 pub fn phase(state: &PodState) -> &'static str {
+    if state.failure.is_some() {
+        return "Failed";
+    }
     let restart = restart_policy(state);
     if let Some(failed) = init_failed(state) {
         if failed && restart == "Never" {
@@ -85,32 +89,55 @@ fn init_failed(state: &PodState) -> Option<bool> {
     if state.init.is_empty() {
         return None;
     }
-    Some(
-        state
-            .init
-            .iter()
-            .any(|c| c.ended().is_some_and(|t| t.exit_code != 0) && !c.running()),
-    )
+    let sidecars = sidecars(state);
+    Some(state.init.iter().any(|c| {
+        !sidecars.contains(&c.name) && c.ended().is_some_and(|t| t.exit_code != 0) && !c.running()
+    }))
 }
 
-/// Whether every init container has completed successfully.
-pub fn initialized(state: &PodState) -> bool {
+/// The names of the pod's native sidecars (init containers with `restartPolicy: Always`).
+fn sidecars(state: &PodState) -> Vec<String> {
     state
-        .init
+        .pod
+        .spec
         .iter()
-        .all(|c| matches!(&c.current, Current::Terminated(t) if t.exit_code == 0))
+        .flat_map(|s| s.init_containers.iter().flatten())
+        .filter(|c| super::plan::is_sidecar(c))
+        .map(|c| c.name.clone())
+        .collect()
 }
 
-/// Whether a container counts as ready: running (probes come with the pod lifecycle).
+/// Whether the pod is initialized: every init container completed successfully and every
+/// sidecar has started, or an app container has run (which only happens after that).
+pub fn initialized(state: &PodState) -> bool {
+    let sidecars = sidecars(state);
+    let apps_began = state.containers.iter().any(|c| c.id.is_some());
+    state.init.iter().all(|c| {
+        if sidecars.contains(&c.name) {
+            c.started || apps_began
+        } else {
+            matches!(&c.current, Current::Terminated(t) if t.exit_code == 0)
+        }
+    })
+}
+
+/// Whether a container counts as ready: running, started and passing its readiness probe.
 fn ready(c: &ContainerState) -> bool {
-    c.running()
+    c.running() && c.ready
 }
 
 /// The full status at `now`.
 pub fn pod_status(state: &mut PodState, host_ip: Option<&str>, now: DateTime<Utc>) -> PodStatus {
     let phase = phase(state);
     let init_done = initialized(state);
-    let containers_ready = init_done && state.containers.iter().all(ready);
+    let sidecars = sidecars(state);
+    let containers_ready = init_done
+        && state.containers.iter().all(ready)
+        && state
+            .init
+            .iter()
+            .filter(|c| sidecars.contains(&c.name))
+            .all(ready);
     let sandbox_ready = state.sandbox.is_some() && state.deleting_since.is_none();
     let mut condition =
         |kind: &str, status: bool, reason: Option<&str>, message: Option<String>| {
@@ -125,8 +152,10 @@ pub fn pod_status(state: &mut PodState, host_ip: Option<&str>, now: DateTime<Utc
             }
         };
     let not_ready: Vec<&str> = state
-        .containers
+        .init
         .iter()
+        .filter(|c| sidecars.contains(&c.name))
+        .chain(&state.containers)
         .filter(|c| !ready(c))
         .map(|c| c.name.as_str())
         .collect();
@@ -135,7 +164,13 @@ pub fn pod_status(state: &mut PodState, host_ip: Option<&str>, now: DateTime<Utc
     let pending_init: Vec<&str> = state
         .init
         .iter()
-        .filter(|c| !matches!(&c.current, Current::Terminated(t) if t.exit_code == 0))
+        .filter(|c| {
+            if sidecars.contains(&c.name) {
+                !c.started
+            } else {
+                !matches!(&c.current, Current::Terminated(t) if t.exit_code == 0)
+            }
+        })
         .map(|c| c.name.as_str())
         .collect();
     let (ready_reason, ready_message) = match (init_done, containers_ready) {
@@ -206,9 +241,11 @@ pub fn pod_status(state: &mut PodState, host_ip: Option<&str>, now: DateTime<Utc
             state
                 .init
                 .iter()
-                .map(|c| container_status(c, false))
+                .map(|c| container_status(c, sidecars.contains(&c.name) && ready(c)))
                 .collect()
         }),
+        reason: state.failure.as_ref().map(|(reason, _)| reason.clone()),
+        message: state.failure.as_ref().map(|(_, message)| message.clone()),
         container_statuses: Some(
             state
                 .containers
@@ -228,7 +265,7 @@ fn container_status(c: &ContainerState, ready: bool) -> ContainerStatus {
         image_id: c.image_id.clone().unwrap_or_default(),
         container_id: c.id.as_ref().map(|id| format!("{CONTAINER_ID_SCHEME}{id}")),
         ready,
-        started: Some(c.running()),
+        started: Some(c.running() && c.started),
         restart_count: c.restart_count,
         state: Some(v1_state(&c.current)),
         last_state: Some(
@@ -306,7 +343,10 @@ pub fn qos_class(pod: &k8s_openapi::api::core::v1::Pod) -> &'static str {
         }
         for resource in ["cpu", "memory"] {
             match (limits.get(resource), requests.get(resource)) {
-                (Some(limit), Some(request)) if limit != request => guaranteed = false,
+                // By value: `1` and `1000m` are the same request.
+                (Some(limit), Some(request)) if !same_amount(resource, limit, request) => {
+                    guaranteed = false
+                }
                 (Some(_), _) => {}
                 (None, _) => guaranteed = false,
             }
@@ -317,4 +357,13 @@ pub fn qos_class(pod: &k8s_openapi::api::core::v1::Pod) -> &'static str {
         (true, true) => "Guaranteed",
         (true, false) => "Burstable",
     }
+}
+
+/// Whether two cpu or memory quantities are equal in value.
+fn same_amount(resource: &str, a: &Quantity, b: &Quantity) -> bool {
+    let value = match resource {
+        "cpu" => super::resources::cpu_millis,
+        _ => super::resources::memory_bytes,
+    };
+    matches!((value(a), value(b)), (Ok(a), Ok(b)) if a == b)
 }

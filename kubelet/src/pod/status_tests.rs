@@ -4,7 +4,7 @@ use chrono::{TimeZone, Utc};
 use k8s_openapi::api::core::v1::Pod;
 
 use super::state::{Current, PodState, SandboxInfo, Terminated};
-use super::status::{phase, pod_status, qos_class};
+use super::status::{initialized, phase, pod_status, qos_class};
 
 fn pod(yaml: &str) -> Pod {
     yaml_serde::from_str(yaml).expect("a test pod")
@@ -107,6 +107,9 @@ fn status_has_ips_conditions_and_container_ids() {
     s.containers[0].current = running();
     s.containers[0].id = Some("abc".into());
     s.containers[1].current = running();
+    for c in &mut s.containers {
+        (c.started, c.ready) = (true, true);
+    }
     let status = pod_status(&mut s, None, Utc::now());
     assert_eq!(status.phase.as_deref(), Some("Running"));
     assert_eq!(status.pod_ip.as_deref(), Some("10.88.0.5"));
@@ -163,5 +166,67 @@ fn qos_classes_follow_requests_and_limits() {
             "{limits: {cpu: 100m, memory: 64Mi}, requests: {cpu: 50m, memory: 64Mi}}"
         )),
         "Burstable"
+    );
+    assert_eq!(
+        qos_class(&with(
+            "{limits: {cpu: 1, memory: 1Gi}, requests: {cpu: 1000m, memory: 1024Mi}}"
+        )),
+        "Guaranteed",
+        "requests equal limits by value"
+    );
+}
+
+#[test]
+fn readiness_comes_from_the_probe_not_from_running() {
+    let mut s = state("Always");
+    s.init[0].current = ended(0);
+    for c in &mut s.containers {
+        c.current = running();
+        c.started = true;
+    }
+    s.containers[0].ready = true;
+    let status = pod_status(&mut s, None, Utc::now());
+    let ready = status
+        .conditions
+        .unwrap()
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert_eq!(ready.status, "False");
+    assert_eq!(ready.reason.as_deref(), Some("ContainersNotReady"));
+    let statuses = status.container_statuses.unwrap();
+    assert!(statuses[0].ready);
+    assert!(!statuses[1].ready);
+    assert_eq!(statuses[1].started, Some(true));
+}
+
+#[test]
+fn a_deadline_failure_fails_the_pod_with_its_reason() {
+    let mut s = state("Always");
+    s.failure = Some(("DeadlineExceeded".into(), "too long".into()));
+    let status = pod_status(&mut s, None, Utc::now());
+    assert_eq!(status.phase.as_deref(), Some("Failed"));
+    assert_eq!(status.reason.as_deref(), Some("DeadlineExceeded"));
+    assert_eq!(status.message.as_deref(), Some("too long"));
+}
+
+#[test]
+fn a_started_sidecar_counts_as_initialized_and_not_as_failed() {
+    let mut s = state("Never");
+    let mut spec = s.pod.spec.clone().unwrap();
+    spec.init_containers.as_mut().unwrap()[0].restart_policy = Some("Always".into());
+    s.pod.spec = Some(spec);
+    s.init[0].current = running();
+    assert!(
+        !initialized(&s),
+        "a sidecar that has not started holds the pod back"
+    );
+    s.init[0].started = true;
+    assert!(initialized(&s));
+    s.init[0].current = ended(1);
+    assert_ne!(
+        phase(&s),
+        "Failed",
+        "a sidecar's exit does not fail the pod"
     );
 }

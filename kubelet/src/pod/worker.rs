@@ -1,17 +1,16 @@
-//! One task per pod: it makes the sandbox, runs the init containers one by one and then
-//! the app containers, restarts containers per the pod's restartPolicy with back-off,
-//! and on stop takes everything down. It wakes on three things only: a command from the
-//! manager, a container's exit (its shim's pidfd), and a back-off timer.
+//! One task per pod: it follows the plan ([`super::plan`]) — sandbox, init containers in
+//! order, native sidecars, app containers, restarts per the pod's restartPolicy with
+//! back-off, kills — and on stop takes everything down (app containers first, then the
+//! sidecars). It wakes on three things only: a command from the manager, a container's
+//! exit (its shim's pidfd), and a timer (back-off, active deadline).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::{Container, Pod};
-use nix::sys::signal::Signal;
-use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
 
 use runtime::sandbox::{Qos, Sandbox};
@@ -19,17 +18,17 @@ use runtime::shim::{self, Reason};
 
 use super::cri::{sandbox_name, Cri, CriError, Instance, Start};
 use super::events::{self, Kind};
+use super::plan::{self, Action, Facts, Observed, Why};
 use super::state::{lock, ContainerState, Current, PodState, SandboxInfo, Terminated};
 use super::status;
+use super::termination::{self, Victim, MINIMUM_GRACE};
 
-/// The first back-off after a crash, doubled on each crash up to [`MAX_BACKOFF`].
-const INITIAL_BACKOFF: Duration = Duration::from_secs(10);
 /// The longest back-off.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 /// A container that ran this long has its back-off reset.
 const BACKOFF_RESET: Duration = Duration::from_secs(600);
-/// How long after SIGKILL a container may take to be reaped before it is left behind.
-const KILL_WAIT: Duration = Duration::from_secs(10);
+/// The most plan rounds one sync runs (each round starts something).
+const MAX_ROUNDS: usize = 64;
 
 /// What the manager tells a worker.
 #[derive(Debug)]
@@ -59,6 +58,15 @@ pub struct Worker {
     instances: HashMap<String, Instance>,
     backoff: HashMap<String, Backoff>,
     sandbox_backoff: Backoff,
+    /// Containers being stopped (signals sent, exit awaited).
+    stopping: HashSet<String>,
+    /// Containers to restart because a probe failed: the message and the probe's own
+    /// grace period, if it sets one.
+    unhealthy: HashMap<String, (String, Option<i64>)>,
+    /// Past `activeDeadlineSeconds`: everything stops and nothing starts again.
+    failed: bool,
+    /// When `activeDeadlineSeconds` runs out.
+    deadline: Option<Instant>,
     exits_tx: mpsc::UnboundedSender<(String, String)>,
     exits: mpsc::UnboundedReceiver<(String, String)>,
 }
@@ -75,6 +83,10 @@ impl Worker {
             instances: HashMap::new(),
             backoff: HashMap::new(),
             sandbox_backoff: Backoff::default(),
+            stopping: HashSet::new(),
+            unhealthy: HashMap::new(),
+            failed: false,
+            deadline: None,
             exits_tx,
             exits,
         }
@@ -83,6 +95,7 @@ impl Worker {
     /// Run the pod until told to stop, then take it down.
     pub async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
         self.adopt().await;
+        self.deadline = self.active_deadline();
         loop {
             let wake = self.sync().await;
             let sleep = tokio::time::sleep(wake.unwrap_or(Duration::from_secs(3600)));
@@ -99,6 +112,25 @@ impl Worker {
                 _ = sleep => {}
             }
         }
+    }
+
+    /// When the pod's `activeDeadlineSeconds`, counted from its start time, runs out.
+    fn active_deadline(&self) -> Option<Instant> {
+        let seconds = self.pod.spec.as_ref()?.active_deadline_seconds?;
+        let started = self.with_state(|s| s.start_time);
+        let end = started + chrono::Duration::seconds(seconds.max(0));
+        let left = (end - Utc::now()).to_std().unwrap_or_default();
+        Some(Instant::now() + left)
+    }
+
+    /// The pod's grace period: `terminationGracePeriodSeconds`, upstream's 30 s if unset.
+    fn grace(&self) -> i64 {
+        self.pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.termination_grace_period_seconds)
+            .unwrap_or(30)
+            .max(0)
     }
 
     fn name(&self) -> String {
@@ -157,6 +189,7 @@ impl Worker {
             let name = instance.record.name.clone();
             let exit = shim::exit_status(&instance.exit_file());
             let started_at = file_time(&instance.bundle.join(super::cri::RECORD));
+            let spec = self.spec_container(&name);
             self.with_state(|s| {
                 if let Some(c) = s.container_mut(&name) {
                     c.id = Some(instance.id.clone());
@@ -166,6 +199,10 @@ impl Worker {
                     c.log_path = Some(instance.record.log_path.clone());
                     c.exit_file = Some(instance.exit_file());
                     c.current = Current::Running { started_at };
+                    // An adopted container has started (it ran before this kubelet);
+                    // readiness is probed afresh, as upstream.
+                    c.started = true;
+                    c.ready = spec.as_ref().is_some_and(|s| s.readiness_probe.is_none());
                 }
             });
             match exit {
@@ -175,55 +212,95 @@ impl Worker {
         }
     }
 
-    /// Bring the pod one step closer to running; when to look again (None: on an event).
+    /// Do what the plan says until it asks for nothing new; when to look again (None: on
+    /// an event).
     async fn sync(&mut self) -> Option<Duration> {
-        if self.sandbox.is_none() {
-            if let Some(wait) = self.sandbox_backoff.remaining() {
-                return Some(wait);
-            }
-            if let Err(wait) = self.create_sandbox().await {
-                return Some(wait);
-            }
-        }
-        let spec = self.pod.spec.clone().unwrap_or_default();
-        let policy = spec
-            .restart_policy
-            .as_deref()
-            .unwrap_or("Always")
-            .to_string();
-        for init in spec.init_containers.iter().flatten() {
-            let state = self.container_state(&init.name);
-            match state.as_ref().map(|c| &c.current) {
-                Some(Current::Terminated(t)) if t.exit_code == 0 => continue,
-                Some(Current::Running { .. }) => return None,
-                _ => {}
-            }
-            let failed = state.as_ref().and_then(|c| c.ended()).is_some();
-            if failed && policy == "Never" {
-                return None;
-            }
-            return self.start_or_wait(init, true).await;
-        }
-        let mut wake: Option<Duration> = None;
-        for container in &spec.containers {
-            let state = self.container_state(&container.name);
-            let restart = match state.as_ref().map(|c| &c.current) {
-                Some(Current::Running { .. }) => false,
-                Some(Current::Terminated(t)) => match policy.as_str() {
-                    "Always" => true,
-                    "OnFailure" => t.exit_code != 0,
-                    _ => false,
-                },
-                // Waiting: never started, or in back-off, or a failed create.
-                _ => true,
+        self.check_deadline();
+        let mut wake = self
+            .deadline
+            .map(|d| d.saturating_duration_since(Instant::now()));
+        let earliest = |wake: Option<Duration>, w: Duration| Some(wake.map_or(w, |x| x.min(w)));
+        // Each round either starts something, which changes the plan, or ends the loop;
+        // the bound is a guard against a rule that would plan the same start forever.
+        for _ in 0..MAX_ROUNDS {
+            let actions = {
+                let observed = self.observed();
+                let state = lock(&self.state);
+                plan::plan(&self.pod, &state, &observed)
             };
-            if restart {
-                if let Some(w) = self.start_or_wait(container, false).await {
-                    wake = Some(wake.map_or(w, |x| x.min(w)));
+            let mut progressed = false;
+            for action in actions {
+                match action {
+                    Action::CreateSandbox => match self.create_sandbox().await {
+                        Ok(()) => progressed = true,
+                        Err(w) => return earliest(wake, w),
+                    },
+                    Action::Start { name, init } => {
+                        let Some(container) = self.spec_container(&name) else {
+                            continue;
+                        };
+                        if self.start(&container, init).await.is_err() {
+                            let initial = self.cri.config().crash_backoff;
+                            self.backoff.entry(name).or_default().after_failure(initial);
+                        }
+                        progressed = true;
+                    }
+                    Action::BackOff { name, remaining } => {
+                        self.back_off(&name, remaining);
+                        wake = earliest(wake, remaining);
+                    }
+                    Action::Kill { name, why } => self.kill(&name, why),
                 }
+            }
+            if !progressed {
+                break;
             }
         }
         wake
+    }
+
+    /// What the planner needs besides the pod's state.
+    fn observed(&self) -> Observed {
+        let mut facts: HashMap<String, Facts> = HashMap::new();
+        for (name, backoff) in &self.backoff {
+            facts.entry(name.clone()).or_default().backoff = backoff.remaining();
+        }
+        for name in self.unhealthy.keys() {
+            facts.entry(name.clone()).or_default().unhealthy = true;
+        }
+        for name in &self.stopping {
+            facts.entry(name.clone()).or_default().stopping = true;
+        }
+        Observed {
+            sandbox: self.sandbox.is_some(),
+            facts,
+            failed: self.failed,
+        }
+    }
+
+    /// The container of the pod spec named `name` (init containers first).
+    fn spec_container(&self, name: &str) -> Option<Container> {
+        let spec = self.pod.spec.as_ref()?;
+        spec.init_containers
+            .iter()
+            .flatten()
+            .chain(&spec.containers)
+            .find(|c| c.name == name)
+            .cloned()
+    }
+
+    /// Fail the pod once it has been active longer than `activeDeadlineSeconds`.
+    fn check_deadline(&mut self) {
+        let Some(deadline) = self.deadline else {
+            return;
+        };
+        if self.failed || Instant::now() < deadline {
+            return;
+        }
+        self.failed = true;
+        let message = "Pod was active on the node longer than the specified deadline";
+        self.with_state(|s| s.failure = Some(("DeadlineExceeded".into(), message.into())));
+        self.event(Kind::Normal, "DeadlineExceeded", message.into(), None);
     }
 
     fn container_state(&self, name: &str) -> Option<ContainerState> {
@@ -266,57 +343,45 @@ impl Worker {
         self.with_state(|s| s.sandbox = Some(info));
     }
 
-    /// Start a container now, or say how long its back-off has left.
-    async fn start_or_wait(&mut self, container: &Container, init: bool) -> Option<Duration> {
-        let name = container.name.clone();
-        let backoff = self.backoff.get(&name).copied().unwrap_or_default();
-        if let Some(wait) = backoff.remaining() {
-            let pod_name = self.name();
-            let reason = self.with_state(|s| {
-                let c = s.container_mut(&name)?;
-                let reason = match &c.current {
-                    Current::Waiting { reason, .. } if reason == "ErrImagePull" => {
-                        "ImagePullBackOff".to_string()
-                    }
-                    Current::Waiting { reason, .. }
-                        if reason != "ContainerCreating" && reason != "PodInitializing" =>
-                    {
-                        reason.clone()
-                    }
-                    _ => "CrashLoopBackOff".to_string(),
-                };
-                let message = (reason == "CrashLoopBackOff").then(|| {
-                    format!(
-                        "back-off {}s restarting failed container={name} pod={pod_name}",
-                        backoff.wait.as_secs()
-                    )
-                });
-                c.wait(&reason, message);
-                Some(reason)
-            });
-            let event = match reason.as_deref() {
-                Some("CrashLoopBackOff") => {
-                    Some(format!("Back-off restarting failed container {name}"))
+    /// A container waits out its back-off: say why in its state and as an event.
+    fn back_off(&self, name: &str, remaining: Duration) {
+        let pod_name = self.name();
+        let image = self
+            .spec_container(name)
+            .and_then(|c| c.image)
+            .unwrap_or_default();
+        let wait = self.backoff.get(name).map(|b| b.wait).unwrap_or(remaining);
+        let reason = self.with_state(|s| {
+            let c = s.container_mut(name)?;
+            let reason = match &c.current {
+                Current::Waiting { reason, .. } if reason == "ErrImagePull" => {
+                    "ImagePullBackOff".to_string()
                 }
-                Some("ImagePullBackOff") => Some(format!(
-                    "Back-off pulling image \"{}\"",
-                    container.image.as_deref().unwrap_or_default()
-                )),
-                _ => None,
+                Current::Waiting { reason, .. }
+                    if reason != "ContainerCreating" && reason != "PodInitializing" =>
+                {
+                    reason.clone()
+                }
+                _ => "CrashLoopBackOff".to_string(),
             };
-            if let Some(message) = event {
-                self.event(Kind::Normal, "BackOff", message, Some(&name));
+            let message = (reason == "CrashLoopBackOff").then(|| {
+                format!(
+                    "back-off {}s restarting failed container={name} pod={pod_name}",
+                    wait.as_secs()
+                )
+            });
+            c.wait(&reason, message);
+            Some(reason)
+        });
+        let event = match reason.as_deref() {
+            Some("CrashLoopBackOff") => {
+                Some(format!("Back-off restarting failed container {name}"))
             }
-            return Some(wait);
-        }
-        match self.start(container, init).await {
-            Ok(()) => None,
-            Err(()) => Some(
-                self.backoff
-                    .entry(name)
-                    .or_default()
-                    .after_failure(INITIAL_BACKOFF),
-            ),
+            Some("ImagePullBackOff") => Some(format!("Back-off pulling image \"{image}\"")),
+            _ => None,
+        };
+        if let Some(message) = event {
+            self.event(Kind::Normal, "BackOff", message, Some(name));
         }
     }
 
@@ -416,6 +481,10 @@ impl Worker {
                 c.log_path = Some(instance.record.log_path.clone());
                 c.exit_file = Some(instance.exit_file());
                 c.current = Current::Running { started_at: now };
+                // Without a startup probe a container has started once it runs; without
+                // a readiness probe it is ready once it has started.
+                c.started = container.startup_probe.is_none();
+                c.ready = c.started && container.readiness_probe.is_none();
             }
         });
         self.event(
@@ -464,7 +533,7 @@ impl Worker {
         let tx = self.exits_tx.clone();
         let (name, id) = (name.to_string(), id.to_string());
         tokio::spawn(async move {
-            process_exit(shim_pid).await;
+            termination::process_exit(shim_pid).await;
             let _ = tx.send((name, id));
         });
     }
@@ -475,7 +544,7 @@ impl Worker {
             return;
         };
         let record = shim::exit_status(&instance.exit_file());
-        let terminated = match record {
+        let mut terminated = match record {
             Some(r) => Terminated {
                 exit_code: r.exit_code,
                 signal: r.signal,
@@ -500,65 +569,98 @@ impl Worker {
                 container_id: Some(id.to_string()),
             },
         };
+        let policy = self
+            .spec_container(name)
+            .and_then(|c| c.termination_message_policy)
+            .unwrap_or_default();
+        if let Some(message) = termination::message(
+            instance.record.termination_log.as_deref(),
+            Some(&instance.record.log_path),
+            &policy,
+            terminated.exit_code,
+        ) {
+            terminated.message = Some(message);
+        }
         // A container that ran long enough starts over with no back-off.
         let ran = terminated
             .started_at
             .map(|s| (terminated.finished_at - s).to_std().unwrap_or_default())
             .unwrap_or_default();
+        let initial = self.cri.config().crash_backoff;
         let backoff = self.backoff.entry(name.to_string()).or_default();
         if ran >= BACKOFF_RESET {
             *backoff = Backoff::default();
         }
-        backoff.after_exit();
+        backoff.after_exit(initial);
+        self.stopping.remove(name);
+        self.unhealthy.remove(name);
         self.with_state(|s| {
             if let Some(c) = s.container_mut(name) {
                 c.current = Current::Terminated(terminated);
+                c.started = false;
+                c.ready = false;
             }
         });
     }
 
-    /// Stop every container (SIGTERM, grace, SIGKILL), then remove them, the sandbox and
-    /// the pod's files.
+    /// Start stopping a running container in the background; its exit comes as any other.
+    fn kill(&mut self, name: &str, why: Why) {
+        let Some(victim) = self.victim(name) else {
+            return;
+        };
+        if !self.stopping.insert(name.to_string()) {
+            return;
+        }
+        let (message, grace) = match (why, self.unhealthy.get(name)) {
+            (Why::Unhealthy, Some((message, grace))) => (
+                format!("{message}, will be restarted"),
+                grace.unwrap_or_else(|| self.grace()),
+            ),
+            _ => (format!("Stopping container {name}"), self.grace()),
+        };
+        self.event(Kind::Normal, "Killing", message, Some(name));
+        let cri = self.cri.clone();
+        let grace = Duration::from_secs(grace.max(0) as u64);
+        tokio::spawn(termination::stop(
+            cri,
+            victim,
+            grace,
+            None::<std::future::Ready<()>>,
+        ));
+    }
+
+    /// What stopping a running container needs, if it runs.
+    fn victim(&self, name: &str) -> Option<Victim> {
+        let instance = self.instances.get(name)?;
+        let state = self.container_state(name).filter(ContainerState::running)?;
+        Some(Victim {
+            id: instance.id.clone(),
+            shim_pid: state.shim_pid.unwrap_or(instance.record.shim_pid),
+            stop_signal: instance.record.stop_signal.clone(),
+        })
+    }
+
+    /// Stop every container — app containers (and a running init container) together,
+    /// then the sidecars one by one in reverse order, as upstream — each with its preStop
+    /// hook, stop signal and SIGKILL at the end of the grace period; then remove them, the
+    /// sandbox and the pod's files.
     async fn terminate(&mut self, grace: Option<i64>) {
-        let grace = grace
-            .or_else(|| {
-                self.pod
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.termination_grace_period_seconds)
-            })
-            .unwrap_or(30)
-            .max(0);
-        self.with_state(|s| s.deleting_since = Some(Utc::now()));
-        let running: Vec<(String, Instance)> = self
-            .instances
-            .iter()
-            .filter(|(name, _)| self.container_state(name).is_some_and(|c| c.running()))
-            .map(|(n, i)| (n.clone(), i.clone()))
-            .collect();
-        for (name, instance) in &running {
-            self.event(
-                Kind::Normal,
-                "Killing",
-                format!("Stopping container {name}"),
-                Some(name),
-            );
-            let cri = self.cri.clone();
-            let id = instance.id.clone();
-            let _ = tokio::task::spawn_blocking(move || cri.kill(&id, Signal::SIGTERM)).await;
-        }
+        let grace = grace.unwrap_or_else(|| self.grace()).max(0);
         let deadline = Instant::now() + Duration::from_secs(grace as u64);
-        self.wait_for_exits(&running, deadline).await;
-        let left: Vec<(String, Instance)> = running
-            .into_iter()
-            .filter(|(n, _)| self.container_state(n).is_some_and(|c| c.running()))
+        self.with_state(|s| s.deleting_since = Some(Utc::now()));
+        let spec = self.pod.spec.clone().unwrap_or_default();
+        let init = spec.init_containers.unwrap_or_default();
+        let first: Vec<String> = spec
+            .containers
+            .iter()
+            .chain(init.iter().filter(|c| !plan::is_sidecar(c)))
+            .map(|c| c.name.clone())
             .collect();
-        for (_, instance) in &left {
-            let cri = self.cri.clone();
-            let id = instance.id.clone();
-            let _ = tokio::task::spawn_blocking(move || cri.kill(&id, Signal::SIGKILL)).await;
+        self.stop_together(&first, deadline, false).await;
+        for sidecar in init.iter().rev().filter(|c| plan::is_sidecar(c)) {
+            self.stop_together(std::slice::from_ref(&sidecar.name), deadline, true)
+                .await;
         }
-        self.wait_for_exits(&left, Instant::now() + KILL_WAIT).await;
         let instances: Vec<Instance> = self.instances.drain().map(|(_, i)| i).collect();
         for instance in instances {
             self.remove_instance(instance).await;
@@ -573,12 +675,44 @@ impl Worker {
         self.with_state(|s| s.sandbox = None);
     }
 
+    /// Stop the running ones of `names` at once with the grace left until `deadline`
+    /// (at least [`MINIMUM_GRACE`] for sidecars, which go after the rest), and record
+    /// their exits.
+    async fn stop_together(&mut self, names: &[String], deadline: Instant, sidecar: bool) {
+        let mut stops = Vec::new();
+        for name in names {
+            let Some(victim) = self.victim(name) else {
+                continue;
+            };
+            self.stopping.insert(name.clone());
+            self.event(
+                Kind::Normal,
+                "Killing",
+                format!("Stopping container {name}"),
+                Some(name),
+            );
+            let mut grace = deadline.saturating_duration_since(Instant::now());
+            if sidecar {
+                grace = grace.max(MINIMUM_GRACE);
+            }
+            stops.push(termination::stop(
+                self.cri.clone(),
+                victim,
+                grace,
+                None::<std::future::Ready<()>>,
+            ));
+        }
+        futures::future::join_all(stops).await;
+        self.wait_for_exits(names, Instant::now() + Duration::from_secs(1))
+            .await;
+    }
+
     /// Handle exits until the given containers have all ended or the deadline passes.
-    async fn wait_for_exits(&mut self, containers: &[(String, Instance)], deadline: Instant) {
+    async fn wait_for_exits(&mut self, names: &[String], deadline: Instant) {
         loop {
-            let all_ended = containers
+            let all_ended = names
                 .iter()
-                .all(|(n, _)| !self.container_state(n).is_some_and(|c| c.running()));
+                .all(|n| !self.container_state(n).is_some_and(|c| c.running()));
             if all_ended {
                 return;
             }
@@ -612,9 +746,9 @@ impl Backoff {
 
     /// A container ended: the first restart is immediate, later ones wait 10 s, doubling
     /// up to 5 minutes, as the kubelet's crash back-off.
-    fn after_exit(&mut self) {
+    fn after_exit(&mut self, initial: Duration) {
         if self.delay.is_zero() {
-            self.delay = INITIAL_BACKOFF;
+            self.delay = initial;
             self.until = None;
             self.wait = Duration::ZERO;
         } else {
@@ -635,22 +769,6 @@ impl Backoff {
         self.wait = self.delay;
         self.until = Some(Instant::now() + self.delay);
         self.delay = (self.delay * 2).min(MAX_BACKOFF);
-    }
-}
-
-/// Resolves when process `pid` has exited (at once if it is already gone), through a
-/// pidfd, which works for processes that are not our children, as shims are not.
-async fn process_exit(pid: i32) {
-    let Ok(fd) = runtime::process::pidfd::open(pid) else {
-        return;
-    };
-    // SAFETY: the AsyncFd owns the pidfd, so it stays open until it is deregistered.
-    let registered = unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) };
-    match registered {
-        Ok(async_fd) => {
-            let _ = async_fd.readable().await;
-        }
-        Err(e) => tracing::warn!("watching process {pid}: {e}"),
     }
 }
 

@@ -338,3 +338,25 @@ fn limits_without_requests_become_requests() {
     assert_eq!(requests["cpu"].0, "500m");
     assert_eq!(requests["memory"].0, "64Mi");
 }
+
+#[test]
+fn unreadable_quantities_and_requests_above_limits_are_refused() {
+    let text = WEB.replace(
+        "    ports:\n",
+        "    resources: {limits: {cpu: 500m, memory: 64MB}, requests: {cpu: 1}}\n    ports:\n",
+    );
+    let e = error(&text);
+    assert!(
+        e.contains("spec.containers[0].resources.limits.memory: Invalid value: \"64MB\": is not a quantity"),
+        "{e}"
+    );
+    let text = WEB.replace(
+        "    ports:\n",
+        "    resources: {limits: {cpu: 500m}, requests: {cpu: 1}}\n    ports:\n",
+    );
+    let e = error(&text);
+    assert!(
+        e.contains("spec.containers[0].resources.requests.cpu: Invalid value: must be less than or equal to cpu limit"),
+        "{e}"
+    );
+}

@@ -151,6 +151,9 @@ fn check_container<'a>(
         c.termination_message_policy.as_deref(),
         &["File", "FallbackToLogsOnError"],
     );
+    for (field, message) in crate::pod::resources::problems(c) {
+        errors.push(format!("{path}.{field}"), message);
+    }
     for (j, port) in c.ports.iter().flatten().enumerate() {
         let path = format!("{path}.ports[{j}]");
         if !(1..=65535).contains(&port.container_port) {

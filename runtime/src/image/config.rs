@@ -22,6 +22,8 @@ pub struct ImageProcess {
     pub user: String,
     /// `ExposedPorts` keys, e.g. `80/tcp`.
     pub exposed_ports: Vec<String>,
+    /// `StopSignal` (`SIGQUIT`, `QUIT` or `3`; empty: SIGTERM), sent to stop the container.
+    pub stop_signal: String,
 }
 
 /// The image config document, reduced to what peapod reads. Docker writes
@@ -49,6 +51,8 @@ struct ProcessSection {
     user: Option<String>,
     #[serde(default)]
     exposed_ports: Option<BTreeMap<String, serde_json::Value>>,
+    #[serde(default)]
+    stop_signal: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -98,6 +102,7 @@ impl ImageProcess {
                 .exposed_ports
                 .map(|ports| ports.into_keys().collect())
                 .unwrap_or_default(),
+            stop_signal: section.stop_signal.unwrap_or_default(),
         })
     }
 

@@ -5,6 +5,10 @@
 //! structure, as they are for the upstream kubelet: a sandbox makes them when missing and never
 //! removes them. That also keeps two sandboxes from racing, one removing an empty
 //! `kubepods/burstable` while the other is about to make its pod cgroup inside it.
+//!
+//! The pod cgroup gets the pod's [`Resources`] (the kubelet sums its containers), and
+//! `kubepods/besteffort` the smallest cpu weight, as the upstream kubelet's QoS manager
+//! gives it: best-effort pods only get the CPU that no one else asks for.
 
 use std::fs;
 use std::io::ErrorKind;
@@ -14,10 +18,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::cgroup::{Cgroup, CgroupError, Host};
 
-use super::SandboxError;
+use super::{Resources, SandboxConfig, SandboxError};
 
 /// The node cgroup every pod cgroup lives under, below the kubelet's `--cgroup-root`.
 const KUBEPODS: &str = "kubepods";
+/// The cpu shares of `kubepods/besteffort`: the kernel's minimum, as upstream.
+const BEST_EFFORT_SHARES: u64 = 2;
 
 /// A pod's Kubernetes QoS class, which picks the parent of its cgroup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,6 +46,18 @@ impl Qos {
             Qos::BestEffort => root.join("besteffort"),
         }
     }
+
+    /// The limits of the QoS parent: only `besteffort` has any (its minimal cpu weight).
+    /// `burstable`'s weight, the sum of its pods' requests upstream, is left to the kernel.
+    fn parent_resources(self) -> Resources {
+        match self {
+            Qos::BestEffort => Resources {
+                cpu_shares: BEST_EFFORT_SHARES,
+                ..Resources::default()
+            },
+            Qos::Guaranteed | Qos::Burstable => Resources::default(),
+        }
+    }
 }
 
 /// The pod cgroup's path from each hierarchy's root:
@@ -49,18 +67,21 @@ pub fn pod_path(cgroup_root: &Path, qos: Qos, uid: &str) -> PathBuf {
     qos.parent(cgroup_root).join(format!("pod{uid}"))
 }
 
-/// Make the QoS parent (kept for good) and the pod cgroup in every hierarchy of `host`.
+/// Make the QoS parent (kept for good) and the pod cgroup with the pod's limits in every
+/// hierarchy of `host`.
 pub fn create(
     host: &Host,
     cgroup_root: &Path,
-    qos: Qos,
-    uid: &str,
+    config: &SandboxConfig,
 ) -> Result<Cgroup, SandboxError> {
-    let parent = qos.parent(cgroup_root);
+    let parent = config.qos.parent(cgroup_root);
+    let parent_limits = config.qos.parent_resources().to_oci();
     // Dropped on purpose: the handle is what would remove the parent, and nothing should.
-    Cgroup::create_on(host, Some(&parent), "kubepods", None).map_err(wrap(&parent))?;
-    let path = pod_path(cgroup_root, qos, uid);
-    Cgroup::create_on(host, Some(&path), "pod", None).map_err(wrap(&path))
+    Cgroup::create_on(host, Some(&parent), "kubepods", parent_limits.as_ref())
+        .map_err(wrap(&parent))?;
+    let path = pod_path(cgroup_root, config.qos, &config.uid);
+    let limits = config.resources.to_oci();
+    Cgroup::create_on(host, Some(&path), "pod", limits.as_ref()).map_err(wrap(&path))
 }
 
 /// Remove the pod cgroup from every hierarchy, with any empty container cgroups left inside it.
@@ -99,6 +120,21 @@ pub(super) mod tests {
     use crate::cgroup::Version;
 
     const UID: &str = "6f1c7b0e-1d2a-4c3b-9e8f-0a1b2c3d4e5f";
+
+    fn pod(qos: Qos, uid: &str) -> SandboxConfig {
+        SandboxConfig {
+            name: "web".into(),
+            namespace: "default".into(),
+            uid: uid.into(),
+            hostname: "web".into(),
+            qos,
+            resources: Resources::default(),
+        }
+    }
+
+    fn read(dir: &Path, file: &str) -> String {
+        fs::read_to_string(dir.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"))
+    }
 
     #[test]
     fn pod_cgroups_are_named_as_the_kubelets_cgroupfs_driver_names_them() {
@@ -155,7 +191,7 @@ pub(super) mod tests {
     fn v2_pod_cgroup_is_one_directory_under_the_qos_parent() {
         let tmp = tempfile::tempdir().unwrap();
         let host = fake_host(tmp.path(), &[]);
-        let cgroup = create(&host, Path::new("/"), Qos::BestEffort, "u1").unwrap();
+        let cgroup = create(&host, Path::new("/"), &pod(Qos::BestEffort, "u1")).unwrap();
         let [placement] = cgroup.placements() else {
             panic!("{cgroup:?}")
         };
@@ -175,7 +211,7 @@ pub(super) mod tests {
     fn v1_pod_cgroup_is_made_in_every_hierarchy_and_removed_with_leftover_containers() {
         let tmp = tempfile::tempdir().unwrap();
         let host = fake_host(tmp.path(), &["memory", "pids"]);
-        let cgroup = create(&host, Path::new("/"), Qos::Guaranteed, "u2").unwrap();
+        let cgroup = create(&host, Path::new("/"), &pod(Qos::Guaranteed, "u2")).unwrap();
         let dirs: Vec<&Path> = cgroup
             .placements()
             .iter()
@@ -203,8 +239,82 @@ pub(super) mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let host = fake_host(tmp.path(), &[]);
         fs::create_dir_all(host.root.join("kubepods/burstable/podu3")).unwrap();
-        let cgroup = create(&host, Path::new("/"), Qos::Burstable, "u3").unwrap();
+        let cgroup = create(&host, Path::new("/"), &pod(Qos::Burstable, "u3")).unwrap();
         remove(&cgroup, &pod_path(Path::new("/"), Qos::Burstable, "u3")).unwrap();
         assert!(!host.root.join("kubepods/burstable/podu3").exists());
+    }
+
+    #[test]
+    fn v2_pod_limits_land_in_weight_max_and_pids_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let host = fake_host(tmp.path(), &[]);
+        let config = SandboxConfig {
+            resources: Resources {
+                cpu_shares: 512,
+                cpu_quota: 150_000,
+                cpu_period: 100_000,
+                memory_limit: 128 << 20,
+                pids_limit: 100,
+            },
+            ..pod(Qos::Burstable, "u4")
+        };
+        // The fake tree's interface files keep it from being removed: the temp dir goes.
+        create(&host, Path::new("/"), &config).unwrap();
+        let dir = host.root.join("kubepods/burstable/podu4");
+        assert_eq!(read(&dir, "cpu.weight"), "20", "runc's shares-to-weight");
+        assert_eq!(read(&dir, "cpu.max"), "150000 100000");
+        assert_eq!(read(&dir, "memory.max"), (128 << 20).to_string());
+        assert_eq!(read(&dir, "pids.max"), "100");
+        assert!(
+            !host.root.join("kubepods/burstable/cpu.weight").exists(),
+            "the burstable parent keeps the kernel's weight"
+        );
+    }
+
+    #[test]
+    fn v2_best_effort_parent_gets_the_smallest_weight() {
+        let tmp = tempfile::tempdir().unwrap();
+        let host = fake_host(tmp.path(), &[]);
+        let config = SandboxConfig {
+            resources: Resources {
+                cpu_shares: 2,
+                ..Resources::default()
+            },
+            ..pod(Qos::BestEffort, "u5")
+        };
+        // The fake tree's interface files keep it from being removed: the temp dir goes.
+        create(&host, Path::new("/"), &config).unwrap();
+        let parent = host.root.join("kubepods/besteffort");
+        assert_eq!(read(&parent, "cpu.weight"), "1");
+        assert_eq!(read(&parent.join("podu5"), "cpu.weight"), "1");
+        assert!(!parent.join("podu5/memory.max").exists(), "no limit asked");
+    }
+
+    #[test]
+    fn v1_pod_limits_go_to_each_controllers_hierarchy() {
+        let tmp = tempfile::tempdir().unwrap();
+        let host = fake_host(tmp.path(), &["cpu", "memory", "pids"]);
+        let config = SandboxConfig {
+            resources: Resources {
+                cpu_shares: 1024,
+                cpu_quota: 100_000,
+                cpu_period: 100_000,
+                memory_limit: 64 << 20,
+                pids_limit: 0,
+            },
+            ..pod(Qos::Guaranteed, "u6")
+        };
+        // The fake tree's interface files keep it from being removed: the temp dir goes.
+        create(&host, Path::new("/"), &config).unwrap();
+        let cpu = host.root.join("cpu/kubepods/podu6");
+        assert_eq!(read(&cpu, "cpu.shares"), "1024");
+        assert_eq!(read(&cpu, "cpu.cfs_period_us"), "100000");
+        assert_eq!(read(&cpu, "cpu.cfs_quota_us"), "100000");
+        let memory = host.root.join("memory/kubepods/podu6");
+        assert_eq!(
+            read(&memory, "memory.limit_in_bytes"),
+            (64 << 20).to_string()
+        );
+        assert!(!host.root.join("pids/kubepods/podu6/pids.max").exists());
     }
 }

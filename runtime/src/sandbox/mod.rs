@@ -51,6 +51,7 @@ mod cgroup;
 mod error;
 mod files;
 mod namespaces;
+mod resources;
 mod security;
 mod spec;
 
@@ -68,6 +69,7 @@ use serde::{Deserialize, Serialize};
 pub use self::cgroup::{pod_path, Qos};
 pub use error::SandboxError;
 pub use namespaces::Pins;
+pub use resources::Resources;
 pub use security::{sysctl_scope, Security, SysctlScope, DEFAULT_CAPABILITIES};
 pub use spec::{
     ContainerConfig, Mount, User, CONTAINER_NAME_ANNOTATION, POD_NAMESPACE_ANNOTATION,
@@ -127,6 +129,9 @@ pub struct SandboxConfig {
     pub hostname: String,
     /// The pod's QoS class, which places its cgroup.
     pub qos: Qos,
+    /// The pod cgroup's limits, written when the sandbox is made.
+    #[serde(default)]
+    pub resources: Resources,
 }
 
 impl SandboxConfig {
@@ -228,11 +233,10 @@ impl Sandbox {
         };
         files::write_all(&dir, &config.hostname, None, &paths.resolv_conf).map_err(undo_dir)?;
         pinner.create(&pins, &config.hostname).map_err(undo_dir)?;
-        let cgroup = cgroup::create(&paths.cgroup, &paths.cgroup_root, config.qos, &config.uid)
-            .map_err(|e| {
-                let _ = pinner.unpin(&pins);
-                undo_dir(e)
-            })?;
+        let cgroup = cgroup::create(&paths.cgroup, &paths.cgroup_root, config).map_err(|e| {
+            let _ = pinner.unpin(&pins);
+            undo_dir(e)
+        })?;
         let sandbox = Sandbox {
             name,
             config: config.clone(),

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::files::{HOSTNAME, HOSTS, RESOLV_CONF};
+use super::resources::Resources;
 use super::security::Security;
 use super::{Sandbox, SandboxError};
 
@@ -56,6 +57,13 @@ pub struct ContainerConfig {
     /// Namespaced sysctls set in the container (`linux.sysctl`), e.g. `net.ipv4.ip_unprivileged_port_start`.
     #[serde(default)]
     pub sysctls: BTreeMap<String, String>,
+    /// The container cgroup's limits (cpu, memory, pids).
+    #[serde(default)]
+    pub resources: Resources,
+    /// The process's `oom_score_adj`; None: inherited. A value the runtime may not set
+    /// (lowering it needs CAP_SYS_RESOURCE) is kept at the inherited one with a warning.
+    #[serde(default)]
+    pub oom_score_adj: Option<i32>,
 }
 
 /// The numeric identity the container's process runs as.
@@ -126,6 +134,11 @@ pub fn build(sandbox: &Sandbox, id: &str, config: &ContainerConfig) -> Result<Sp
         {"type": "uts", "path": pins.uts},
     ]);
     linux["cgroupsPath"] = json!(sandbox.cgroup_path().join(id));
+    if let (Value::Object(resources), Value::Object(limits)) =
+        (&mut linux["resources"], config.resources.to_json())
+    {
+        resources.extend(limits);
+    }
     if !config.sysctls.is_empty() {
         linux["sysctl"] = json!(config.sysctls);
     }
@@ -151,7 +164,7 @@ fn process(config: &ContainerConfig, hostname: &str) -> Value {
             env.push(format!("{key}={value}"));
         }
     }
-    json!({
+    let mut process = json!({
         "terminal": config.tty,
         "user": {
             "uid": config.user.uid,
@@ -161,7 +174,11 @@ fn process(config: &ContainerConfig, hostname: &str) -> Value {
         "args": config.args,
         "env": env,
         "cwd": config.working_dir.as_deref().unwrap_or(Path::new("/")),
-    })
+    });
+    if let Some(score) = config.oom_score_adj {
+        process["oomScoreAdj"] = json!(score);
+    }
+    process
 }
 
 fn bind(source: &Path, destination: &Path, readonly: bool) -> Value {

@@ -70,6 +70,7 @@ fn config() -> SandboxConfig {
         uid: UID.into(),
         hostname: "web-host".into(),
         qos: Qos::Burstable,
+        resources: Default::default(),
     }
 }
 
@@ -285,6 +286,85 @@ fn the_process_is_the_containers_with_pod_defaults() {
         spec.root().as_ref().unwrap().path(),
         Path::new("/var/lib/peapod/snapshots/abc/rootfs")
     );
+}
+
+#[test]
+fn resources_join_the_default_device_rules_and_the_oom_score_goes_to_the_process() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (sandbox, _) = sandbox(&tmp);
+    let plain = sandbox.container_spec("c1", &container()).unwrap();
+    let plain_resources = plain
+        .linux()
+        .as_ref()
+        .unwrap()
+        .resources()
+        .as_ref()
+        .unwrap();
+    assert!(plain_resources.cpu().is_none() && plain_resources.memory().is_none());
+    assert_eq!(plain.process().as_ref().unwrap().oom_score_adj(), None);
+
+    let config = ContainerConfig {
+        resources: Resources {
+            cpu_shares: 256,
+            cpu_quota: 50_000,
+            cpu_period: 100_000,
+            memory_limit: 64 << 20,
+            pids_limit: 0,
+        },
+        oom_score_adj: Some(-997),
+        ..container()
+    };
+    let spec = sandbox.container_spec("c1", &config).unwrap();
+    let resources = spec.linux().as_ref().unwrap().resources().as_ref().unwrap();
+    let cpu = resources.cpu().as_ref().unwrap();
+    assert_eq!(
+        (cpu.shares(), cpu.quota(), cpu.period()),
+        (Some(256), Some(50_000), Some(100_000))
+    );
+    assert_eq!(resources.memory().as_ref().unwrap().limit(), Some(64 << 20));
+    assert!(resources.pids().is_none());
+    assert_eq!(
+        resources.devices().as_ref().map(Vec::len),
+        plain_resources.devices().as_ref().map(Vec::len),
+        "the default device rules stay"
+    );
+    assert_eq!(spec.process().as_ref().unwrap().oom_score_adj(), Some(-997));
+}
+
+#[test]
+fn on_cgroup_v2_a_containers_resources_land_in_weight_max_and_memory_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (sandbox, paths) = sandbox(&tmp);
+    let config = ContainerConfig {
+        resources: Resources {
+            cpu_shares: 256,
+            cpu_quota: 50_000,
+            cpu_period: 100_000,
+            memory_limit: 64 << 20,
+            pids_limit: 32,
+        },
+        ..container()
+    };
+    let spec = sandbox.container_spec("c1", &config).unwrap();
+    let linux = spec.linux().as_ref().unwrap();
+    // The default spec's device rules are v1-only: the v2 cgroup reports and skips them.
+    crate::cgroup::Cgroup::create_on(
+        &paths.cgroup,
+        linux.cgroups_path().as_deref(),
+        "c1",
+        linux.resources().as_ref(),
+    )
+    .unwrap();
+    let dir = paths
+        .cgroup
+        .root
+        .join("kubepods/burstable")
+        .join(format!("pod{UID}/c1"));
+    let read = |file: &str| fs::read_to_string(dir.join(file)).unwrap();
+    assert_eq!(read("cpu.weight"), "10");
+    assert_eq!(read("cpu.max"), "50000 100000");
+    assert_eq!(read("memory.max"), (64 << 20).to_string());
+    assert_eq!(read("pids.max"), "32");
 }
 
 #[test]
