@@ -23,6 +23,19 @@ pub fn known() -> Vec<String> {
     names
 }
 
+/// Names of the capabilities the calling process holds (its effective set), sorted: what
+/// "all capabilities" means for a container it starts, since no process can grant more
+/// than it has (root here may lack some, e.g. CAP_SYS_RESOURCE).
+pub fn current() -> Vec<String> {
+    let mut names: Vec<String> = caps::read(None, CapSet::Effective)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| c.to_string())
+        .collect();
+    names.sort();
+    names
+}
+
 /// Translate one OCI set; capabilities the running kernel lacks are skipped, as runc
 /// does, so a config written for a newer kernel still runs.
 fn translate(set: &Option<Capabilities>, supported: &CapsHashSet) -> CapsHashSet {

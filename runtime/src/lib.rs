@@ -6,8 +6,8 @@
 //!   file per lifecycle operation (create, start, kill, delete, exec).
 //! - [`process`]: spawning the container's init with one `clone`, the typed
 //!   parent/child channel, and the in-container setup (`init`).
-//! - [`namespace`], [`rootfs`], [`cgroup`], [`capability`], [`terminal`]: one
-//!   OS concern each.
+//! - [`namespace`], [`rootfs`], [`cgroup`], [`capability`], [`seccomp`], [`terminal`]:
+//!   one OS concern each.
 //! - [`image`]: the image store — pulls from registries, layers, container roots.
 //! - [`sandbox`]: pod sandboxes — the namespaces and cgroup a pod's containers share, and
 //!   their bundles.
@@ -29,5 +29,6 @@ pub mod namespace;
 pub mod process;
 pub mod rootfs;
 pub mod sandbox;
+pub mod seccomp;
 pub mod shim;
 pub mod terminal;

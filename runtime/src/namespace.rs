@@ -222,6 +222,23 @@ fn enter(j: &Join) -> Result<(), NamespaceError> {
     })
 }
 
+/// The namespace a sysctl key (dotted) is confined to, if any: the IPC namespace's
+/// `kernel.shm*`, `kernel.msg*`, `kernel.sem*` and `fs.mqueue.*`, the network
+/// namespace's `net.*`, the UTS namespace's host and domain names. Any other key is
+/// global: setting it from a container would change the host.
+pub fn of_sysctl(key: &str) -> Option<LinuxNamespaceType> {
+    const IPC: &[&str] = &["kernel.shm", "kernel.msg", "kernel.sem", "fs.mqueue."];
+    if IPC.iter().any(|prefix| key.starts_with(prefix)) {
+        Some(LinuxNamespaceType::Ipc)
+    } else if key.starts_with("net.") {
+        Some(LinuxNamespaceType::Network)
+    } else if key == "kernel.hostname" || key == "kernel.domainname" {
+        Some(LinuxNamespaceType::Uts)
+    } else {
+        None
+    }
+}
+
 /// Open the namespaces of a running process that differ from ours (for `exec`).
 pub fn of_process(pid: i32) -> Result<Vec<Join>, NamespaceError> {
     let mut joins = Vec::new();

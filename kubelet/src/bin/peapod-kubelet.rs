@@ -12,6 +12,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use tokio::sync::mpsc;
 
+use kubelet::pod::security::NodeSecurity;
 use kubelet::pod::{Cri, NodeConfig, PodManager};
 use kubelet::source::{self, FolderConfig};
 use runtime::logs::LogOptions;
@@ -95,6 +96,14 @@ struct Args {
     /// default route in the node's network namespace].
     #[arg(long, value_name = "IPS", value_delimiter = ',')]
     node_ip: Vec<std::net::IpAddr>,
+    /// Run containers that name no seccomp profile with RuntimeDefault instead of
+    /// Unconfined. `Localhost` profiles are read from `<--root>/seccomp`.
+    #[arg(long)]
+    seccomp_default: bool,
+    /// Namespaced sysctls pods may set beyond the safe set: names or `prefix*` patterns,
+    /// comma-separated (e.g. `kernel.msg*,net.core.somaxconn`).
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    allowed_unsafe_sysctls: Vec<String>,
     /// The first crash back-off (doubling up to 5 minutes). Upstream's 10s is the
     /// default; tests shorten it to watch several restarts.
     #[arg(long, hide = true, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
@@ -173,6 +182,11 @@ fn run(args: Args) -> anyhow::Result<()> {
             has_resolv_conf: !args.resolv_conf.as_os_str().is_empty(),
         },
         node_ips: args.node_ip.clone(),
+        security: NodeSecurity {
+            seccomp_default: args.seccomp_default,
+            seccomp_root: args.root.join("seccomp"),
+            allowed_unsafe_sysctls: args.allowed_unsafe_sysctls.clone(),
+        },
         crash_backoff: args.crash_loop_backoff_initial,
         resources: kubelet::pod::resources::NodeResources::from_host(
             std::path::Path::new("/proc/meminfo"),
@@ -180,6 +194,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         )
         .map_err(anyhow::Error::msg)?,
     };
+    config.security.check().map_err(anyhow::Error::msg)?;
     std::fs::create_dir_all(&args.manifests)
         .with_context(|| format!("creating the manifests folder {}", args.manifests.display()))?;
     let cri = Cri::open(config)?;

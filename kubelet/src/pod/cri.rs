@@ -71,6 +71,8 @@ pub struct NodeConfig {
     pub dns: NodeDns,
     /// The node's addresses (`--node-ip`); none: found in the node's network namespace.
     pub node_ips: Vec<IpAddr>,
+    /// Seccomp default and profile root, allowed unsafe sysctls.
+    pub security: super::security::NodeSecurity,
     /// The first crash back-off of a container (upstream: 10 s), doubled on each crash.
     pub crash_backoff: std::time::Duration,
     /// The node's memory and `--pod-max-pids`, for the resource formulas.
@@ -412,6 +414,7 @@ impl Cri {
             host_ips,
             node_name: &self.config.node_name,
             volumes: &self.volumes,
+            security: &self.config.security,
             node_resources: &self.config.resources,
         })
         .map_err(|e| undo(e.into()))?;

@@ -12,6 +12,7 @@
 //!   ports) from its spec.
 //! - [`volume`]: the pod's volumes (set up, refreshed, torn down); [`downward`]: the
 //!   downward API values volumes and env share.
+//! - [`security`]: securityContext (capabilities, privileged, seccomp, runAsNonRoot, sysctls).
 //! - [`resources`] ([`quantity`]): requests and limits as cgroup values and OOM scores.
 //! - [`state`], [`status`], [`events`]: what workers observed, as v1 status and events.
 
@@ -25,6 +26,7 @@ pub mod process;
 pub mod quantity;
 pub mod resources;
 pub mod sandbox_config;
+pub mod security;
 pub mod state;
 pub mod status;
 pub mod termination;

@@ -17,6 +17,7 @@ use super::volume::source::{self, Kind};
 use super::volume::{self, Volumes};
 
 use super::resources::{self, NodeResources};
+use super::security::{self, Effective, NodeSecurity};
 
 /// Why a container's settings cannot be applied (`CreateContainerConfigError`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -43,6 +44,8 @@ pub struct Inputs<'a> {
     pub node_name: &'a str,
     /// The node's volumes (configMaps and secrets for env, the node's allocatable).
     pub volumes: &'a Volumes,
+    /// The node's security settings (seccomp default and root, allowed sysctls).
+    pub security: &'a NodeSecurity,
     /// The node's memory and pod limits, for the resource formulas.
     pub node_resources: &'a NodeResources,
 }
@@ -77,18 +80,13 @@ pub fn container_config(inputs: &Inputs<'_>) -> Result<ContainerConfig, ConfigEr
         .filter(|d| !d.is_empty())
         .or_else(|| (!image.working_dir.is_empty()).then(|| image.working_dir.clone()))
         .map(PathBuf::from);
-    let security = c.security_context.clone().unwrap_or_default();
-    let pod_security = inputs
-        .pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.security_context.clone())
-        .unwrap_or_default();
+    let effective = Effective::of(inputs.pod, c);
+    security::verify_run_as_non_root(inputs.pod, c, &effective, &image.user)?;
     let user = user(
         &image.user,
-        security.run_as_user.or(pod_security.run_as_user),
-        security.run_as_group.or(pod_security.run_as_group),
-        pod_security.supplemental_groups.unwrap_or_default(),
+        effective.run_as_user,
+        effective.run_as_group,
+        effective.supplemental_groups.clone(),
         inputs.rootfs,
     )?;
     let resources = resources::container(inputs.pod, c, inputs.node_resources)
@@ -96,7 +94,10 @@ pub fn container_config(inputs: &Inputs<'_>) -> Result<ContainerConfig, ConfigEr
     Ok(ContainerConfig {
         name: c.name.clone(),
         rootfs: inputs.rootfs.to_path_buf(),
-        readonly_rootfs: security.read_only_root_filesystem.unwrap_or(false),
+        readonly_rootfs: effective
+            .container
+            .read_only_root_filesystem
+            .unwrap_or(false),
         args,
         env: merged,
         working_dir,
@@ -112,6 +113,8 @@ pub fn container_config(inputs: &Inputs<'_>) -> Result<ContainerConfig, ConfigEr
                 .collect(),
         )
         .map_err(ConfigError)?,
+        security: security::runtime_security(&effective, inputs.security)?,
+        sysctls: security::sysctls(inputs.pod, inputs.security)?,
         resources: resources.cgroup,
         oom_score_adj: Some(resources.oom_score_adj),
     })
@@ -325,15 +328,33 @@ fn user(
     if let Some(g) = run_as_group {
         gid = id(g, "runAsGroup")?;
     }
-    let additional_gids = supplemental
-        .into_iter()
-        .map(|g| id(g, "supplementalGroups"))
-        .collect::<Result<_, _>>()?;
+    // As containerd merges them (supplementalGroupsPolicy Merge): the primary group, the
+    // user's memberships in the image's /etc/group, then the pod's groups.
+    let groups = fs::read_to_string(rootfs.join("etc/group")).unwrap_or_default();
+    let mut additional_gids = vec![gid];
+    if let Some(entry) = passwd_entry(&passwd, |f| f[2] == uid.to_string()) {
+        additional_gids.extend(member_groups(&groups, entry[0]));
+    }
+    for g in supplemental {
+        let g = id(g, "supplementalGroups")?;
+        if !additional_gids.contains(&g) {
+            additional_gids.push(g);
+        }
+    }
     Ok(User {
         uid,
         gid,
         additional_gids,
     })
+}
+
+/// The gids of the groups in a group file that list `user` as a member.
+fn member_groups(file: &str, user: &str) -> Vec<u32> {
+    file.lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .filter(|f| f.len() >= 4 && f[3].split(',').any(|m| m.trim() == user))
+        .filter_map(|f| f[2].parse().ok())
+        .collect()
 }
 
 /// The first `name:...` line of a passwd/group file whose fields satisfy `matches`.
@@ -365,11 +386,17 @@ mod tests {
             "root:x:0:0::/root:/bin/sh\nwww:x:33:34::/var/www:/bin/false\n",
         )
         .unwrap();
-        fs::write(tmp.path().join("etc/group"), "root:x:0:\nweb:x:34:\n").unwrap();
+        fs::write(
+            tmp.path().join("etc/group"),
+            "root:x:0:\nweb:x:34:\nlogs:x:40:root,www\nwww:x:41:nobody\n",
+        )
+        .unwrap();
         let u = user("www", None, None, vec![], tmp.path()).unwrap();
         assert_eq!((u.uid, u.gid), (33, 34));
         let u = user("www:root", None, None, vec![5], tmp.path()).unwrap();
-        assert_eq!((u.uid, u.gid, u.additional_gids), (33, 0, vec![5]));
+        assert_eq!((u.uid, u.gid, u.additional_gids), (33, 0, vec![0, 40, 5]));
+        let u = user("", None, None, vec![0, 9], tmp.path()).unwrap();
+        assert_eq!(u.additional_gids, [0, 40, 9]);
         let u = user("", Some(33), None, vec![], tmp.path()).unwrap();
         assert_eq!((u.uid, u.gid), (33, 34));
         let u = user("1000", None, Some(7), vec![], tmp.path()).unwrap();

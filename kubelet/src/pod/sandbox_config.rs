@@ -154,6 +154,7 @@ mod tests {
                 memory_capacity: 1 << 30,
                 pod_max_pids: 0,
             },
+            security: Default::default(),
         }
     }
 

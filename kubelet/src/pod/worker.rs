@@ -19,6 +19,7 @@ use runtime::shim::{self, Reason};
 use super::cri::{sandbox_name, Cri, CriError, Instance, Start};
 use super::events::{self, Kind};
 use super::plan::{self, Action, Facts, Observed, Why};
+use super::security;
 use super::state::{lock, ContainerState, Current, PodState, SandboxInfo, Terminated};
 use super::status;
 use super::termination::{self, Victim, MINIMUM_GRACE};
@@ -220,6 +221,7 @@ impl Worker {
     /// Do what the plan says until it asks for nothing new; when to look again (None: on
     /// an event).
     async fn sync(&mut self) -> Option<Duration> {
+        self.admit();
         self.check_deadline();
         let mut wake = self
             .deadline
@@ -292,6 +294,21 @@ impl Worker {
             .chain(&spec.containers)
             .find(|c| c.name == name)
             .cloned()
+    }
+
+    /// Pod admission before anything runs: a pod this node refuses (a forbidden sysctl)
+    /// fails at once with the reason, as upstream's kubelet rejects it.
+    fn admit(&mut self) {
+        if self.failed || self.sandbox.is_some() {
+            return;
+        }
+        if let Err((reason, message)) =
+            security::admit_sysctls(&self.pod, &self.cri.config().security)
+        {
+            self.failed = true;
+            self.with_state(|s| s.failure = Some((reason.into(), message.clone())));
+            self.event(Kind::Warning, reason, message, None);
+        }
     }
 
     /// Fail the pod once it has been active longer than `activeDeadlineSeconds`.
@@ -382,7 +399,8 @@ impl Worker {
             };
             // A reason that stays (a failed mount, CreateContainerConfigError) keeps
             // its message, as upstream shows the error while it retries.
-            if matches!(&c.current, Current::Waiting { reason: r, .. } if *r == reason) {
+            let stays = reason != "CrashLoopBackOff";
+            if stays && matches!(&c.current, Current::Waiting { reason: r, .. } if *r == reason) {
                 return Some(reason);
             }
             let message = (reason == "CrashLoopBackOff").then(|| {

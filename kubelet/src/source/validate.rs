@@ -84,6 +84,9 @@ fn check_spec(spec: &PodSpec, errors: &mut Errors) {
             format!("Invalid value: {seconds}: must be greater than or equal to 0"),
         );
     }
+    for (path, message) in crate::pod::security::validate(spec) {
+        errors.push(path, message);
+    }
     // Container names are unique across init and app containers: logs, exec
     // and status all address a container by name alone.
     let mut names = HashSet::new();

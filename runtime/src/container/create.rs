@@ -101,6 +101,7 @@ fn build(
     }
     let linux = spec.linux().clone().unwrap_or_default();
     let namespaces = Namespaces::from_spec(linux.namespaces().as_deref().unwrap_or_default())?;
+    let seccomp = crate::seccomp::compile_for(linux.seccomp().as_ref(), opts.id)?;
     let start = start_listener(&store.start_socket(opts.id))?;
     tracing::debug!(id = opts.id, "bundle loaded");
     let resources = crate::cgroup::with_device_nodes(
@@ -139,6 +140,7 @@ fn build(
                     start,
                     preserve_fds: opts.preserve_fds,
                     new_keyring: opts.new_keyring,
+                    seccomp: seccomp.as_ref(),
                 },
                 child,
             )

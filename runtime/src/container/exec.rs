@@ -50,6 +50,14 @@ pub fn exec(store: &Store, opts: ExecOptions) -> Result<Spawned, ContainerError>
     }
     crate::bundle::check_console(&opts.process, opts.console.is_some())
         .map_err(ContainerError::State)?;
+    let seccomp = crate::seccomp::compile_for(
+        container
+            .spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.seccomp().as_ref()),
+        opts.id,
+    )?;
     let namespaces = Namespaces::joining(namespace::of_process(pid)?);
     let (parent, child) = channel()?;
     namespaces.enter_for_children(&[])?;
@@ -65,6 +73,7 @@ pub fn exec(store: &Store, opts: ExecOptions) -> Result<Spawned, ContainerError>
                         .then_some(container.rootfs.as_path()),
                     console: opts.console,
                     preserve_fds: opts.preserve_fds,
+                    seccomp: seccomp.as_ref(),
                 },
                 child,
             )

@@ -48,6 +48,9 @@ pub enum ContainerError {
     /// A hook failed.
     #[error(transparent)]
     Hook(#[from] crate::hooks::HookError),
+    /// `linux.seccomp` cannot be compiled into a filter.
+    #[error(transparent)]
+    Seccomp(#[from] crate::seccomp::SeccompError),
     /// The child reported a setup failure.
     #[error("{0}")]
     Setup(String),

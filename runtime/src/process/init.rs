@@ -16,6 +16,7 @@ use super::{limits, user};
 use crate::capability::CapabilityPlan;
 use crate::container::Status;
 use crate::namespace::Namespaces;
+use crate::seccomp::Filter;
 use crate::terminal;
 
 /// Why the child could not reach `execve`.
@@ -45,6 +46,9 @@ pub enum InitError {
     /// Capabilities could not be applied.
     #[error(transparent)]
     Capability(#[from] crate::capability::CapabilityError),
+    /// The seccomp filter could not be loaded.
+    #[error(transparent)]
+    Seccomp(#[from] crate::seccomp::SeccompError),
     /// A config field the runtime cannot honour.
     #[error("{0}")]
     Config(String),
@@ -83,6 +87,8 @@ pub struct InitConfig<'a> {
     pub preserve_fds: i32,
     /// Join a new session keyring named after the container.
     pub new_keyring: bool,
+    /// `linux.seccomp`, compiled by `create`.
+    pub seccomp: Option<&'a Filter>,
 }
 
 /// What a process joining a container needs.
@@ -97,6 +103,9 @@ pub struct ExecConfig<'a> {
     pub console: Option<OwnedFd>,
     /// Extra fds (after stdio) passed to the program.
     pub preserve_fds: i32,
+    /// The container's `linux.seccomp`, compiled by `exec`: it confines every process
+    /// of the container, not only its init.
+    pub seccomp: Option<&'a Filter>,
 }
 
 /// Run the init side and exec; on failure tell the runtime why and exit 1.
@@ -164,13 +173,14 @@ fn init(cfg: InitConfig, chan: &ChildEnd) -> Result<std::convert::Infallible, In
         console(process, cfg.console.as_ref(), true)?;
     }
     names(spec, ns)?;
-    sysctls(spec)?;
+    sysctls(spec, ns)?;
     crate::rootfs::finalize(spec)?;
-    let program = prepare_process(process)?;
+    let program = prepare_process(process, cfg.seccomp)?;
     chan.ready()?;
     let start_hooks = hooks.start_container().clone().unwrap_or_default();
     wait_for_start(cfg.start, || {
-        crate::hooks::run("startContainer", &start_hooks, &state(Status::Created))
+        crate::hooks::run("startContainer", &start_hooks, &state(Status::Created))?;
+        load_late(&program)
     })?;
     close_extra_fds(cfg.preserve_fds);
     execute(program)
@@ -187,7 +197,8 @@ fn exec(cfg: ExecConfig, chan: &ChildEnd) -> Result<std::convert::Infallible, In
         nix::unistd::setsid().map_err(sys("setsid"))?;
         console(process, cfg.console.as_ref(), false)?;
     }
-    let program = prepare_process(process)?;
+    let program = prepare_process(process, cfg.seccomp)?;
+    load_late(&program)?;
     close_extra_fds(cfg.preserve_fds);
     // Success is the channel closing on execve (it is close-on-exec).
     execute(program)
@@ -289,8 +300,10 @@ fn names(spec: &Spec, ns: &Namespaces) -> Result<(), InitError> {
     Ok(())
 }
 
-/// `linux.sysctl`, written through the container's /proc/sys.
-fn sysctls(spec: &Spec) -> Result<(), InitError> {
+/// `linux.sysctl`, written through the container's /proc/sys. Only keys that belong to
+/// a namespace the container has are accepted, as runc does: anything else would change
+/// the host.
+fn sysctls(spec: &Spec, ns: &Namespaces) -> Result<(), InitError> {
     let Some(sysctl) = spec.linux().as_ref().and_then(|l| l.sysctl().as_ref()) else {
         return Ok(());
     };
@@ -300,6 +313,19 @@ fn sysctls(spec: &Spec) -> Result<(), InitError> {
                 "linux.sysctl: invalid key {key:?}"
             )));
         }
+        match crate::namespace::of_sysctl(key) {
+            Some(kind) if ns.has(kind) => {}
+            Some(kind) => {
+                return Err(InitError::Config(format!(
+                    "linux.sysctl: {key} needs a {kind:?} namespace of the container's own"
+                )))
+            }
+            None => {
+                return Err(InitError::Config(format!(
+                    "linux.sysctl: {key} is not namespaced: setting it would change the host"
+                )))
+            }
+        }
         let path = PathBuf::from("/proc/sys").join(key.replace('.', "/"));
         std::fs::write(&path, value)
             .map_err(|e| InitError::Config(format!("linux.sysctl {key}={value}: {e}")))?;
@@ -308,15 +334,32 @@ fn sysctls(spec: &Spec) -> Result<(), InitError> {
 }
 
 /// A program ready for `execve`.
-struct Program {
+struct Program<'a> {
     path: CString,
     argv: Vec<CString>,
     envp: Vec<CString>,
+    /// A seccomp filter still to load, as late as possible (with no_new_privs set).
+    seccomp: Option<&'a Filter>,
+}
+
+/// Load the filter [`prepare_process`] left for last, so that as few of the runtime's
+/// own syscalls as possible run under it (only closing fds, signals and `execve`).
+fn load_late(program: &Program) -> Result<(), InitError> {
+    if let Some(filter) = program.seccomp {
+        filter.load()?;
+    }
+    Ok(())
 }
 
 /// Everything about the process itself: OOM score, rlimits, umask, cwd, identity,
-/// capabilities, no_new_privs, and the executable's path.
-fn prepare_process(process: &Process) -> Result<Program, InitError> {
+/// capabilities, no_new_privs, and the executable's path. The seccomp filter is loaded
+/// here when the process will not set no_new_privs (the kernel then demands
+/// CAP_SYS_ADMIN, which only holds before capabilities are trimmed); otherwise it is
+/// left in the returned program for [`load_late`].
+fn prepare_process<'a>(
+    process: &Process,
+    seccomp: Option<&'a Filter>,
+) -> Result<Program<'a>, InitError> {
     if let Some(score) = process.oom_score_adj() {
         limits::apply_oom_score_adj(score)?;
     }
@@ -331,6 +374,10 @@ fn prepare_process(process: &Process) -> Result<Program, InitError> {
     // Try before dropping privileges, and again after for dirs only the user may enter.
     let cwd_early = nix::unistd::chdir(cwd.as_path()).is_ok();
 
+    let no_new_privs = process.no_new_privileges() == Some(true);
+    if let Some(filter) = seccomp.filter(|_| !no_new_privs) {
+        filter.load()?;
+    }
     let plan = CapabilityPlan::new(process.capabilities().as_ref());
     plan.drop_bounding()?;
     nix::sys::prctl::set_keepcaps(true).map_err(sys("PR_SET_KEEPCAPS"))?;
@@ -340,7 +387,7 @@ fn prepare_process(process: &Process) -> Result<Program, InitError> {
     if !cwd_early {
         nix::unistd::chdir(cwd.as_path()).map_err(sys(format!("chdir {}", cwd.display())))?;
     }
-    if process.no_new_privileges() == Some(true) {
+    if no_new_privs {
         nix::sys::prctl::set_no_new_privs().map_err(sys("PR_SET_NO_NEW_PRIVS"))?;
     }
     let env = process.env().clone().unwrap_or_default();
@@ -352,6 +399,7 @@ fn prepare_process(process: &Process) -> Result<Program, InitError> {
         path: cstr(&path.to_string_lossy())?,
         argv: args.iter().map(|a| cstr(a)).collect::<Result<_, _>>()?,
         envp: user::environment(&env, u.uid(), Path::new("/etc/passwd")),
+        seccomp: seccomp.filter(|_| no_new_privs),
     })
 }
 
@@ -359,7 +407,7 @@ fn prepare_process(process: &Process) -> Result<Program, InitError> {
 /// (the startContainer hooks), then confirm with "0" or send `start` the error.
 fn wait_for_start(
     listener: OwnedFd,
-    before_exec: impl FnOnce() -> Result<(), crate::hooks::HookError>,
+    before_exec: impl FnOnce() -> Result<(), InitError>,
 ) -> Result<(), InitError> {
     let conn = loop {
         match nix::sys::socket::accept(listener.as_raw_fd()) {
@@ -371,7 +419,7 @@ fn wait_for_start(
     let conn = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(conn) };
     if let Err(e) = before_exec() {
         let _ = nix::unistd::write(&conn, e.to_string().as_bytes());
-        return Err(e.into());
+        return Err(e);
     }
     nix::unistd::write(&conn, b"0").map_err(sys("wait for start: confirm"))?;
     Ok(())

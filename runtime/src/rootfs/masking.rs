@@ -23,13 +23,17 @@ use super::RootfsError;
 /// The container's null device.
 const DEV_NULL: &str = "/dev/null";
 
-/// tmpfs mounts and `/dev` were mounted writable so they could be filled; make those that
-/// asked for `ro` read-only now (runc's `finalizeRootfs`).
+/// tmpfs mounts and `/dev` were mounted writable so they could be filled, and sysfs so its
+/// superblock (one per network namespace, shared by a pod's containers) stays writable
+/// for a privileged container; make those that asked for `ro` read-only now, per mount
+/// (runc's `finalizeRootfs`).
 pub fn remount_readonly_if_requested(m: &SpecMount) -> Result<(), RootfsError> {
     let entry = Entry::from_spec(m);
     let destination = clean(&entry.destination);
     let wanted = entry.options.flags.contains(MsFlags::MS_RDONLY);
-    if wanted && (entry.fstype == "tmpfs" || destination == Path::new("/dev")) {
+    if wanted
+        && (entry.fstype == "tmpfs" || entry.fstype == "sysfs" || destination == Path::new("/dev"))
+    {
         remount_readonly(&destination, entry.options.flags)?;
     }
     Ok(())

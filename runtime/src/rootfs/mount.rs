@@ -196,12 +196,18 @@ fn pseudo(root: &Root, entry: &Entry, context: &Context) -> Result<(), RootfsErr
     let target = open_target(root, &entry.destination, true)?;
     check_proc(&target.path, entry.fstype == "proc", false)?;
     let options = &entry.options;
+    // sysfs is made read-only per mount later (see `remount_readonly_if_requested`): a
+    // read-only superblock would be read-only for every container of the pod.
+    let flags = match entry.fstype.as_str() {
+        "sysfs" => options.flags - MsFlags::MS_RDONLY,
+        _ => options.flags,
+    };
     let mounted = mount_propagate(
         root,
         target,
         &entry.source,
         Some(&entry.fstype),
-        options.flags,
+        flags,
         &options.data,
         &options.propagation,
     );

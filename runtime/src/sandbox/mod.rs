@@ -61,6 +61,7 @@ mod files;
 mod namespaces;
 mod pidns;
 mod resources;
+mod security;
 mod spec;
 
 #[cfg(test)]
@@ -80,6 +81,7 @@ pub use files::HostAlias;
 pub use namespaces::{NodeNamespaces, Pins};
 pub use pidns::PidHolder;
 pub use resources::Resources;
+pub use security::{sysctl_scope, Security, SysctlScope, DEFAULT_CAPABILITIES};
 pub use spec::{
     ContainerConfig, Mount, Propagation, User, CONTAINER_NAME_ANNOTATION, POD_NAMESPACE_ANNOTATION,
     POD_NAME_ANNOTATION, POD_UID_ANNOTATION, SANDBOX_ANNOTATION,

@@ -2,6 +2,7 @@
 //! sandbox's network, IPC and UTS namespaces by path (or the node's), with the pod's hostname
 //! and `/etc` files, in a cgroup under the pod cgroup.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::Spec;
@@ -10,30 +11,11 @@ use serde_json::{json, Value};
 
 use super::files::{HOSTNAME, HOSTS, RESOLV_CONF};
 use super::resources::Resources;
+use super::security::Security;
 use super::{PidMode, Sandbox, SandboxError};
 
 /// The `PATH` a container gets when its image sets none, as container engines default it.
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
-/// The capabilities of a Kubernetes container that asks for none in particular: the set
-/// container engines grant by default (wider than `runc spec`'s three, e.g. `CHOWN` for
-/// package managers and `NET_RAW` for `ping`).
-const DEFAULT_CAPABILITIES: &[&str] = &[
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
-];
 
 /// The annotation naming the sandbox a container belongs to, for debugging tools.
 pub const SANDBOX_ANNOTATION: &str = "io.github.peapod.sandbox";
@@ -69,6 +51,12 @@ pub struct ContainerConfig {
     pub tty: bool,
     /// Host paths bind-mounted into the container (volumes), after the default mounts.
     pub mounts: Vec<Mount>,
+    /// Capabilities, no_new_privs, seccomp and privileged mode.
+    #[serde(default)]
+    pub security: Security,
+    /// Namespaced sysctls set in the container (`linux.sysctl`), e.g. `net.ipv4.ip_unprivileged_port_start`.
+    #[serde(default)]
+    pub sysctls: BTreeMap<String, String>,
     /// The container cgroup's limits (cpu, memory, pids).
     #[serde(default)]
     pub resources: Resources,
@@ -192,6 +180,15 @@ pub fn build(sandbox: &Sandbox, id: &str, config: &ContainerConfig) -> Result<Sp
     {
         resources.extend(limits);
     }
+    if !config.sysctls.is_empty() {
+        linux["sysctl"] = json!(config.sysctls);
+    }
+    super::security::apply(&mut spec, &config.security, Path::new("/dev")).map_err(|source| {
+        SandboxError::Spec {
+            container: config.name.clone(),
+            source,
+        }
+    })?;
 
     serde_json::from_value(spec).map_err(|source| SandboxError::Spec {
         container: config.name.clone(),
@@ -233,8 +230,8 @@ fn namespaces(sandbox: &Sandbox) -> Result<Vec<Value>, SandboxError> {
     Ok(list)
 }
 
-/// `process`: the container's command, environment and identity, with the default
-/// capabilities, and without `runc spec`'s 1024-file limit (the runtime's own limits apply).
+/// `process`: the container's command, environment and identity (capabilities and
+/// no_new_privs come from [`Security`]), without `runc spec`'s 1024-file limit (the runtime's own limits apply).
 fn process(config: &ContainerConfig, hostname: &str) -> Value {
     let mut env: Vec<String> = config.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
     for (key, value) in [("PATH", DEFAULT_PATH), ("HOSTNAME", hostname)] {
@@ -242,7 +239,6 @@ fn process(config: &ContainerConfig, hostname: &str) -> Value {
             env.push(format!("{key}={value}"));
         }
     }
-    let caps = json!(DEFAULT_CAPABILITIES);
     let mut process = json!({
         "terminal": config.tty,
         "user": {
@@ -253,10 +249,6 @@ fn process(config: &ContainerConfig, hostname: &str) -> Value {
         "args": config.args,
         "env": env,
         "cwd": config.working_dir.as_deref().unwrap_or(Path::new("/")),
-        "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
-        // Kubernetes lets processes gain privileges (setuid binaries) unless the pod says
-        // `allowPrivilegeEscalation: false`.
-        "noNewPrivileges": false,
     });
     if let Some(score) = config.oom_score_adj {
         process["oomScoreAdj"] = json!(score);
