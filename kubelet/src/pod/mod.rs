@@ -7,11 +7,16 @@
 //!   restarts with back-off, graceful stop).
 //! - [`cri`]: the node's container operations (every OS side effect).
 //! - [`process`]: a container's process and mounts from the pod and image.
+//! - [`handler`]: the actions of probes and lifecycle hooks (exec, httpGet, tcpSocket,
+//!   grpc, sleep), run against a container.
+//! - [`probe`]: startup, liveness and readiness probers per container.
 //! - [`state`], [`status`], [`events`]: what workers observed, as v1 status and events.
 
 pub mod cri;
 pub mod events;
+pub mod handler;
 pub mod manager;
+pub mod probe;
 pub mod process;
 pub mod state;
 pub mod status;
