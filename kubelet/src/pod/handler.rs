@@ -28,7 +28,7 @@ use crate::api::RuntimeRef;
 use crate::netns::Dialer;
 use crate::stream::exec::{self as stream_exec, Scratch};
 
-pub use http::{HttpGet, Scheme};
+pub use http::{HttpGet, Purpose, Scheme};
 
 /// How much of a command's output or a response body is kept, as upstream keeps 10 KiB.
 const MAX_OUTPUT: usize = 10 * 1024;
@@ -123,7 +123,7 @@ impl Action {
             return exec_action(exec, what);
         }
         if let Some(get) = &probe.http_get {
-            return http_get(get, ports, what);
+            return http_get(get, ports, what, Purpose::Probe);
         }
         if let Some(tcp) = &probe.tcp_socket {
             return tcp_socket(tcp, ports, what);
@@ -157,7 +157,7 @@ impl Action {
             return exec_action(exec, what);
         }
         if let Some(get) = &handler.http_get {
-            return http_get(get, ports, what);
+            return http_get(get, ports, what, Purpose::Lifecycle);
         }
         if let Some(tcp) = &handler.tcp_socket {
             return tcp_socket(tcp, ports, what);
@@ -204,6 +204,7 @@ fn http_get(
     get: &HTTPGetAction,
     ports: &[ContainerPort],
     what: &str,
+    purpose: Purpose,
 ) -> Result<Action, ActionError> {
     let scheme = match get.scheme.as_deref() {
         None | Some("HTTP") => Scheme::Http,
@@ -216,6 +217,7 @@ fn http_get(
         }
     };
     Ok(Action::HttpGet(HttpGet {
+        purpose,
         scheme,
         host: get.host.clone().filter(|h| !h.is_empty()),
         port: resolve_port(&get.port, ports, what)?,
@@ -535,6 +537,7 @@ mod tests {
         assert_eq!(
             action,
             Action::HttpGet(HttpGet {
+                purpose: Purpose::Probe,
                 scheme: Scheme::Https,
                 host: None,
                 port: 8080,

@@ -1,6 +1,7 @@
 //! httpGet: one GET from inside the pod, judged as upstream's HTTP prober does (2xx and
 //! 3xx pass; redirects followed on the same host, at most 10; HTTPS without
-//! certificate verification).
+//! certificate verification). A lifecycle hook's GET passes with any HTTP answer, as
+//! upstream's hook runner only fails on a transport error.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -23,6 +24,19 @@ use super::{Outcome, Target, MAX_OUTPUT};
 /// version this kubelet speaks.
 pub(super) const USER_AGENT_VALUE: &str = "kube-probe/1.37";
 
+/// The User-Agent of lifecycle hooks' GETs.
+const LIFECYCLE_USER_AGENT: &str = "kube-lifecycle/1.37";
+
+/// Whether a GET is a probe or a lifecycle hook (they differ in User-Agent and in
+/// what passes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// A probe: 2xx and 3xx pass.
+    Probe,
+    /// A postStart or preStop hook: any HTTP answer passes.
+    Lifecycle,
+}
+
 /// How many redirects are followed before the probe fails, as Go's client allows.
 const MAX_REDIRECTS: usize = 10;
 
@@ -38,6 +52,8 @@ pub enum Scheme {
 /// An httpGet action with its port resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpGet {
+    /// Probe or hook.
+    pub purpose: Purpose,
     /// HTTP or HTTPS.
     pub scheme: Scheme,
     /// The host to connect to (and name in the URL); the pod IP when None.
@@ -79,7 +95,7 @@ pub(super) async fn get(get: &HttpGet, target: &Target, timeout: Duration) -> Ou
     let first_host = url.host_str().unwrap_or_default().to_owned();
     let mut redirects = 0;
     loop {
-        let answer = match exchange(&url, &get.headers, target, timeout).await {
+        let answer = match exchange(&url, get, target, timeout).await {
             Ok(answer) => answer,
             Err(e) => return Outcome::Failure(format!("Get {:?}: {e}", url.as_str())),
         };
@@ -88,11 +104,11 @@ pub(super) async fn get(get: &HttpGet, target: &Target, timeout: Duration) -> Ou
             .filter(|_| answer.status.is_redirection())
             .and_then(|location| url.join(&location).ok());
         let Some(next) = next else {
-            return judge(answer.status);
+            return judge(answer.status, get.purpose);
         };
         // A redirect off the host ends the probe on the redirect itself, which passes.
         if next.host_str().unwrap_or_default() != first_host {
-            return judge(answer.status);
+            return judge(answer.status, get.purpose);
         }
         redirects += 1;
         if redirects > MAX_REDIRECTS {
@@ -105,8 +121,8 @@ pub(super) async fn get(get: &HttpGet, target: &Target, timeout: Duration) -> Ou
     }
 }
 
-fn judge(status: StatusCode) -> Outcome {
-    if status.is_success() || status.is_redirection() {
+fn judge(status: StatusCode, purpose: Purpose) -> Outcome {
+    if purpose == Purpose::Lifecycle || status.is_success() || status.is_redirection() {
         Outcome::Success
     } else {
         Outcome::Failure(format!(
@@ -125,13 +141,13 @@ struct Answer {
 /// One request on a fresh connection (upstream disables keep-alive for probes).
 async fn exchange(
     url: &Url,
-    headers: &[(String, String)],
+    get: &HttpGet,
     target: &Target,
     timeout: Duration,
 ) -> Result<Answer, String> {
     let host = url.host_str().ok_or("the URL has no host")?;
     let port = url.port_or_known_default().ok_or("the URL has no port")?;
-    let request = request(url, host, headers)?;
+    let request = request(url, host, get)?;
     let stream = target.connect(Some(host), port, timeout).await?;
     if url.scheme() == "https" {
         let name = ServerName::try_from(host.trim_start_matches('[').trim_end_matches(']'))
@@ -147,11 +163,7 @@ async fn exchange(
     }
 }
 
-fn request(
-    url: &Url,
-    host: &str,
-    headers: &[(String, String)],
-) -> Result<Request<Empty<Bytes>>, String> {
+fn request(url: &Url, host: &str, get: &HttpGet) -> Result<Request<Empty<Bytes>>, String> {
     let target = match url.query() {
         Some(query) => format!("{}?{query}", url.path()),
         None => url.path().to_owned(),
@@ -165,7 +177,7 @@ fn request(
         .map_err(|e| format!("building the request: {e}"))?;
     let map = request.headers_mut();
     map.insert(CONNECTION, HeaderValue::from_static("close"));
-    for (name, value) in headers {
+    for (name, value) in &get.headers {
         let name = HeaderName::try_from(name.as_str())
             .map_err(|e| format!("httpHeaders: invalid name {name:?}: {e}"))?;
         let value = HeaderValue::try_from(value.as_str())
@@ -178,7 +190,11 @@ fn request(
         map.insert(HOST, value);
     }
     if !map.contains_key(USER_AGENT) {
-        map.insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
+        let agent = match get.purpose {
+            Purpose::Probe => USER_AGENT_VALUE,
+            Purpose::Lifecycle => LIFECYCLE_USER_AGENT,
+        };
+        map.insert(USER_AGENT, HeaderValue::from_static(agent));
     }
     if !map.contains_key(ACCEPT) {
         map.insert(ACCEPT, HeaderValue::from_static("*/*"));
@@ -299,23 +315,37 @@ mod tests {
     #[test]
     fn the_request_carries_upstreams_default_headers_unless_overridden() {
         let url = Url::parse("http://10.1.2.3:8080/healthz?x=1").expect("a URL");
-        let request = request(&url, "10.1.2.3", &[("Accept".into(), "text/plain".into())])
-            .expect("a request");
-        assert_eq!(request.uri(), "/healthz?x=1");
-        let h = request.headers();
+        let mut get = HttpGet {
+            purpose: Purpose::Probe,
+            scheme: Scheme::Http,
+            host: None,
+            port: 8080,
+            path: "/healthz?x=1".into(),
+            headers: vec![("Accept".into(), "text/plain".into())],
+        };
+        let probe = request(&url, "10.1.2.3", &get).expect("a request");
+        assert_eq!(probe.uri(), "/healthz?x=1");
+        let h = probe.headers();
         assert_eq!(h[HOST], "10.1.2.3:8080");
         assert_eq!(h[USER_AGENT], "kube-probe/1.37");
         assert_eq!(h[ACCEPT], "text/plain");
         assert_eq!(h[CONNECTION], "close");
+        get.purpose = Purpose::Lifecycle;
+        let hook = request(&url, "10.1.2.3", &get).expect("a request");
+        assert_eq!(hook.headers()[USER_AGENT], "kube-lifecycle/1.37");
     }
 
     #[test]
-    fn two_and_three_hundreds_pass() {
-        assert_eq!(judge(StatusCode::OK), Outcome::Success);
-        assert_eq!(judge(StatusCode::FOUND), Outcome::Success);
+    fn two_and_three_hundreds_pass_a_probe_any_answer_a_hook() {
+        assert_eq!(judge(StatusCode::OK, Purpose::Probe), Outcome::Success);
+        assert_eq!(judge(StatusCode::FOUND, Purpose::Probe), Outcome::Success);
         assert_eq!(
-            judge(StatusCode::INTERNAL_SERVER_ERROR),
+            judge(StatusCode::INTERNAL_SERVER_ERROR, Purpose::Probe),
             Outcome::Failure("HTTP probe failed with statuscode: 500".into())
+        );
+        assert_eq!(
+            judge(StatusCode::INTERNAL_SERVER_ERROR, Purpose::Lifecycle),
+            Outcome::Success
         );
     }
 }
