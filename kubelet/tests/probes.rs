@@ -604,3 +604,74 @@ async fn health(
         .expect("a response");
     Ok(response)
 }
+
+/// The probers' own CPU with 30 pods of three 1-second probes each (the bench's
+/// load): a measurement, run by hand (`--ignored --nocapture`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a check"]
+async fn cpu_of_thirty_pods_with_three_probes_each() {
+    let mut pods = Vec::new();
+    for _ in 0..30 {
+        let mut pod = PodNet::new();
+        pod.start_httpd();
+        pods.push(pod);
+    }
+    for pod in &pods {
+        pod.wait_listening(HTTP).await;
+    }
+    let every_second = |probe: Probe| {
+        Some(Probe {
+            period_seconds: Some(1),
+            ..probe
+        })
+    };
+    let http = Probe {
+        http_get: Some(HTTPGetAction {
+            port: IntOrString::Int(i32::from(HTTP)),
+            path: Some("/".into()),
+            ..HTTPGetAction::default()
+        }),
+        ..Probe::default()
+    };
+    let tcp = Probe {
+        tcp_socket: Some(TCPSocketAction {
+            port: IntOrString::Int(i32::from(HTTP)),
+            host: None,
+        }),
+        ..Probe::default()
+    };
+    let web = Container {
+        name: "web".into(),
+        liveness_probe: every_second(http.clone()),
+        readiness_probe: every_second(tcp.clone()),
+        ..Container::default()
+    };
+    let side = Container {
+        name: "side".into(),
+        liveness_probe: every_second(http),
+        ..Container::default()
+    };
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut running = Vec::new();
+    for pod in &pods {
+        running.push(ContainerProbes::start(&web, pod.target(), tx.clone()));
+        running.push(ContainerProbes::start(&side, pod.target(), tx.clone()));
+    }
+    tokio::spawn(async move { while rx.recv().await.is_some() {} });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let cpu = || {
+        let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)
+            .expect("getrusage");
+        let time = |t: nix::sys::time::TimeVal| {
+            Duration::from_secs(t.tv_sec() as u64) + Duration::from_micros(t.tv_usec() as u64)
+        };
+        time(usage.user_time()) + time(usage.system_time())
+    };
+    let (before, start) = (cpu(), Instant::now());
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let (used, wall) = (cpu() - before, start.elapsed());
+    println!(
+        "90 probes at 1 s: {used:?} CPU over {wall:?} = {:.2}% of one core",
+        100.0 * used.as_secs_f64() / wall.as_secs_f64()
+    );
+}

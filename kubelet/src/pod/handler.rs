@@ -111,31 +111,18 @@ impl Action {
         container: &Container,
         what: &str,
     ) -> Result<Action, ActionError> {
-        let found = [
-            probe.exec.is_some(),
-            probe.http_get.is_some(),
-            probe.tcp_socket.is_some(),
-            probe.grpc.is_some(),
-        ];
-        one_of(what, &found)?;
-        let ports = ports(container);
-        if let Some(exec) = &probe.exec {
-            return exec_action(exec, what);
-        }
-        if let Some(get) = &probe.http_get {
-            return http_get(get, ports, what, Purpose::Probe);
-        }
-        if let Some(tcp) = &probe.tcp_socket {
-            return tcp_socket(tcp, ports, what);
-        }
-        let grpc = probe.grpc.as_ref().ok_or_else(|| ActionError::Count {
-            what: what.into(),
-            found: 0,
-        })?;
-        Ok(Action::Grpc {
-            port: port_number(i64::from(grpc.port), what)?,
-            service: grpc.service.clone().unwrap_or_default(),
-        })
+        let grpc = probe.grpc.as_ref().map(|grpc| {
+            Ok(Action::Grpc {
+                port: port_number(i64::from(grpc.port), what)?,
+                service: grpc.service.clone().unwrap_or_default(),
+            })
+        });
+        let shared = Shared {
+            exec: probe.exec.as_ref(),
+            http_get: probe.http_get.as_ref(),
+            tcp_socket: probe.tcp_socket.as_ref(),
+        };
+        shared.resolve(grpc, container, what, Purpose::Probe)
     }
 
     /// The action of a lifecycle `handler` of `container` called `what`
@@ -145,32 +132,62 @@ impl Action {
         container: &Container,
         what: &str,
     ) -> Result<Action, ActionError> {
+        let sleep = handler.sleep.as_ref().map(|sleep| {
+            let seconds = u64::try_from(sleep.seconds).map_err(|_| ActionError::Invalid {
+                what: what.into(),
+                message: format!("sleep.seconds must not be negative (got {})", sleep.seconds),
+            })?;
+            Ok(Action::Sleep(Duration::from_secs(seconds)))
+        });
+        let shared = Shared {
+            exec: handler.exec.as_ref(),
+            http_get: handler.http_get.as_ref(),
+            tcp_socket: handler.tcp_socket.as_ref(),
+        };
+        shared.resolve(sleep, container, what, Purpose::Lifecycle)
+    }
+}
+
+/// The handler fields probes and lifecycle hooks have in common.
+struct Shared<'a> {
+    exec: Option<&'a ExecAction>,
+    http_get: Option<&'a HTTPGetAction>,
+    tcp_socket: Option<&'a TCPSocketAction>,
+}
+
+impl Shared<'_> {
+    /// The one action named among these fields and `own` (the kind's own field: grpc
+    /// for probes, sleep for hooks, already resolved).
+    fn resolve(
+        self,
+        own: Option<Result<Action, ActionError>>,
+        container: &Container,
+        what: &str,
+        purpose: Purpose,
+    ) -> Result<Action, ActionError> {
         let found = [
-            handler.exec.is_some(),
-            handler.http_get.is_some(),
-            handler.tcp_socket.is_some(),
-            handler.sleep.is_some(),
+            self.exec.is_some(),
+            self.http_get.is_some(),
+            self.tcp_socket.is_some(),
+            own.is_some(),
         ];
         one_of(what, &found)?;
         let ports = ports(container);
-        if let Some(exec) = &handler.exec {
+        if let Some(exec) = self.exec {
             return exec_action(exec, what);
         }
-        if let Some(get) = &handler.http_get {
-            return http_get(get, ports, what, Purpose::Lifecycle);
+        if let Some(get) = self.http_get {
+            return http_get(get, ports, what, purpose);
         }
-        if let Some(tcp) = &handler.tcp_socket {
+        if let Some(tcp) = self.tcp_socket {
             return tcp_socket(tcp, ports, what);
         }
-        let sleep = handler.sleep.as_ref().ok_or_else(|| ActionError::Count {
-            what: what.into(),
-            found: 0,
-        })?;
-        let seconds = u64::try_from(sleep.seconds).map_err(|_| ActionError::Invalid {
-            what: what.into(),
-            message: format!("sleep.seconds must not be negative (got {})", sleep.seconds),
-        })?;
-        Ok(Action::Sleep(Duration::from_secs(seconds)))
+        own.unwrap_or_else(|| {
+            Err(ActionError::Count {
+                what: what.into(),
+                found: 0,
+            })
+        })
     }
 }
 
