@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{SocketAddr, TcpStream as StdTcpStream};
 use std::os::fd::OwnedFd;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex, Weak};
 use std::time::Duration;
@@ -34,9 +35,12 @@ struct Inner {
     requests: Mutex<mpsc::Sender<Request>>,
 }
 
-/// Live dialers by namespace path, so probes and port-forwards into one pod share a
-/// thread.
-static DIALERS: Mutex<Option<HashMap<PathBuf, Weak<Inner>>>> = Mutex::new(None);
+/// A namespace as pinned now: its pin's path and the namespace's identity (device and
+/// inode), so a pod recreated at the same path never gets the old namespace's thread.
+type Key = (PathBuf, u64, u64);
+
+/// Live dialers by namespace, so probes and port-forwards into one pod share a thread.
+static DIALERS: Mutex<Option<HashMap<Key, Weak<Inner>>>> = Mutex::new(None);
 
 /// Connects TCP sockets from inside one network namespace (the pinned netns of a pod).
 /// Cheap to clone; the namespace's thread lives as long as any clone.
@@ -58,7 +62,14 @@ impl Dialer {
     /// one, else a new thread that enters it (an error if the namespace cannot be
     /// opened or entered).
     pub async fn for_netns(netns: &Path) -> io::Result<Dialer> {
-        if let Some(inner) = live(netns) {
+        let pinned = std::fs::metadata(netns).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("network namespace {}: {e}", netns.display()),
+            )
+        })?;
+        let key = (netns.to_path_buf(), pinned.dev(), pinned.ino());
+        if let Some(inner) = live(&key) {
             return Ok(Dialer { inner });
         }
         let (entered_tx, entered) = oneshot::channel();
@@ -85,7 +96,7 @@ impl Dialer {
         let mut dialers = DIALERS.lock().unwrap_or_else(|e| e.into_inner());
         let map = dialers.get_or_insert_with(HashMap::new);
         map.retain(|_, weak| weak.strong_count() > 0);
-        map.insert(netns.to_path_buf(), Arc::downgrade(&inner));
+        map.insert(key, Arc::downgrade(&inner));
         Ok(Dialer { inner })
     }
 
@@ -121,10 +132,10 @@ impl Dialer {
     }
 }
 
-/// The live dialer of `netns`, if any.
-fn live(netns: &Path) -> Option<Arc<Inner>> {
+/// The live dialer of a namespace, if any.
+fn live(key: &Key) -> Option<Arc<Inner>> {
     let dialers = DIALERS.lock().unwrap_or_else(|e| e.into_inner());
-    dialers.as_ref()?.get(netns)?.upgrade()
+    dialers.as_ref()?.get(key)?.upgrade()
 }
 
 /// The namespace thread: enter `netns`, say so, then make sockets until every sender

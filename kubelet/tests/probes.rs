@@ -297,6 +297,20 @@ async fn one_dialer_thread_per_namespace_ending_with_its_last_handle() {
     assert_eq!(threads_in(&path), 1, "one thread serves every dial");
     drop(first);
     assert_eq!(threads_in(&path), 1, "a handle is still alive");
+
+    // A namespace pinned anew at the same path (a recreated pod) gets a thread of its
+    // own, not the old namespace's.
+    let name = pod.netns.name();
+    host_command("ip", &["netns", "delete", name]);
+    host_command("ip", &["netns", "add", name]);
+    let renewed = Dialer::for_netns(&path).await.expect("a dialer");
+    assert_eq!(threads_in(&path), 1, "a thread in the new namespace");
+    let refused = renewed
+        .connect(address, SECOND)
+        .await
+        .expect_err("nothing listens there");
+    assert!(refused.to_string().contains("unreachable"), "{refused}");
+    drop(renewed);
     drop(second);
     let deadline = Instant::now() + Duration::from_secs(5);
     while threads_in(&path) != 0 {
