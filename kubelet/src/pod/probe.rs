@@ -4,7 +4,18 @@
 //! started, liveness and readiness idle until the startup probe has passed, results
 //! counted against `successThreshold` / `failureThreshold`.
 //!
-//! The probers only report ([`ProbeEvent`]); the pod worker acts on them.
+//! The probers only report ([`ProbeEvent`]); the pod worker acts on them:
+//!
+//! - start a [`ContainerProbes`] right after a container instance started, keep it with
+//!   the instance, drop it when the instance dies or is killed (that stops its tasks and
+//!   releases the pod's namespace thread);
+//! - ignore events whose `instance` is not the container's current one;
+//! - `Started` → the status's `started: true`; `Ready(b)` → `ready: b` and the pod's
+//!   Ready/ContainersReady conditions (a new instance starts not ready);
+//! - `Unhealthy(message)` → a Warning `Unhealthy` event with that message;
+//! - `Restart { message, grace }` → a `Killing` event with `message`, drop the probes,
+//!   kill the instance with `grace` (else the pod's grace period), then restart it per
+//!   restartPolicy with the usual back-off.
 
 use std::future::Future;
 use std::pin::Pin;
