@@ -32,9 +32,9 @@ trap finish EXIT
 # docker-registry, skopeo and apache2-utils (htpasswd): the image tests run a
 # loopback registry, push the images they build to it and protect it with a
 # password; openssl: the key, certificate and token signatures of the
-# token-auth registry's token server; jq: the pod-*.sh debugging scripts
-# read the JSON state with it; shellcheck: their test lints them; nftables:
-# the bridge plugins' macspoofchk rules.
+# token-auth registry's token server and the HTTPS probe tests' server; jq: the
+# pod-*.sh debugging scripts read the JSON state with it; shellcheck: their test
+# lints them; nftables: the bridge plugins' macspoofchk rules.
 mapfile -t build_deps < <(build_packages)
 ensure_packages busybox-static containerd containernetworking-plugins iproute2 iptables \
   docker-registry skopeo apache2-utils openssl jq shellcheck nftables "${build_deps[@]}"

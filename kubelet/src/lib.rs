@@ -3,6 +3,8 @@
 //! # Layout
 //! - [`source`]: the pods this node should run, read from a static manifests
 //!   folder (`source::manifest` parses one file, `source::folder` watches).
+//! - [`netns`]: dialing TCP from inside a pod's network namespace (probes,
+//!   port-forward).
 //! - [`network`]: a pod's network through CNI (attach, detach, status), with
 //!   peapod's default network when the node has no config.
 //! - [`pod`]: the pod manager and one worker per pod, driving the runtime.
@@ -13,6 +15,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod netns;
 pub mod network;
 pub mod pod;
 pub mod source;

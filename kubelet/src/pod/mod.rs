@@ -14,14 +14,19 @@
 //!   downward API values volumes and env share.
 //! - [`security`]: securityContext (capabilities, privileged, seccomp, runAsNonRoot, sysctls).
 //! - [`resources`] ([`quantity`]): requests and limits as cgroup values and OOM scores.
+//! - [`handler`]: the actions of probes and lifecycle hooks (exec, httpGet, tcpSocket,
+//!   grpc, sleep), run against a container.
+//! - [`probe`]: startup, liveness and readiness probers per container.
 //! - [`state`], [`status`], [`events`]: what workers observed, as v1 status and events.
 
 pub mod cri;
 pub mod dns;
 pub mod downward;
 pub mod events;
+pub mod handler;
 pub mod manager;
 pub mod plan;
+pub mod probe;
 pub mod process;
 pub mod quantity;
 pub mod resources;

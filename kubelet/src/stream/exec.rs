@@ -89,13 +89,14 @@ pub async fn exec(
     let _ = socket.send(Message::Close(None)).await;
 }
 
-/// A private directory for one exec's pid file and console socket, removed on drop.
-struct Scratch {
+/// A private directory for one exec's pid file and console socket, removed on drop
+/// (exec probes and hooks use it too).
+pub(crate) struct Scratch {
     dir: PathBuf,
 }
 
 impl Scratch {
-    fn new() -> Result<Scratch, ExecError> {
+    pub(crate) fn new() -> Result<Scratch, ExecError> {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let dir = std::env::temp_dir().join(format!(
             "peapod-exec-{}-{}",
@@ -109,7 +110,7 @@ impl Scratch {
         Ok(Scratch { dir })
     }
 
-    fn pid_file(&self) -> PathBuf {
+    pub(crate) fn pid_file(&self) -> PathBuf {
         self.dir.join("pid")
     }
 
@@ -118,7 +119,7 @@ impl Scratch {
     }
 
     /// The command's host pid, once the runtime has started it.
-    fn pid(&self) -> Option<i32> {
+    pub(crate) fn pid(&self) -> Option<i32> {
         std::fs::read_to_string(self.pid_file())
             .ok()?
             .trim()
@@ -351,30 +352,36 @@ impl Session {
         }
     }
 
-    /// Kill the command (by the pid the runtime wrote) and the runtime waiting for it.
+    /// Kill the command and the runtime waiting for it.
     async fn kill(&mut self) {
-        // The command may already run while the runtime has yet to write its pid (its
-        // output can even have reached the client); killing only the runtime then would
-        // leave the command behind, so wait a moment for the pid.
-        let deadline = tokio::time::Instant::now() + PID_WAIT;
-        while matches!(self.child.try_wait(), Ok(None)) {
-            if let Some(pid) = self.scratch.pid() {
-                // The runtime has not reaped it yet (it is still running), so the pid
-                // is still the command's.
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-                break;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                break;
-            }
-            tokio::time::sleep(START_CHECK / 5).await;
-        }
-        let _ = self.child.start_kill();
-        let _ = self.child.wait().await;
+        kill(&mut self.child, &self.scratch).await;
     }
+}
+
+/// Kill a `runtime exec`'s command (by the pid the runtime wrote into `scratch`) and the
+/// runtime waiting for it (exec probes and hooks kill at their timeout this way too).
+pub(crate) async fn kill(child: &mut Child, scratch: &Scratch) {
+    // The command may already run while the runtime has yet to write its pid (its
+    // output can even have reached the client); killing only the runtime then would
+    // leave the command behind, so wait a moment for the pid.
+    let deadline = tokio::time::Instant::now() + PID_WAIT;
+    while matches!(child.try_wait(), Ok(None)) {
+        if let Some(pid) = scratch.pid() {
+            // The runtime has not reaped it yet (it is still running), so the pid
+            // is still the command's.
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            break;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(START_CHECK / 5).await;
+    }
+    let _ = child.start_kill();
+    let _ = child.wait().await;
 }
 
 /// Stderr held back until the command has started: until then it is the runtime's, and

@@ -4,7 +4,7 @@
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket};
@@ -12,6 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::channel::{self, DATA, PORT_ERROR};
+use crate::netns::Dialer;
 
 /// How long dialing the pod's port may take.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -76,26 +77,12 @@ async fn copy(mut socket: WebSocket, stream: TcpStream) {
     let _ = socket.send(Message::Close(None)).await;
 }
 
-/// Connect to `127.0.0.1:port` from inside `netns`. `setns` changes only the calling
-/// thread, so a dedicated thread enters the namespace, connects, and ends; the socket
-/// keeps the namespace it was made in.
+/// Connect to `127.0.0.1:port` from inside `netns`, through the namespace's shared
+/// [`Dialer`].
 pub async fn dial(netns: PathBuf, port: u16) -> io::Result<TcpStream> {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    std::thread::Builder::new()
-        .name("peapod-dial".into())
-        .spawn(move || {
-            let _ = tx.send(dial_blocking(&netns, port));
-        })?;
-    let stream = rx
-        .await
-        .map_err(|_| io::Error::other("the dialing thread ended without an answer"))??;
-    stream.set_nonblocking(true)?;
-    TcpStream::from_std(stream)
-}
-
-fn dial_blocking(netns: &Path, port: u16) -> io::Result<std::net::TcpStream> {
-    let file = std::fs::File::open(netns)?;
-    nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
     let address = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    std::net::TcpStream::connect_timeout(&address, DIAL_TIMEOUT)
+    Dialer::for_netns(&netns)
+        .await?
+        .connect(address, DIAL_TIMEOUT)
+        .await
 }
