@@ -1,8 +1,9 @@
 //! The pod lifecycle as the upstream kubelet runs it, end to end with real containers:
 //! crash back-off that grows, restart policies that end Job-style pods Succeeded or
 //! Failed, native sidecars around the init and app containers, graceful termination
-//! (stop signal first, SIGKILL after the grace period), termination messages and
-//! `activeDeadlineSeconds`.
+//! (preStop, then the stop signal, SIGKILL after the grace period), postStart, probes
+//! (liveness restarts, readiness gates Ready, startup gates a sidecar), termination
+//! messages and `activeDeadlineSeconds`.
 
 use std::fs;
 use std::time::{Duration, Instant};
@@ -128,8 +129,10 @@ fn sidecars_start_in_order_gate_init_and_stop_after_the_app() {
         shared.path().display(),
         sh(
             "proxy",
-            "echo proxy-up >> /shared/log; trap 'echo proxy-term >> /shared/log; exit 0' TERM; while true; do sleep 1 & wait; done",
-            &format!("{mount}{restart}"),
+            "sleep 1; echo proxy-up >> /shared/log; trap 'echo proxy-term >> /shared/log; exit 0' TERM; while true; do sleep 1 & wait; done",
+            &format!(
+                "{mount}{restart}, startupProbe: {{exec: {{command: [grep, -q, proxy-up, /shared/log]}}, periodSeconds: 1, failureThreshold: 30}}"
+            ),
         ),
         sh(
             "setup",
@@ -171,13 +174,14 @@ fn sidecars_start_in_order_gate_init_and_stop_after_the_app() {
 fn deletion_sends_the_stop_signal_then_sigkill_after_the_grace_period() {
     let node = Kubelet::start();
     let data = tempfile::tempdir().unwrap();
+    let hooks = ", lifecycle: {postStart: {exec: {command: [sh, -c, 'echo post-start >> /data/hooks']}}, preStop: {exec: {command: [sh, -c, 'echo pre-stop >> /data/log']}}}";
     let spec = format!(
         "  terminationGracePeriodSeconds: 2\n  volumes: [{{name: data, hostPath: {{path: \"{}\"}}}}]\n  containers:\n{}",
         data.path().display(),
         sh(
             "stubborn",
             "trap 'echo term >> /data/log; sleep 30; echo survived >> /data/log' TERM; echo up >> /data/log; while true; do sleep 1 & wait; done",
-            ", volumeMounts: [{name: data, mountPath: /data}]",
+            &format!(", volumeMounts: [{{name: data, mountPath: /data}}]{hooks}"),
         ),
     );
     node.write_manifest("stubborn.yaml", &pod("stubborn", &spec));
@@ -185,6 +189,17 @@ fn deletion_sends_the_stop_signal_then_sigkill_after_the_grace_period() {
     node.wait_pod(&name, Duration::from_secs(20), |p| {
         container_status(p, "stubborn")["state"]["running"].is_object()
     });
+    // postStart runs beside the container's process once it has started.
+    let hooks = data.path().join("hooks");
+    peapod_tests::host::wait_until(Duration::from_secs(5), || hooks.exists());
+    assert_eq!(
+        fs::read_to_string(&hooks).unwrap_or_default(),
+        "post-start\n",
+        "postStart ran once: {}",
+        events(&node, &name)
+    );
+    // Let the container's shell reach its wait, so the trap is set.
+    std::thread::sleep(Duration::from_millis(500));
     let began = Instant::now();
     let out = node.peapod(&["delete", "pod", &name]);
     assert_eq!(out.code, 0, "{out:?}");
@@ -193,8 +208,8 @@ fn deletion_sends_the_stop_signal_then_sigkill_after_the_grace_period() {
     let log = fs::read_to_string(data.path().join("log")).unwrap();
     assert_eq!(
         log.lines().collect::<Vec<_>>(),
-        ["up", "term"],
-        "SIGTERM reached the trap, SIGKILL ended it before `survived`"
+        ["up", "pre-stop", "term"],
+        "preStop ran first, then SIGTERM reached the trap, and SIGKILL ended it before `survived`"
     );
     assert!(
         took >= Duration::from_secs(2) && took < Duration::from_secs(10),
@@ -276,4 +291,66 @@ fn termination_messages_and_active_deadline_reach_the_status() {
     let later = node.pod(&named("deadline")).unwrap();
     assert_eq!(restart_count(&later, "sleeper"), 0, "{later}");
     assert!(events(&node, &named("deadline")).contains("DeadlineExceeded"));
+}
+
+#[test]
+fn probes_restart_the_unhealthy_and_gate_readiness() {
+    let node = Kubelet::start();
+    let web = "mkdir -p /www && echo ok > /www/healthz && echo ok > /www/ready && exec httpd -f -p 8080 -h /www";
+    let probes = ", ports: [{name: http, containerPort: 8080}], livenessProbe: {httpGet: {path: /healthz, port: http}, periodSeconds: 1, failureThreshold: 2}, readinessProbe: {httpGet: {path: /ready, port: 8080}, periodSeconds: 1, failureThreshold: 1}";
+    let checks = ", readinessProbe: {exec: {command: [test, -f, /tmp/ready]}, periodSeconds: 1}, livenessProbe: {tcpSocket: {port: 9090}, initialDelaySeconds: 1, periodSeconds: 1, failureThreshold: 3}";
+    let spec = format!(
+        "  terminationGracePeriodSeconds: 1\n  containers:\n{}{}",
+        sh("web", web, probes),
+        sh("worker", "exec httpd -f -p 9090 -h /tmp", checks),
+    );
+    node.write_manifest("probed.yaml", &pod("probed", &spec));
+    let name = format!("probed-{}", node.node_name());
+    let ready = |p: &Value, c: &str| container_status(p, c)["ready"] == true;
+    let condition = |p: &Value, kind: &str| {
+        p["status"]["conditions"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["type"] == kind))
+            .map(|c| c["status"].clone())
+            .unwrap_or(Value::Null)
+    };
+
+    // The exec readiness probe holds `worker` (and the pod) unready until /tmp/ready.
+    let pod_now = node.wait_pod(&name, Duration::from_secs(20), |p| ready(p, "web"));
+    assert!(!ready(&pod_now, "worker"), "{pod_now}");
+    assert_eq!(condition(&pod_now, "Ready"), "False");
+    let out = node.peapod(&["exec", &name, "-c", "worker", "--", "touch", "/tmp/ready"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let pod_now = node.wait_pod(&name, Duration::from_secs(10), |p| {
+        condition(p, "Ready") == "True"
+    });
+    assert_eq!(condition(&pod_now, "ContainersReady"), "True");
+
+    // A failing readiness probe drops Ready without a restart.
+    let out = node.peapod(&["exec", &name, "-c", "web", "--", "rm", "/www/ready"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let pod_now = node.wait_pod(&name, Duration::from_secs(10), |p| !ready(p, "web"));
+    assert_eq!(condition(&pod_now, "Ready"), "False");
+    assert_eq!(restart_count(&pod_now, "web"), 0);
+    assert!(container_status(&pod_now, "web")["state"]["running"].is_object());
+
+    // A failing liveness probe restarts the container (which serves both files again).
+    let out = node.peapod(&["exec", &name, "-c", "web", "--", "rm", "/www/healthz"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let pod_now = node.wait_pod(&name, Duration::from_secs(20), |p| {
+        restart_count(p, "web") == 1 && ready(p, "web")
+    });
+    assert_eq!(
+        restart_count(&pod_now, "worker"),
+        0,
+        "the other container stays"
+    );
+    let events = events(&node, &name);
+    let unhealthy = events.find("Liveness probe failed");
+    let killing = events.find("failed liveness probe, will be restarted");
+    assert!(
+        unhealthy.is_some() && killing.is_some() && unhealthy < killing,
+        "Unhealthy, then Killing: {events}"
+    );
+    assert!(events.contains("Readiness probe failed"), "{events}");
 }

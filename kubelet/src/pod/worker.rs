@@ -18,7 +18,9 @@ use runtime::shim::{self, Reason};
 
 use super::cri::{sandbox_name, Cri, CriError, Instance, Start};
 use super::events::{self, Kind};
+use super::handler::{self, Outcome, Target};
 use super::plan::{self, Action, Facts, Observed, Why};
+use super::probe::{Change, ContainerProbes, ProbeEvent};
 use super::security;
 use super::state::{lock, ContainerState, Current, PodState, SandboxInfo, Terminated};
 use super::status;
@@ -30,6 +32,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(300);
 const BACKOFF_RESET: Duration = Duration::from_secs(600);
 /// The most plan rounds one sync runs (each round starts something).
 const MAX_ROUNDS: usize = 64;
+/// The longest a postStart hook may hold up its pod's worker (upstream sets none; a hook
+/// that hangs would otherwise keep the pod from ever being stopped).
+const POST_START_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// What the manager tells a worker.
 #[derive(Debug)]
@@ -70,12 +75,17 @@ pub struct Worker {
     deadline: Option<Instant>,
     exits_tx: mpsc::UnboundedSender<(String, String)>,
     exits: mpsc::UnboundedReceiver<(String, String)>,
+    /// The probers of each running container, by container name.
+    probes: HashMap<String, ContainerProbes>,
+    probes_tx: mpsc::UnboundedSender<ProbeEvent>,
+    probe_events: mpsc::UnboundedReceiver<ProbeEvent>,
 }
 
 impl Worker {
     /// A worker for `pod`, reporting into `state`.
     pub fn new(cri: Arc<Cri>, pod: Pod, state: Arc<Mutex<PodState>>) -> Worker {
         let (exits_tx, exits) = mpsc::unbounded_channel();
+        let (probes_tx, probe_events) = mpsc::unbounded_channel();
         Worker {
             cri,
             state,
@@ -90,6 +100,9 @@ impl Worker {
             deadline: None,
             exits_tx,
             exits,
+            probes: HashMap::new(),
+            probes_tx,
+            probe_events,
         }
     }
 
@@ -115,6 +128,7 @@ impl Worker {
                     return;
                 }
                 Some((name, id)) = self.exits.recv() => self.exited(&name, &id),
+                Some(event) = self.probe_events.recv() => self.probed(event),
                 _ = sleep => {}
             }
         }
@@ -213,7 +227,12 @@ impl Worker {
             });
             match exit {
                 Some(_) => self.exited(&name, &instance.id),
-                None => self.watch(&name, &instance.id, instance.record.shim_pid),
+                None => {
+                    self.watch(&name, &instance.id, instance.record.shim_pid);
+                    if let Some(container) = &spec {
+                        self.start_probes(container, &instance.id);
+                    }
+                }
             }
         }
     }
@@ -541,8 +560,98 @@ impl Worker {
             Some(&name),
         );
         self.watch(&name, &instance.id, started.shim_pid);
-        self.instances.insert(name, instance);
+        let id = instance.id.clone();
+        self.instances.insert(name.clone(), instance);
+        if self.post_start(container, &id).await {
+            self.start_probes(container, &id);
+        }
         Ok(())
+    }
+
+    /// Where a container instance's probes and hooks run.
+    fn target(&self, id: &str) -> Option<Target> {
+        let (netns, ip) = self.with_state(|s| {
+            let sandbox = s.sandbox.as_ref()?;
+            let ip = sandbox.ips.first().copied().or(s.host_ip);
+            Some((sandbox.netns.clone(), ip))
+        })?;
+        let config = self.cri.config();
+        let runtime = crate::api::RuntimeRef {
+            binary: config.runtime_binary.clone(),
+            root: config.runtime_root.clone(),
+        };
+        let ip = ip.unwrap_or(IpAddr::from([127, 0, 0, 1]));
+        Some(Target::new(netns, ip, id.to_string(), runtime))
+    }
+
+    /// Start probing a container instance that has just started (or was adopted).
+    fn start_probes(&mut self, container: &Container, id: &str) {
+        let Some(target) = self.target(id) else {
+            return;
+        };
+        let probes = ContainerProbes::start(container, target, self.probes_tx.clone());
+        self.probes.insert(container.name.clone(), probes);
+    }
+
+    /// Run the container's postStart hook, if it has one; false when it failed, and the
+    /// container is then killed and restarted per the pod's policy, as upstream.
+    async fn post_start(&mut self, container: &Container, id: &str) -> bool {
+        let Some(hook) = container
+            .lifecycle
+            .as_ref()
+            .and_then(|l| l.post_start.as_ref())
+        else {
+            return true;
+        };
+        let name = &container.name;
+        let outcome = match (
+            handler::Action::from_lifecycle(hook, container, "lifecycle.postStart"),
+            self.target(id),
+        ) {
+            (Ok(action), Some(target)) => handler::run(&action, &target, POST_START_TIMEOUT).await,
+            (Err(e), _) => Outcome::Error(e.to_string()),
+            (_, None) => Outcome::Error("the pod has no sandbox".into()),
+        };
+        match outcome {
+            Outcome::Success => true,
+            Outcome::Failure(why) | Outcome::Error(why) => {
+                let message = format!("PostStartHook failed: {why}");
+                self.event(Kind::Warning, "FailedPostStartHook", message, Some(name));
+                self.unhealthy.insert(
+                    name.clone(),
+                    (format!("FailedPostStartHook: container {name}"), None),
+                );
+                false
+            }
+        }
+    }
+
+    /// A prober's report about a container instance (stale ones are dropped).
+    fn probed(&mut self, event: ProbeEvent) {
+        let name = event.container.as_str();
+        let current = self.instances.get(name).map(|i| i.id.as_str());
+        if current != Some(event.instance.as_str()) {
+            return;
+        }
+        match event.change {
+            Change::Started => self.with_state(|s| {
+                if let Some(c) = s.container_mut(name).filter(|c| c.running()) {
+                    c.started = true;
+                }
+            }),
+            Change::Ready(ready) => self.with_state(|s| {
+                if let Some(c) = s.container_mut(name).filter(|c| c.running()) {
+                    c.ready = ready;
+                }
+            }),
+            Change::Unhealthy(message) => {
+                self.event(Kind::Warning, "Unhealthy", message, Some(name));
+            }
+            Change::Restart { message, grace } => {
+                self.probes.remove(name);
+                self.unhealthy.insert(name.to_string(), (message, grace));
+            }
+        }
     }
 
     /// A failed start: the container waits with the reason the error maps to.
@@ -640,6 +749,7 @@ impl Worker {
         backoff.after_exit(initial);
         self.stopping.remove(name);
         self.unhealthy.remove(name);
+        self.probes.remove(name);
         self.with_state(|s| {
             if let Some(c) = s.container_mut(name) {
                 c.current = Current::Terminated(terminated);
@@ -658,21 +768,48 @@ impl Worker {
             return;
         }
         let (message, grace) = match (why, self.unhealthy.get(name)) {
-            (Why::Unhealthy, Some((message, grace))) => (
-                format!("{message}, will be restarted"),
-                grace.unwrap_or_else(|| self.grace()),
-            ),
+            (Why::Unhealthy, Some((message, grace))) => {
+                (message.clone(), grace.unwrap_or_else(|| self.grace()))
+            }
             _ => (format!("Stopping container {name}"), self.grace()),
         };
         self.event(Kind::Normal, "Killing", message, Some(name));
-        let cri = self.cri.clone();
+        self.probes.remove(name);
         let grace = Duration::from_secs(grace.max(0) as u64);
-        tokio::spawn(termination::stop(
-            cri,
-            victim,
-            grace,
-            None::<std::future::Ready<()>>,
-        ));
+        let pre_stop = self.pre_stop(name, &victim.id, grace);
+        tokio::spawn(termination::stop(self.cri.clone(), victim, grace, pre_stop));
+    }
+
+    /// The container's preStop hook as a future that runs it (bounded by `grace`) and
+    /// records a `FailedPreStopHook` event if it fails; None without a hook.
+    fn pre_stop(
+        &self,
+        name: &str,
+        id: &str,
+        grace: Duration,
+    ) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
+        let container = self.spec_container(name)?;
+        let hook = container.lifecycle.as_ref()?.pre_stop.clone()?;
+        let action = handler::Action::from_lifecycle(&hook, &container, "lifecycle.preStop");
+        let target = self.target(id)?;
+        let (state, pod, name) = (self.state.clone(), self.pod.clone(), name.to_string());
+        Some(async move {
+            let outcome = match action {
+                Ok(action) => handler::run(&action, &target, grace).await,
+                Err(e) => Outcome::Error(e.to_string()),
+            };
+            if let Outcome::Failure(why) | Outcome::Error(why) = outcome {
+                let message = format!("PreStopHook failed: {why}");
+                let event = events::event(
+                    &pod,
+                    Kind::Warning,
+                    "FailedPreStopHook",
+                    message,
+                    Some(&name),
+                );
+                lock(&state).record(event);
+            }
+        })
     }
 
     /// What stopping a running container needs, if it runs.
@@ -694,6 +831,8 @@ impl Worker {
         let grace = grace.unwrap_or_else(|| self.grace()).max(0);
         let deadline = Instant::now() + Duration::from_secs(grace as u64);
         self.with_state(|s| s.deleting_since = Some(Utc::now()));
+        // Readiness and liveness stop mattering once the pod goes.
+        self.probes.clear();
         let spec = self.pod.spec.clone().unwrap_or_default();
         let init = spec.init_containers.unwrap_or_default();
         let first: Vec<String> = spec
@@ -741,12 +880,8 @@ impl Worker {
             if sidecar {
                 grace = grace.max(MINIMUM_GRACE);
             }
-            stops.push(termination::stop(
-                self.cri.clone(),
-                victim,
-                grace,
-                None::<std::future::Ready<()>>,
-            ));
+            let pre_stop = self.pre_stop(name, &victim.id, grace);
+            stops.push(termination::stop(self.cri.clone(), victim, grace, pre_stop));
         }
         futures::future::join_all(stops).await;
         self.wait_for_exits(names, Instant::now() + Duration::from_secs(1))
