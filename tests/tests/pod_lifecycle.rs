@@ -157,10 +157,13 @@ fn sidecars_start_in_order_gate_init_and_stop_after_the_app() {
     );
 
     // The app ends: the pod is done, so the sidecar is stopped after it.
-    let done = node.wait_pod(&name, Duration::from_secs(20), |p| phase(p) == "Succeeded");
-    assert!(
-        container_status(&done, "proxy")["state"]["terminated"].is_object(),
-        "{done}"
+    let done = node.wait_pod(&name, Duration::from_secs(20), |p| {
+        phase(p) == "Succeeded" && container_status(p, "proxy")["state"]["terminated"].is_object()
+    });
+    assert_eq!(
+        restart_count(&done, "proxy"),
+        0,
+        "a done pod's sidecar stays stopped"
     );
     let log = fs::read_to_string(shared.path().join("log")).unwrap();
     assert_eq!(
