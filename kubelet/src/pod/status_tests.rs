@@ -132,12 +132,7 @@ fn status_has_ips_conditions_and_container_ids() {
 
     s.containers[1].current = ended(1);
     let status = pod_status(&mut s, None, Utc::now());
-    let ready = status
-        .conditions
-        .unwrap()
-        .into_iter()
-        .find(|c| c.type_ == "Ready")
-        .unwrap();
+    let ready = condition(&status, "Ready");
     assert_eq!(ready.status, "False");
     assert_eq!(ready.reason.as_deref(), Some("ContainersNotReady"));
     assert_eq!(
@@ -186,12 +181,7 @@ fn readiness_comes_from_the_probe_not_from_running() {
     }
     s.containers[0].ready = true;
     let status = pod_status(&mut s, None, Utc::now());
-    let ready = status
-        .conditions
-        .unwrap()
-        .into_iter()
-        .find(|c| c.type_ == "Ready")
-        .unwrap();
+    let ready = condition(&status, "Ready");
     assert_eq!(ready.status, "False");
     assert_eq!(ready.reason.as_deref(), Some("ContainersNotReady"));
     let statuses = status.container_statuses.unwrap();
@@ -229,4 +219,18 @@ fn a_started_sidecar_counts_as_initialized_and_not_as_failed() {
         "Failed",
         "a sidecar's exit does not fail the pod"
     );
+}
+
+/// The pod condition of type `kind`.
+fn condition(
+    status: &k8s_openapi::api::core::v1::PodStatus,
+    kind: &str,
+) -> k8s_openapi::api::core::v1::PodCondition {
+    status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == kind)
+        .cloned()
+        .unwrap_or_else(|| panic!("no {kind} condition"))
 }
