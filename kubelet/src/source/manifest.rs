@@ -169,6 +169,7 @@ fn documents(file: &Path, text: &str) -> Result<Vec<Option<Document>>, ManifestE
         value
             .apply_merge()
             .map_err(|e| syntax(index + 1, e.to_string()))?;
+        octal_modes(&mut value);
         out.push(if value.is_null() {
             None
         } else {
@@ -176,6 +177,40 @@ fn documents(file: &Path, text: &str) -> Result<Vec<Option<Document>>, ManifestE
         });
     }
     Ok(out)
+}
+
+/// File modes written the usual way (`defaultMode: 0644`) are octal in the YAML 1.1 that
+/// kubectl's decoder reads, but not in this YAML 1.2 one; read them as upstream does.
+fn octal_modes(value: &mut yaml_serde::Value) {
+    use yaml_serde::Value;
+    match value {
+        Value::Mapping(map) => {
+            for (key, item) in map.iter_mut() {
+                let is_mode = matches!(key.as_str(), Some("mode" | "defaultMode"));
+                // This decoder keeps `0644` as the string it would be in YAML 1.2.
+                let octal = match (&*item, is_mode) {
+                    (Value::String(text), true) => yaml11_octal(text),
+                    _ => None,
+                };
+                match octal {
+                    Some(mode) => *item = Value::Number(mode.into()),
+                    None => octal_modes(item),
+                }
+            }
+        }
+        Value::Sequence(items) => items.iter_mut().for_each(octal_modes),
+        Value::Tagged(tagged) => octal_modes(&mut tagged.value),
+        _ => {}
+    }
+}
+
+/// `0644` or `0o644` as a number; None for anything else.
+fn yaml11_octal(text: &str) -> Option<u64> {
+    let digits = text.strip_prefix("0o").or_else(|| text.strip_prefix('0'))?;
+    if digits.is_empty() || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+        return None;
+    }
+    u64::from_str_radix(digits, 8).ok()
 }
 
 fn parse_document(

@@ -360,3 +360,17 @@ fn unreadable_quantities_and_requests_above_limits_are_refused() {
         "{e}"
     );
 }
+
+#[test]
+fn file_modes_written_with_a_leading_zero_are_octal_as_upstream() {
+    let text = format!(
+        "{WEB}    volumeMounts: [{{name: cfg, mountPath: /cfg}}]\n  volumes:\n  - name: cfg\n    downwardAPI:\n      defaultMode: 0644\n      items: [{{path: name, mode: 0o600, fieldRef: {{fieldPath: metadata.name}}}}, {{path: ns, mode: 420, fieldRef: {{fieldPath: metadata.namespace}}}}]\n"
+    );
+    let pods = parse_str(&text).expect("valid manifest");
+    let volume = &pods[0].spec.as_ref().unwrap().volumes.as_ref().unwrap()[0];
+    let api = volume.downward_api.as_ref().unwrap();
+    assert_eq!(api.default_mode, Some(0o644));
+    let items = api.items.as_ref().unwrap();
+    assert_eq!(items[0].mode, Some(0o600));
+    assert_eq!(items[1].mode, Some(420), "a decimal mode stays decimal");
+}
