@@ -8,6 +8,7 @@
 //! - [`network`]: a pod's network through CNI (attach, detach, status), with
 //!   peapod's default network when the node has no config.
 //! - [`pod`]: the pod manager and one worker per pod, driving the runtime.
+//! - [`node`]: the v1 Node and Lease this node registers and renews, from the host.
 //! - [`api`]: the local API on a unix socket that the `peapod` CLI talks to.
 //! - [`stream`]: exec and port-forward over WebSockets (server and CLI sides).
 //!
@@ -17,6 +18,7 @@
 pub mod api;
 pub mod netns;
 pub mod network;
+pub mod node;
 pub mod pod;
 pub mod source;
 pub mod stream;

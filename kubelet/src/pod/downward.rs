@@ -30,12 +30,8 @@ impl Allocatable {
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as i128;
         let memory = std::fs::read_to_string(meminfo)
             .ok()
-            .and_then(|text| {
-                let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
-                let kib: i128 = line.split_whitespace().nth(1)?.parse().ok()?;
-                Some(kib * 1024)
-            })
-            .unwrap_or(0);
+            .and_then(|text| super::resources::meminfo_bytes(&text, "MemTotal"))
+            .map_or(0, i128::from);
         let ephemeral_storage = nix::sys::statvfs::statvfs(storage_dir)
             .map(|s| s.blocks() as i128 * s.fragment_size() as i128)
             .unwrap_or(0);

@@ -74,9 +74,14 @@ impl NodeResources {
 
 /// `MemTotal:  24683648 kB` in bytes.
 fn mem_total(meminfo: &str) -> Option<i64> {
-    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
-    let kb: i64 = line
-        .trim_start_matches("MemTotal:")
+    meminfo_bytes(meminfo, "MemTotal")
+}
+
+/// A `/proc/meminfo` field given in kB (`MemAvailable:  1234 kB`), in bytes.
+pub fn meminfo_bytes(meminfo: &str, field: &str) -> Option<i64> {
+    let kb: i64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))?
         .trim()
         .strip_suffix("kB")?
         .trim()
