@@ -4,6 +4,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use super::capacity::Pids;
 use crate::pod::resources::meminfo_bytes;
 
 /// Why a host fact cannot be read.
@@ -54,6 +55,10 @@ pub struct HostPaths {
     pub product_uuid: PathBuf,
     /// `/proc/sys/kernel/random/boot_id`.
     pub boot_id: PathBuf,
+    /// `kernel.pid_max` (`/proc/sys/kernel/pid_max`).
+    pub pid_max: PathBuf,
+    /// `/proc/loadavg`, whose fourth field counts the tasks that exist.
+    pub loadavg: PathBuf,
     /// The kubelet's root directory: its filesystem is the node's `nodefs`.
     pub kubelet_root: PathBuf,
     /// Where images are stored (`imagefs`), when not under the kubelet root.
@@ -72,6 +77,8 @@ impl HostPaths {
             machine_id: "/etc/machine-id".into(),
             product_uuid: "/sys/class/dmi/id/product_uuid".into(),
             boot_id: "/proc/sys/kernel/random/boot_id".into(),
+            pid_max: "/proc/sys/kernel/pid_max".into(),
+            loadavg: "/proc/loadavg".into(),
             kubelet_root: kubelet_root.to_path_buf(),
             image_root: image_root.map(Path::to_path_buf),
         }
@@ -152,6 +159,28 @@ impl HostFacts {
             boot_id: read_optional(&paths.boot_id),
         })
     }
+}
+
+/// Process ids in use against `kernel.pid_max`, for `pid.available`.
+pub fn pids(paths: &HostPaths) -> Result<Pids, HostError> {
+    let max = read(&paths.pid_max)?
+        .trim()
+        .parse()
+        .map_err(|_| HostError::Parse {
+            path: paths.pid_max.clone(),
+            expected: "expected a number".to_string(),
+        })?;
+    // `0.10 0.20 0.30 2/345 6789`: 345 tasks exist.
+    let running = read(&paths.loadavg)?
+        .split_whitespace()
+        .nth(3)
+        .and_then(|f| f.split_once('/'))
+        .and_then(|(_, total)| total.parse().ok())
+        .ok_or_else(|| HostError::Parse {
+            path: paths.loadavg.clone(),
+            expected: "expected a fourth field running/total".to_string(),
+        })?;
+    Ok(Pids { max, running })
 }
 
 fn read(path: &Path) -> Result<String, HostError> {
@@ -251,6 +280,8 @@ pub(crate) mod tests {
         paths.machine_id = fixtures.join("machine-id");
         paths.product_uuid = fixtures.join("no-such-file");
         paths.boot_id = fixtures.join("boot_id");
+        paths.pid_max = fixtures.join("pid_max");
+        paths.loadavg = fixtures.join("loadavg");
         paths
     }
 
@@ -309,6 +340,25 @@ pub(crate) mod tests {
         paths.cpu_online = dir.path().join("absent");
         let error = HostFacts::read(&paths).unwrap_err().to_string();
         assert!(error.contains("absent"), "{error}");
+    }
+
+    #[test]
+    fn pids_in_use_come_from_loadavg() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut paths = fixture_paths(dir.path());
+        assert_eq!(
+            pids(&paths).unwrap(),
+            Pids {
+                max: 4_194_304,
+                running: 345
+            }
+        );
+        paths.loadavg = paths.pid_max.clone();
+        let error = pids(&paths).unwrap_err().to_string();
+        assert!(
+            error.contains("pid_max: expected a fourth field"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -10,8 +10,10 @@
 //! - [`status`]: the `Node` and its `NodeStatus`; [`lease`]: the node Lease.
 //!
 //! One status computation:
-//! `HostFacts::read` → `EvictionThresholds::pressure` → `Conditions::observe` →
-//! `node_status` → `node`.
+//! `HostFacts::read` (and `host::pids`) → `EvictionThresholds::pressure` →
+//! `Conditions::observe` →
+//! `node_status` → `node`; `status_changed` says whether to post it before the next
+//! periodic report.
 
 pub mod capacity;
 pub mod conditions;

@@ -102,6 +102,19 @@ pub fn node_status(
     }
 }
 
+/// Whether `new` differs from `old` in anything but heartbeat times: upstream posts a
+/// status on such a change and otherwise only every `nodeStatusReportFrequency`.
+pub fn status_changed(old: &NodeStatus, new: &NodeStatus) -> bool {
+    let without_heartbeats = |status: &NodeStatus| {
+        let mut status = status.clone();
+        for condition in status.conditions.iter_mut().flatten() {
+            condition.last_heartbeat_time = None;
+        }
+        status
+    };
+    without_heartbeats(old) != without_heartbeats(new)
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;
@@ -152,6 +165,26 @@ mod tests {
             "got:\n{}",
             serde_json::to_string_pretty(&json).unwrap()
         );
+    }
+
+    #[test]
+    fn only_real_changes_count_as_changes() {
+        let config = NodeConfig::new("n", Vec::new());
+        let host = fixture_host();
+        let thresholds = EvictionThresholds::default();
+        let mut tracker = Conditions::default();
+        let at = |s| Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, s).unwrap();
+        let mut status = |host: &HostFacts, s| {
+            let conditions = tracker.observe(thresholds.pressure(host, None), &[], at(s));
+            node_status(&config, host, &thresholds, conditions)
+        };
+        let first = status(&host, 0);
+        let later = status(&host, 10);
+        assert!(!status_changed(&first, &later), "only heartbeats moved");
+        let mut pressed = host.clone();
+        pressed.memory_available_bytes = 1 << 20;
+        let pressured = status(&pressed, 20);
+        assert!(status_changed(&later, &pressured));
     }
 
     #[test]
