@@ -230,6 +230,12 @@ impl Kubelet {
         ok_status(head).then(|| body.to_string())
     }
 
+    /// The events of pod `name` in `default` as the API's EventList JSON (empty if none).
+    pub fn events(&self, name: &str) -> String {
+        self.get(&format!("/events?namespace=default&name={name}"))
+            .unwrap_or_default()
+    }
+
     /// The pods the kubelet reports (`/pods` items).
     pub fn pods(&self) -> Vec<serde_json::Value> {
         self.get("/pods")

@@ -31,11 +31,6 @@ fn restart_count(pod: &Value, container: &str) -> i64 {
         .unwrap_or(0)
 }
 
-fn events(node: &Kubelet, pod: &str) -> String {
-    node.get(&format!("/events?namespace=default&name={pod}"))
-        .unwrap_or_default()
-}
-
 #[test]
 fn restart_policies_end_pods_as_upstream_and_crash_back_off_grows() {
     // A short first back-off (upstream: 10 s) to watch several restarts.
@@ -92,7 +87,8 @@ fn restart_policies_end_pods_as_upstream_and_crash_back_off_grows() {
     );
     assert!(gaps[2] > gaps[1] && gaps[1] > gaps[0], "growing: {gaps:?}");
     assert!(
-        events(&node, &named("crash")).contains("Back-off restarting failed container hello"),
+        node.events(&named("crash"))
+            .contains("Back-off restarting failed container hello"),
         "a BackOff event"
     );
 
@@ -199,7 +195,7 @@ fn deletion_sends_the_stop_signal_then_sigkill_after_the_grace_period() {
         fs::read_to_string(&hooks).unwrap_or_default(),
         "post-start\n",
         "postStart ran once: {}",
-        events(&node, &name)
+        node.events(&name)
     );
     // Let the container's shell reach its wait, so the trap is set.
     std::thread::sleep(Duration::from_millis(500));
@@ -293,7 +289,7 @@ fn termination_messages_and_active_deadline_reach_the_status() {
     std::thread::sleep(Duration::from_secs(1));
     let later = node.pod(&named("deadline")).unwrap();
     assert_eq!(restart_count(&later, "sleeper"), 0, "{later}");
-    assert!(events(&node, &named("deadline")).contains("DeadlineExceeded"));
+    assert!(node.events(&named("deadline")).contains("DeadlineExceeded"));
 }
 
 #[test]
@@ -348,7 +344,7 @@ fn probes_restart_the_unhealthy_and_gate_readiness() {
         0,
         "the other container stays"
     );
-    let events = events(&node, &name);
+    let events = node.events(&name);
     let unhealthy = events.find("Liveness probe failed");
     let killing = events.find("failed liveness probe, will be restarted");
     assert!(

@@ -11,18 +11,11 @@ use std::time::Duration;
 use serde_json::Value;
 
 use peapod_tests::host::wait_until;
-use peapod_tests::kubelet::{Kubelet, BUSYBOX};
+use peapod_tests::kubelet::{running, Kubelet, BUSYBOX};
 
 /// The node's address in its private host netns (a documentation range), with a default
 /// route, so the kubelet finds it as the node IP.
 const NODE_IP: &str = "192.0.2.10";
-
-fn running(pod: &Value) -> bool {
-    pod["status"]["phase"] == "Running"
-        && pod["status"]["containerStatuses"]
-            .as_array()
-            .is_some_and(|cs| cs.iter().all(|c| c["ready"] == true))
-}
 
 /// Give the node's private netns an interface (one end of a veth pair: the kernel may lack
 /// the dummy driver) with [`NODE_IP`] and a default route by it.

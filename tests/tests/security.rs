@@ -245,9 +245,7 @@ spec:
     );
     let mut events = String::new();
     let found = peapod_tests::host::wait_until(Duration::from_secs(10), || {
-        events = node
-            .get(&format!("/events?namespace=default&name={name}"))
-            .unwrap_or_default();
+        events = node.events(&name);
         events.contains(expected)
     });
     assert!(found, "no event says {expected:?}: {events}");

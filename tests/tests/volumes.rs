@@ -9,16 +9,9 @@ use std::time::Duration;
 use serde_json::Value;
 
 use peapod_tests::host::wait_until;
-use peapod_tests::kubelet::{Kubelet, BUSYBOX};
+use peapod_tests::kubelet::{running, Kubelet, BUSYBOX};
 
 const SLEEPER: &str = r#"["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"]"#;
-
-fn running(pod: &Value) -> bool {
-    pod["status"]["phase"] == "Running"
-        && pod["status"]["containerStatuses"]
-            .as_array()
-            .is_some_and(|cs| cs.iter().all(|c| c["ready"] == true))
-}
 
 /// `sh -c SCRIPT` in the pod's container: its stdout, asserting success.
 #[track_caller]
@@ -30,9 +23,7 @@ fn exec(node: &Kubelet, pod: &str, script: &str) -> String {
 
 /// The pod's events as (reason, message).
 fn events(node: &Kubelet, pod: &str) -> Vec<(String, String)> {
-    let body = node
-        .get(&format!("/events?namespace=default&name={pod}"))
-        .unwrap_or_default();
+    let body = node.events(pod);
     let list: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
     list["items"]
         .as_array()

@@ -515,6 +515,14 @@ impl Cri {
         }
     }
 
+    /// How to run the runtime's CLI (exec for `peapod exec` and exec probes and hooks).
+    pub fn runtime(&self) -> crate::api::RuntimeRef {
+        crate::api::RuntimeRef {
+            binary: self.config.runtime_binary.clone(),
+            root: self.config.runtime_root.clone(),
+        }
+    }
+
     /// The empty host file behind a container's `terminationMessagePath`, and that path
     /// (None when the pod sets it empty): `<pods dir>/<uid>/containers/<name>/<id>`, as
     /// upstream keeps it, so the message outlives the container's root filesystem.

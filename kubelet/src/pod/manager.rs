@@ -277,10 +277,7 @@ impl Node for PodManager {
     }
 
     fn runtime(&self) -> RuntimeRef {
-        RuntimeRef {
-            binary: self.cri.config().runtime_binary.clone(),
-            root: self.cri.config().runtime_root.clone(),
-        }
+        self.cri.runtime()
     }
 
     fn netns(&self, namespace: &str, pod: &str) -> Result<PathBuf, NodeError> {

@@ -575,11 +575,7 @@ impl Worker {
             let ip = sandbox.ips.first().copied().or(s.host_ip);
             Some((sandbox.netns.clone(), ip))
         })?;
-        let config = self.cri.config();
-        let runtime = crate::api::RuntimeRef {
-            binary: config.runtime_binary.clone(),
-            root: config.runtime_root.clone(),
-        };
+        let runtime = self.cri.runtime();
         let ip = ip.unwrap_or(IpAddr::from([127, 0, 0, 1]));
         Some(Target::new(netns, ip, id.to_string(), runtime))
     }

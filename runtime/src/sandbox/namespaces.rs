@@ -49,7 +49,7 @@ pub struct NodeNamespaces {
 
 impl Pins {
     /// The pins the sandbox made, with their `/proc/<tid>/ns` names.
-    fn each(&self) -> Vec<(&'static str, &Path)> {
+    pub(super) fn each(&self) -> Vec<(&'static str, &Path)> {
         [
             ("net", &self.net, self.node.net),
             ("ipc", &self.ipc, self.node.ipc),

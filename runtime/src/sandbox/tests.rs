@@ -35,31 +35,17 @@ impl Pinner for FakePinner {
                 errno: nix::errno::Errno::EPERM,
             });
         }
-        let node = pins.node;
-        for (pin, nodes) in [
-            (&pins.net, node.net),
-            (&pins.ipc, node.ipc),
-            (&pins.uts, node.uts),
-        ] {
-            if !nodes {
-                fs::create_dir_all(pin.parent().unwrap()).unwrap();
-                fs::write(pin, "").unwrap();
-            }
+        for (_, pin) in pins.each() {
+            fs::create_dir_all(pin.parent().unwrap()).unwrap();
+            fs::write(pin, "").unwrap();
         }
         Ok(())
     }
 
     fn unpin(&self, pins: &Pins) -> Result<(), SandboxError> {
         self.calls.borrow_mut().push("unpin".into());
-        let node = pins.node;
-        for (pin, nodes) in [
-            (&pins.net, node.net),
-            (&pins.ipc, node.ipc),
-            (&pins.uts, node.uts),
-        ] {
-            if !nodes {
-                let _ = fs::remove_file(pin);
-            }
+        for (_, pin) in pins.each() {
+            let _ = fs::remove_file(pin);
         }
         Ok(())
     }
