@@ -9,6 +9,8 @@
 //!   peapod's default network when the node has no config.
 //! - [`pod`]: the pod manager and one worker per pod, driving the runtime.
 //! - [`node`]: the v1 Node and Lease this node registers and renews, from the host.
+//! - [`cluster`]: the API server side: registration, lease, pods bound to the node, their
+//!   status, events and volume data.
 //! - [`api`]: the local API on a unix socket that the `peapod` CLI talks to.
 //! - [`stream`]: exec and port-forward over WebSockets (server and CLI sides).
 //!
@@ -16,6 +18,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod cluster;
 pub mod netns;
 pub mod network;
 pub mod node;

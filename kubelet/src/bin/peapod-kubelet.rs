@@ -25,6 +25,10 @@ use runtime::sandbox::Paths;
     about = "The peapod node agent: runs the pods of a manifests folder"
 )]
 struct Args {
+    /// The API server to join, and the node's credential for it. Without it the node
+    /// runs its static pods only.
+    #[arg(long, value_name = "FILE")]
+    kubeconfig: Option<PathBuf>,
     /// The static pod manifests folder (YAML or JSON Pods; several documents per file).
     #[arg(long, value_name = "DIR", default_value = "/etc/peapod/manifests")]
     manifests: PathBuf,
@@ -203,6 +207,10 @@ fn run(args: Args) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     tokio.block_on(async move {
+        let client = match &args.kubeconfig {
+            Some(path) => Some(kubelet::cluster::client::connect(path).await?),
+            None => None,
+        };
         let manager = PodManager::new(cri, args.manifests.clone());
         let listener = kubelet::api::bind(&args.socket)
             .with_context(|| format!("listening on {}", args.socket.display()))?;
@@ -215,6 +223,9 @@ fn run(args: Args) -> anyhow::Result<()> {
         tokio::spawn(manager.clone().run(events_rx));
         let node: Arc<dyn kubelet::api::Node> = manager.clone();
         let server = tokio::spawn(kubelet::api::serve(listener, node));
+        // The cluster's parts (registration, lease, pods, status, events, the kubelet
+        // API) start here when a kubeconfig is given.
+        let _client = client;
         shutdown_signal().await;
         tracing::info!("stopping; pods keep running under their shims");
         server.abort();

@@ -176,6 +176,7 @@ pub struct Cri {
     containers: rt::Store,
     network: PodNetwork,
     volumes: Volumes,
+    observer: std::sync::Arc<super::observer::Observer>,
 }
 
 impl Cri {
@@ -200,7 +201,13 @@ impl Cri {
             containers,
             network,
             volumes: Volumes::new(std::sync::Arc::new(NoApiServer), node),
+            observer: Default::default(),
         })
+    }
+
+    /// Where pod state changes and events are announced.
+    pub fn observer(&self) -> &std::sync::Arc<super::observer::Observer> {
+        &self.observer
     }
 
     /// Take configMaps and secrets (for volumes and env) from `objects`.

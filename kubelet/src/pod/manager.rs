@@ -49,6 +49,11 @@ impl PodManager {
         })
     }
 
+    /// Where pod state changes and events are announced, for reporters to the API server.
+    pub fn observer(&self) -> Arc<super::observer::Observer> {
+        self.cri.observer().clone()
+    }
+
     /// Apply the source's events until it ends.
     pub async fn run(self: Arc<Self>, mut events: mpsc::Receiver<SourceEvent>) {
         while let Some(event) = events.recv().await {
@@ -162,6 +167,8 @@ impl PodManager {
                 pods.remove(&key);
                 tracing::info!(pod = %key, "pod removed");
             }
+            drop(pods);
+            me.cri.observer().changed();
         });
     }
 

@@ -17,7 +17,8 @@
 //! - [`handler`]: the actions of probes and lifecycle hooks (exec, httpGet, tcpSocket,
 //!   grpc, sleep), run against a container.
 //! - [`probe`]: startup, liveness and readiness probers per container.
-//! - [`state`], [`status`], [`events`]: what workers observed, as v1 status and events.
+//! - [`state`], [`status`], [`events`]: what workers observed, as v1 status and events;
+//!   [`observer`]: those changes and events as they happen, for reporters to the API server.
 
 pub mod cri;
 pub mod dns;
@@ -25,6 +26,7 @@ pub mod downward;
 pub mod events;
 pub mod handler;
 pub mod manager;
+pub mod observer;
 pub mod plan;
 pub mod probe;
 pub mod process;

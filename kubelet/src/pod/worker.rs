@@ -117,6 +117,7 @@ impl Worker {
         self.deadline = self.active_deadline();
         loop {
             let wake = self.sync().await;
+            self.cri.observer().changed();
             let sleep = tokio::time::sleep(wake.unwrap_or(Duration::from_secs(3600)));
             tokio::select! {
                 command = commands.recv() => {
@@ -125,6 +126,7 @@ impl Worker {
                         None => None,
                     };
                     self.terminate(grace).await;
+                    self.cri.observer().changed();
                     return;
                 }
                 Some((name, id)) = self.exits.recv() => self.exited(&name, &id),
@@ -163,6 +165,7 @@ impl Worker {
 
     fn event(&self, kind: Kind, reason: &str, message: String, container: Option<&str>) {
         let event = events::event(&self.pod, kind, reason, message, container);
+        self.cri.observer().event(&event);
         self.with_state(|s| s.record(event));
     }
 
@@ -789,6 +792,7 @@ impl Worker {
         let action = handler::Action::from_lifecycle(&hook, &container, "lifecycle.preStop");
         let target = self.target(id)?;
         let (state, pod, name) = (self.state.clone(), self.pod.clone(), name.to_string());
+        let observer = self.cri.observer().clone();
         Some(async move {
             let outcome = match action {
                 Ok(action) => handler::run(&action, &target, grace).await,
@@ -803,6 +807,7 @@ impl Worker {
                     message,
                     Some(&name),
                 );
+                observer.event(&event);
                 lock(&state).record(event);
             }
         })

@@ -1,0 +1,10 @@
+//! The node as a member of a Kubernetes cluster: everything that talks to the API server
+//! (`--kubeconfig`). Without it the kubelet runs static pods only and nothing here starts.
+//!
+//! The pure builders of the Node and Lease objects live in [`crate::node`]; this module
+//! sends them, watches the pods bound to the node, reports their status and events, and
+//! serves the data their volumes need.
+//!
+//! - [`client`]: the API client from `--kubeconfig`.
+
+pub mod client;
