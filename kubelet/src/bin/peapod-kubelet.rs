@@ -225,6 +225,14 @@ fn run(args: Args) -> anyhow::Result<()> {
         let server = tokio::spawn(kubelet::api::serve(listener, node));
         // The cluster's parts (registration, lease, pods, status, events, the kubelet
         // API) start here when a kubeconfig is given.
+        // apidata: configMaps, secrets and service account tokens for volumes and env
+        // from the API server, and the pods' events posted to it.
+        if let Some(client) = &client {
+            use kubelet::cluster::{events, objects};
+            objects::serve(client.clone(), &manager);
+            let recorded = manager.observer().events();
+            tokio::spawn(events::post(client.clone(), recorded, node_name.clone()));
+        }
         let _client = client;
         shutdown_signal().await;
         tracing::info!("stopping; pods keep running under their shims");

@@ -6,5 +6,11 @@
 //! serves the data their volumes need.
 //!
 //! - [`client`]: the API client from `--kubeconfig`.
+//! - [`objects`]: configMaps, secrets and tokens for volumes and env, watched per object.
+//! - [`tokens`]: service account tokens (TokenRequest), renewed before they expire.
+//! - [`events`]: the pods' events posted as core/v1 Events, counted and rate-limited.
 
 pub mod client;
+pub mod events;
+pub mod objects;
+pub mod tokens;
