@@ -438,12 +438,12 @@ async fn sweep(objects: Arc<ApiObjects>, manager: Arc<PodManager>) {
         let live = pods.iter().filter_map(|p| p.metadata.uid.clone()).collect();
         objects.tokens().retain_pods(&live);
         let due = objects.tokens().due(chrono::Utc::now());
+        let holders = objects.tokens().holders();
         let in_use = pods.iter().flat_map(|p| references(p, false)).collect();
         objects.drop_unused(&in_use);
         let renew = pods
             .into_iter()
-            .filter(tokens::has_token_volume)
-            .filter(|p| p.metadata.uid.as_ref().is_some_and(|u| due.contains(u)))
+            .filter(|p| tokens::wants_renewal(p, &due, &holders))
             .collect();
         refresh(manager.cri(), renew).await;
     }

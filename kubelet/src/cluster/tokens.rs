@@ -200,6 +200,11 @@ impl Tokens {
             .collect()
     }
 
+    /// The UIDs of pods holding some token.
+    pub fn holders(&self) -> HashSet<String> {
+        self.lock().keys().map(|key| key.pod_uid.clone()).collect()
+    }
+
     /// Drop the tokens of pods that are gone (`live` holds the UIDs of those that stay).
     pub fn retain_pods(&self, live: &HashSet<String>) {
         self.lock().retain(|key, _| live.contains(&key.pod_uid));
@@ -225,6 +230,16 @@ impl Tokens {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<TokenKey, Token>> {
         self.cache.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// Whether `pod`'s volumes must be rewritten for its tokens: a token it holds is `due`,
+/// or it has a token volume but holds no token (the kubelet restarted while the pod ran,
+/// so the token in its volume is of unknown age and is renewed at once).
+pub fn wants_renewal(pod: &Pod, due: &HashSet<String>, holders: &HashSet<String>) -> bool {
+    let Some(uid) = pod.metadata.uid.as_ref() else {
+        return false;
+    };
+    has_token_volume(pod) && (due.contains(uid) || !holders.contains(uid))
 }
 
 /// Whether `pod` has a projected `serviceAccountToken` volume source.
@@ -325,6 +340,32 @@ mod tests {
         assert_eq!(token.refresh_at(), at(24 * 3600));
         assert!(!token.needs_refresh(at(24 * 3600 - 1)));
         assert!(token.needs_refresh(at(24 * 3600)));
+    }
+
+    #[test]
+    fn pods_renew_due_or_unknown_tokens() {
+        let mut with_token = pod(None);
+        with_token.spec.as_mut().expect("a spec").volumes =
+            Some(vec![k8s_openapi::api::core::v1::Volume {
+                name: "kube-api-access".into(),
+                projected: Some(k8s_openapi::api::core::v1::ProjectedVolumeSource {
+                    sources: Some(vec![k8s_openapi::api::core::v1::VolumeProjection {
+                        service_account_token: Some(projection(None, None)),
+                        ..Default::default()
+                    }]),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }]);
+        let uid = HashSet::from(["u-1".to_string()]);
+        let none = HashSet::new();
+        assert!(!wants_renewal(&pod(None), &uid, &none), "no token volume");
+        assert!(wants_renewal(&with_token, &uid, &uid), "due");
+        assert!(!wants_renewal(&with_token, &none, &uid), "held and fresh");
+        assert!(
+            wants_renewal(&with_token, &none, &none),
+            "unknown after a restart"
+        );
     }
 
     #[test]

@@ -97,10 +97,12 @@ impl Volumes {
 
     /// Rewrite the pod's configMap, secret, downwardAPI and projected volumes from the
     /// pod as it is now (labels, annotations) and the current objects. The worker calls
-    /// it when the pod changes; an unchanged payload leaves the files alone.
+    /// it when the pod changes; an unchanged payload leaves the files alone. The volumes
+    /// of a pod this kubelet adopted after a restart (set up by its predecessor: the
+    /// directory exists) are refreshed too, so their tokens and objects stay current.
     pub fn refresh(&self, pod: &Pod, dir: &Path) -> Result<(), VolumeError> {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
-        if !self.lock().contains(&uid) {
+        if !self.lock().contains(&uid) && !dir.is_dir() {
             return Ok(());
         }
         for volume in pod_volumes(pod) {

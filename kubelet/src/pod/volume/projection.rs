@@ -1,5 +1,6 @@
-//! The payloads of API-data volumes: configMap, secret, downwardAPI and projected
-//! sources turned into files (items key → path, modes, `optional`) as upstream does.
+//! The payloads of API-data volumes: configMap, secret, downwardAPI and projected (with
+//! serviceAccountToken) sources turned into files (items key → path, modes, `optional`)
+//! as upstream does.
 
 use std::collections::BTreeMap;
 
