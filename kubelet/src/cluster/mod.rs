@@ -6,5 +6,11 @@
 //! serves the data their volumes need.
 //!
 //! - [`client`]: the API client from `--kubeconfig`.
+//! - [`config`]: the KubeletConfiguration file (`--config`).
+//! - [`registration`]: the Node's registration and status reports.
+//! - [`lease`]: the node Lease, the kubelet's heartbeat.
 
 pub mod client;
+pub mod config;
+pub mod lease;
+pub mod registration;
