@@ -518,3 +518,83 @@ async fn outages_deletions_and_conflicts_are_recovered_from() {
     })
     .await;
 }
+
+/// `peapod-kubelet` with `args`, expected to stop on a bad setting before it starts
+/// anything: (exit code, stderr). Its paths are under `dir` and it is killed after 10 s
+/// (failing the test) should it start after all.
+fn kubelet_refusing(dir: &std::path::Path, args: &[&str]) -> (Option<i32>, String) {
+    use std::io::Read as _;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_peapod-kubelet"))
+        .args(["--runtime", "/bin/true", "--shim", "/bin/true"])
+        .arg("--socket")
+        .arg(dir.join("kubelet.sock"))
+        .arg("--manifests")
+        .arg(dir.join("manifests"))
+        .arg("--root")
+        .arg(dir.join("root"))
+        .arg("--runtime-root")
+        .arg(dir.join("run"))
+        .arg("--sandbox-dir")
+        .arg(dir.join("sandboxes"))
+        .arg("--cni-cache-dir")
+        .arg(dir.join("cni"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut status = None;
+    for _ in 0..100 {
+        status = child.try_wait().unwrap();
+        if status.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("peapod-kubelet {args:?} started instead of refusing its settings");
+    }
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    (status.and_then(|s| s.code()), stderr)
+}
+
+#[test]
+fn the_config_file_is_checked_and_the_command_line_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("kubelet.yaml");
+    let header = "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n";
+    std::fs::write(&file, format!("{header}maxPods: many\n")).unwrap();
+    let path = file.to_str().unwrap();
+    let (code, stderr) = kubelet_refusing(dir.path(), &["--config", path]);
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains(&format!("{path}: field maxPods")),
+        "{stderr}"
+    );
+
+    // The file's valid maxPods loses to the command line's invalid one, which is what
+    // stops the kubelet; the field peapod lacks is warned about.
+    std::fs::write(
+        &file,
+        format!("{header}maxPods: 5\ncgroupDriver: systemd\n"),
+    )
+    .unwrap();
+    let (code, stderr) = kubelet_refusing(dir.path(), &["--config", path, "--max-pods", "0"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains("--max-pods 0: must be at least 1"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("cgroupDriver: peapod has no such setting"),
+        "{stderr}"
+    );
+}
