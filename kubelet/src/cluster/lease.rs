@@ -13,6 +13,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, PostParams};
 use tokio::sync::watch;
 
+use super::client::bounded;
 use crate::node::lease::{node_lease, LEASE_NAMESPACE};
 
 /// Updates tried on one lease before reading it again (upstream's `maxUpdateRetries`).
@@ -35,6 +36,11 @@ impl LeaseSettings {
     /// How often the lease is renewed: a quarter of its duration (10 s for 40 s).
     pub fn renew_interval(&self) -> Duration {
         Duration::from_millis(u64::try_from(self.duration_seconds).unwrap_or(1).max(1) * 250)
+    }
+
+    /// How long one request may take: the renewal interval, at least 5 s.
+    fn request_timeout(&self) -> Duration {
+        self.renew_interval().max(Duration::from_secs(5))
     }
 }
 
@@ -146,12 +152,14 @@ impl Keeper {
     /// Read the lease, or create it when absent. `Ok(None)`: created, nothing more to do;
     /// `Ok(Some(lease))`: the lease to update.
     async fn ensure(&mut self) -> Result<Option<Lease>, kube::Error> {
-        match self.api.get_opt(&self.settings.node_name).await? {
+        let limit = self.settings.request_timeout();
+        match bounded(limit, self.api.get_opt(&self.settings.node_name)).await? {
             Some(lease) => Ok(Some(lease)),
             None => {
                 let uid = self.node_uid.borrow().clone();
                 let lease = renewed(None, &self.settings, uid.as_deref());
-                let created = self.api.create(&PostParams::default(), &lease).await?;
+                let created =
+                    bounded(limit, self.api.create(&PostParams::default(), &lease)).await?;
                 tracing::info!(lease = %self.settings.node_name, "created the node lease");
                 self.last = Some(created);
                 Ok(None)
@@ -164,11 +172,9 @@ impl Keeper {
         for attempt in 0..UPDATE_RETRIES {
             let uid = self.node_uid.borrow().clone();
             let lease = renewed(Some(&base), &self.settings, uid.as_deref());
-            match self
-                .api
-                .replace(&self.settings.node_name, &PostParams::default(), &lease)
-                .await
-            {
+            let params = PostParams::default();
+            let replace = self.api.replace(&self.settings.node_name, &params, &lease);
+            match bounded(self.settings.request_timeout(), replace).await {
                 Ok(updated) => {
                     self.last = Some(updated);
                     return true;

@@ -21,6 +21,7 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{json, Map, Value};
 use tokio::sync::watch;
 
+use super::client::bounded;
 use crate::node::capacity::{EvictionThresholds, Pids};
 use crate::node::conditions::Conditions;
 use crate::node::config::NodeConfig;
@@ -276,6 +277,11 @@ struct Reporter {
 }
 
 impl Reporter {
+    /// How long one request may take: the update period, at least 10 s.
+    fn request_timeout(&self) -> Duration {
+        self.settings.update_frequency.max(Duration::from_secs(10))
+    }
+
     async fn run(mut self) {
         let mut interval = tokio::time::interval(self.settings.update_frequency);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -293,11 +299,12 @@ impl Reporter {
             Some(node) => node,
             None if self.settings.register => self.register().await,
             None => {
-                let node = self
-                    .api
-                    .get(&self.settings.node.name)
-                    .await
-                    .context("reading the Node (--register-node=false: it must exist)")?;
+                let node = bounded(
+                    self.request_timeout(),
+                    self.api.get(&self.settings.node.name),
+                )
+                .await
+                .context("reading the Node (--register-node=false: it must exist)")?;
                 self.conditions.seed(
                     node.status
                         .as_ref()
@@ -334,11 +341,9 @@ impl Reporter {
         }
         let patch = status_patch(&server, &merged);
         let name = &self.settings.node.name;
-        match self
-            .api
-            .patch_status(name, &PatchParams::default(), &Patch::Strategic(patch))
-            .await
-        {
+        let (params, patch) = (PatchParams::default(), Patch::Strategic(patch));
+        let call = self.api.patch_status(name, &params, &patch);
+        match bounded(self.request_timeout(), call).await {
             Ok(node) => {
                 self.server = Some(node);
                 self.last_report = Some(now);
@@ -413,7 +418,8 @@ impl Reporter {
             ..self.settings.node.clone()
         };
         let initial = node(&config, &observation.host, status);
-        match self.api.create(&PostParams::default(), &initial).await {
+        let limit = self.request_timeout();
+        match bounded(limit, self.api.create(&PostParams::default(), &initial)).await {
             Ok(created) => {
                 tracing::info!(node = %name, "registered the node");
                 // It was created with its status: the next report is due on a change or
@@ -424,9 +430,7 @@ impl Reporter {
             Err(kube::Error::Api(status)) if status.is_already_exists() || status.code == 409 => {}
             Err(error) => return Err(error).with_context(|| format!("creating Node {name}")),
         }
-        let existing = self
-            .api
-            .get(&name)
+        let existing = bounded(limit, self.api.get(&name))
             .await
             .with_context(|| format!("reading the existing Node {name}"))?;
         tracing::info!(node = %name, "the node was registered before; reconciling it");
@@ -441,11 +445,13 @@ impl Reporter {
         self.conditions.seed(&existing_conditions);
         self.last_report = None;
         match reconcile_existing(&existing, &initial) {
-            Some(patch) => self
-                .api
-                .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
-                .await
-                .with_context(|| format!("reconciling the labels of the existing Node {name}")),
+            Some(patch) => bounded(
+                limit,
+                self.api
+                    .patch(&name, &PatchParams::default(), &Patch::Merge(patch)),
+            )
+            .await
+            .with_context(|| format!("reconciling the labels of the existing Node {name}")),
             None => Ok(existing),
         }
     }
