@@ -143,6 +143,11 @@ struct Args {
     /// The node's `spec.providerID`.
     #[arg(long, value_name = "ID")]
     provider_id: Option<String>,
+    /// Hard eviction thresholds, which lower allocatable and raise the pressure
+    /// conditions: `memory.available<100Mi,nodefs.available<10%,...` (signals left out
+    /// are zero) [default: upstream's].
+    #[arg(long, value_name = "LIST", value_parser = kubelet::cluster::config::parse_eviction_hard)]
+    eviction_hard: Option<kubelet::node::capacity::EvictionThresholds>,
     /// The settings read from `--config` (for the parts whose flags are elsewhere, such
     /// as the kubelet API server's `server` settings).
     #[arg(skip)]
@@ -366,7 +371,11 @@ fn cluster_node(
             .file
             .node_status_report_frequency
             .unwrap_or(Duration::from_secs(5 * 60)),
-        thresholds: args.file.eviction_hard.unwrap_or_default(),
+        // The flag has a value only when given, so it wins over the file.
+        thresholds: args
+            .eviction_hard
+            .or(args.file.eviction_hard)
+            .unwrap_or_default(),
     };
     let probe = kubelet::cluster::registration::HostProbe {
         paths: kubelet::node::host::HostPaths::linux(&args.root, None),

@@ -267,6 +267,22 @@ pub fn eviction_thresholds(
     Ok(thresholds)
 }
 
+/// `--eviction-hard`: `memory.available<100Mi,nodefs.available<10%,...`, read as the
+/// file's `evictionHard` map (signals left out are zero).
+pub fn parse_eviction_hard(text: &str) -> Result<EvictionThresholds, String> {
+    let mut map = BTreeMap::new();
+    for item in text.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let (signal, value) = item
+            .split_once('<')
+            .ok_or_else(|| format!("--eviction-hard {item:?}: expected signal<value"))?;
+        map.insert(signal.trim().to_string(), value.trim().to_string());
+    }
+    eviction_thresholds(&map).map_err(|(field, message)| {
+        let signal = field.trim_start_matches("evictionHard.");
+        format!("--eviction-hard {signal}: {message}")
+    })
+}
+
 /// `10%` or a quantity (`100Mi`, `1000`).
 fn threshold(value: &str) -> Result<Threshold, String> {
     if let Some(percent) = value.strip_suffix('%') {
@@ -682,6 +698,21 @@ cgroupDriver: systemd
         for bad in ["", "10", "s", "10x", "1..5s"] {
             assert!(parse_duration(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn the_eviction_flag_reads_as_the_file_map() {
+        let t = parse_eviction_hard("memory.available<1Gi, pid.available<5%").unwrap();
+        assert_eq!(t.memory_available, Threshold::Amount(1 << 30));
+        assert_eq!(t.pid_available, Some(Threshold::Share(0.05)));
+        assert_eq!(t.nodefs_available, Threshold::Amount(0));
+        let error = parse_eviction_hard("memory.available=1Gi").unwrap_err();
+        assert!(error.contains("expected signal<value"), "{error}");
+        let error = parse_eviction_hard("swap.available<1Gi").unwrap_err();
+        assert!(
+            error.contains("--eviction-hard swap.available: unknown"),
+            "{error}"
+        );
     }
 
     #[test]
