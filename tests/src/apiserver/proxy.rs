@@ -1,0 +1,218 @@
+//! The upgrade-aware proxy to kubelets behind `pods/{name}/log|exec|attach|portforward`:
+//! the request goes to `https://<node InternalIP>:<kubelet port>/containerLogs|exec|
+//! attach|portForward/...` over TLS with the API server's kubelet-client certificate
+//! (the kubelet's serving certificate is not verified, as kube-apiserver without
+//! `--kubelet-certificate-authority`), headers and query unchanged. A `101 Switching
+//! Protocols` answer is relayed and the two connections are spliced until either side
+//! closes, so WebSocket and SPDY streams pass through untouched.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{header, HeaderValue, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use super::status::{ApiError, ApiResult};
+use crate::pki::IssuedCert;
+
+/// The kubelet port when a node does not publish one.
+pub const DEFAULT_KUBELET_PORT: u64 = 10250;
+
+/// Where the kubelet of `node` listens: its first InternalIP and
+/// `status.daemonEndpoints.kubeletEndpoint.Port`.
+pub fn kubelet_address(node: &Value) -> ApiResult<String> {
+    let name = node["metadata"]["name"].as_str().unwrap_or("");
+    let ip = node["status"]["addresses"]
+        .as_array()
+        .and_then(|a| a.iter().find(|x| x["type"] == "InternalIP"))
+        .and_then(|x| x["address"].as_str())
+        .ok_or_else(|| ApiError::proxy(format!("node {name:?} has no InternalIP address")))?;
+    let port = node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"]
+        .as_u64()
+        .filter(|p| *p != 0)
+        .unwrap_or(DEFAULT_KUBELET_PORT);
+    Ok(if ip.contains(':') {
+        format!("[{ip}]:{port}")
+    } else {
+        format!("{ip}:{port}")
+    })
+}
+
+/// The container a pod subresource addresses: the `container` parameter, else the
+/// pod's only container (more than one needs a name, as the real server says).
+pub fn container(pod: &Value, requested: Option<&str>) -> ApiResult<String> {
+    let name = pod["metadata"]["name"].as_str().unwrap_or("");
+    let names: Vec<&str> = ["containers", "initContainers", "ephemeralContainers"]
+        .iter()
+        .flat_map(|l| pod["spec"][*l].as_array().into_iter().flatten())
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    match requested.filter(|c| !c.is_empty()) {
+        Some(c) if names.contains(&c) => Ok(c.to_string()),
+        Some(c) => Err(ApiError::bad_request(format!(
+            "container {c} is not valid for pod {name}"
+        ))),
+        None => {
+            let main: Vec<&str> = pod["spec"]["containers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|c| c["name"].as_str())
+                .collect();
+            match main.as_slice() {
+                [only] => Ok(only.to_string()),
+                _ => Err(ApiError::bad_request(format!(
+                    "a container name must be specified for pod {name}, choose one of: [{}]",
+                    main.join(" ")
+                ))),
+            }
+        }
+    }
+}
+
+/// Accepts any kubelet serving certificate (kube-apiserver's default without a kubelet CA).
+#[derive(Debug)]
+struct AnyServerCert(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for AnyServerCert {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// A TLS client to kubelets presenting the kubelet-client certificate.
+#[derive(Clone)]
+pub struct KubeletClient {
+    tls: TlsConnector,
+}
+
+impl KubeletClient {
+    /// A client presenting `cert`.
+    pub fn new(cert: &IssuedCert) -> Result<KubeletClient, String> {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.key_der.clone()));
+        let config = ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS versions for the kubelet client: {e}"))?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyServerCert(provider)))
+            .with_client_auth_cert(vec![CertificateDer::from(cert.cert_der.clone())], key)
+            .map_err(|e| format!("the kubelet client certificate: {e}"))?;
+        Ok(KubeletClient {
+            tls: TlsConnector::from(Arc::new(config)),
+        })
+    }
+
+    /// Sends `request` to `address` (`host:port`) at `path_and_query`; relays the answer,
+    /// splicing both connections after a `101 Switching Protocols`.
+    pub async fn forward(
+        &self,
+        address: &str,
+        path_and_query: &str,
+        mut request: Request<Body>,
+    ) -> ApiResult<Response<Body>> {
+        let unreachable = |e: &dyn std::fmt::Display| {
+            ApiError::proxy(format!("error dialing the kubelet at {address}: {e}"))
+        };
+        let tcp = TcpStream::connect(address)
+            .await
+            .map_err(|e| unreachable(&e))?;
+        let host = address
+            .rsplit_once(':')
+            .map_or(address, |(h, _)| h)
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let server_name = ServerName::try_from(host).map_err(|e| unreachable(&e))?;
+        let tls = self
+            .tls
+            .connect(server_name, tcp)
+            .await
+            .map_err(|e| unreachable(&e))?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| unreachable(&e))?;
+        tokio::spawn(connection.with_upgrades());
+
+        let client_upgrade = hyper::upgrade::on(&mut request);
+        let (parts, body) = request.into_parts();
+        let mut outgoing = Request::builder()
+            .method(parts.method)
+            .uri(path_and_query)
+            .body(body)
+            .map_err(|e| ApiError::bad_request(format!("proxied request: {e}")))?;
+        for (name, value) in &parts.headers {
+            // The fake's own credentials stay here; the kubelet sees its client certificate.
+            if name != header::HOST && name != header::AUTHORIZATION {
+                outgoing.headers_mut().append(name, value.clone());
+            }
+        }
+        if let Ok(host) = HeaderValue::from_str(address) {
+            outgoing.headers_mut().insert(header::HOST, host);
+        }
+        let mut answer = sender
+            .send_request(outgoing)
+            .await
+            .map_err(|e| unreachable(&e))?;
+        if answer.status() != StatusCode::SWITCHING_PROTOCOLS {
+            let (parts, body) = answer.into_parts();
+            return Ok(Response::from_parts(parts, Body::new(body)));
+        }
+        let kubelet_upgrade = hyper::upgrade::on(&mut answer);
+        tokio::spawn(async move {
+            let (Ok(client), Ok(kubelet)) = (client_upgrade.await, kubelet_upgrade.await) else {
+                return;
+            };
+            let (mut client, mut kubelet) = (TokioIo::new(client), TokioIo::new(kubelet));
+            // Either side closing ends the splice; errors are the streams ending.
+            let _ = tokio::io::copy_bidirectional(&mut client, &mut kubelet).await;
+        });
+        let (parts, _) = answer.into_parts();
+        Ok(Response::from_parts(parts, Body::empty()))
+    }
+}

@@ -1,0 +1,179 @@
+//! Watches: newline-delimited `{"type": ..., "object": ...}` events from a
+//! resourceVersion on (replayed from the store's log, then live), selector-aware
+//! (an object leaving the selected set is DELETED), with periodic BOOKMARKs, the
+//! `sendInitialEvents` streaming list, `timeoutSeconds`, and a 410 ERROR event when the
+//! log no longer reaches back far enough.
+
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use serde_json::{json, Value};
+use tokio::sync::{broadcast, mpsc};
+
+use super::resources::Resource;
+use super::selectors::Selector;
+use super::status::ApiError;
+use super::store::{Change, ChangeKind, Store};
+
+/// What a watch request asks for.
+#[derive(Debug, Clone)]
+pub struct WatchRequest {
+    /// The resource type watched.
+    pub resource: &'static Resource,
+    /// Only objects in this namespace, if set.
+    pub namespace: Option<String>,
+    /// `labelSelector`.
+    pub labels: Selector,
+    /// `fieldSelector`.
+    pub fields: Selector,
+    /// `resourceVersion`; `None` for unset or `"0"` (start with the current state).
+    pub resource_version: Option<u64>,
+    /// `allowWatchBookmarks`.
+    pub bookmarks: bool,
+    /// `sendInitialEvents`: the current state as ADDED events, then a bookmark
+    /// annotated `k8s.io/initial-events-end`.
+    pub send_initial_events: bool,
+    /// `timeoutSeconds`.
+    pub timeout: Option<Duration>,
+}
+
+impl WatchRequest {
+    fn selects(&self, object: &Value) -> bool {
+        let ns = object["metadata"]["namespace"].as_str().unwrap_or("");
+        self.namespace.as_deref().is_none_or(|n| n == ns)
+            && self.labels.matches(object)
+            && self.fields.matches(object)
+    }
+
+    /// The event this watch sends for `change`, if any: an object entering the
+    /// selected set is ADDED, one leaving it DELETED.
+    pub fn event_for(&self, change: &Change) -> Option<Value> {
+        if change.resource != self.resource {
+            return None;
+        }
+        let now = self.selects(&change.object);
+        let kind = match change.kind {
+            ChangeKind::Added if now => "ADDED",
+            ChangeKind::Deleted if now => "DELETED",
+            ChangeKind::Modified => {
+                let before = change.old.as_ref().is_some_and(|o| self.selects(o));
+                match (before, now) {
+                    (true, true) => "MODIFIED",
+                    (false, true) => "ADDED",
+                    (true, false) => "DELETED",
+                    (false, false) => return None,
+                }
+            }
+            _ => return None,
+        };
+        Some(json!({"type": kind, "object": change.object}))
+    }
+
+    fn bookmark(&self, rv: u64, initial_end: bool) -> Value {
+        let mut object = json!({
+            "kind": self.resource.kind,
+            "apiVersion": self.resource.api_version(),
+            "metadata": {"resourceVersion": rv.to_string()}
+        });
+        if initial_end {
+            object["metadata"]["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+        }
+        json!({"type": "BOOKMARK", "object": object})
+    }
+}
+
+fn line(event: &Value) -> Bytes {
+    let mut text = event.to_string();
+    text.push('\n');
+    Bytes::from(text)
+}
+
+/// The response body of a watch: events as they happen until the client goes away,
+/// the timeout passes or the server stops.
+pub fn stream(store: &Arc<Mutex<Store>>, request: WatchRequest, bookmark_every: Duration) -> Body {
+    let (tx, rx) = mpsc::channel::<Bytes>(256);
+    let start = {
+        let store = store.lock().unwrap_or_else(|e| e.into_inner());
+        match request.resource_version {
+            Some(rv) if !request.send_initial_events => store
+                .watch_from(rv)
+                .map(|(replay, changes)| {
+                    let events = replay.iter().filter_map(|c| request.event_for(c)).collect();
+                    (events, changes, rv.max(store.resource_version()), false)
+                }),
+            _ => {
+                let current: Vec<Value> = store
+                    .list(request.resource, request.namespace.as_deref(), &request.labels, &request.fields)
+                    .into_iter()
+                    .map(|o| json!({"type": "ADDED", "object": o}))
+                    .collect();
+                Ok((current, store.subscribe(), store.resource_version(), request.send_initial_events))
+            }
+        }
+    };
+    tokio::spawn(async move {
+        match start {
+            Err(expired) => {
+                let _ = tx
+                    .send(line(&json!({"type": "ERROR", "object": expired.to_status()})))
+                    .await;
+            }
+            Ok((initial, changes, rv, initial_end)) => {
+                for event in &initial {
+                    if tx.send(line(event)).await.is_err() {
+                        return;
+                    }
+                }
+                if initial_end {
+                    let _ = tx.send(line(&request.bookmark(rv, true))).await;
+                }
+                follow(tx, changes, request, rv, bookmark_every).await;
+            }
+        }
+    });
+    let body = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|bytes| (Ok::<_, Infallible>(bytes), rx))
+    });
+    Body::from_stream(body)
+}
+
+async fn follow(
+    tx: mpsc::Sender<Bytes>,
+    mut changes: broadcast::Receiver<Arc<Change>>,
+    request: WatchRequest,
+    mut rv: u64,
+    bookmark_every: Duration,
+) {
+    let deadline = tokio::time::sleep(request.timeout.unwrap_or(Duration::from_secs(86_400)));
+    tokio::pin!(deadline);
+    let mut ticker = tokio::time::interval(bookmark_every);
+    ticker.reset();
+    loop {
+        let event = tokio::select! {
+            _ = &mut deadline => return,
+            _ = tx.closed() => return,
+            _ = ticker.tick(), if request.bookmarks => Some(request.bookmark(rv, false)),
+            change = changes.recv() => match change {
+                Ok(change) if change.rv <= rv => None,
+                Ok(change) => {
+                    rv = change.rv;
+                    request.event_for(&change)
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    // This watcher fell behind the log: it must relist, as after a compaction.
+                    let expired = ApiError::expired(rv, rv + 1).to_status();
+                    let _ = tx.send(line(&json!({"type": "ERROR", "object": expired}))).await;
+                    return;
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+        };
+        if let Some(event) = event {
+            if tx.send(line(&event)).await.is_err() {
+                return;
+            }
+        }
+    }
+}
