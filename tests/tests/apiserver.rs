@@ -11,9 +11,11 @@ use std::time::Duration;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenReview};
 use k8s_openapi::api::authorization::v1::SubjectAccessReview;
-use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
 use k8s_openapi::api::coordination::v1::Lease;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions, WatchEvent, WatchParams};
+use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
+use kube::api::{
+    DeleteParams, Patch, PatchParams, PostParams, Preconditions, WatchEvent, WatchParams,
+};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, Config};
@@ -87,12 +89,22 @@ fn running_status() -> serde_json::Value {
 #[test]
 fn kubectl_gets_creates_and_deletes_pods_gracefully() {
     let server = ApiServer::start();
-    server.create(&node_yaml("node-a", 10250)).expect("seed node");
+    server
+        .create(&node_yaml("node-a", 10250))
+        .expect("seed node");
     let nodes = stdout(&server.kubectl(&["get", "nodes"]));
     assert!(nodes.contains("NAME") && nodes.contains("ROLES"), "{nodes}");
-    assert!(nodes.contains("node-a") && nodes.contains("Ready") && nodes.contains("worker"), "{nodes}");
+    assert!(
+        nodes.contains("node-a") && nodes.contains("Ready") && nodes.contains("worker"),
+        "{nodes}"
+    );
     let wide = stdout(&server.kubectl(&["get", "nodes", "-o", "wide"]));
-    assert!(wide.contains("INTERNAL-IP") && wide.contains("127.0.0.1") && wide.contains("peapod://0.1.0"), "{wide}");
+    assert!(
+        wide.contains("INTERNAL-IP")
+            && wide.contains("127.0.0.1")
+            && wide.contains("peapod://0.1.0"),
+        "{wide}"
+    );
 
     let dir = tempfile::tempdir().expect("temp dir");
     let manifest = dir.path().join("pod.yaml");
@@ -102,18 +114,38 @@ fn kubectl_gets_creates_and_deletes_pods_gracefully() {
     assert!(created.contains("pod/web created"), "{created}");
     let again = server.kubectl(&["create", "-f", manifest, "--validate=false"]);
     assert!(!again.status.success());
-    assert!(String::from_utf8_lossy(&again.stderr).contains("AlreadyExists"), "{again:?}");
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("AlreadyExists"),
+        "{again:?}"
+    );
 
     let pending = stdout(&server.kubectl(&["get", "pods"]));
-    assert!(pending.contains("web") && pending.contains("Pending") && pending.contains("0/1"), "{pending}");
+    assert!(
+        pending.contains("web") && pending.contains("Pending") && pending.contains("0/1"),
+        "{pending}"
+    );
     server
         .set_status("/api/v1/namespaces/default/pods/web", running_status())
         .expect("status");
     let wide = stdout(&server.kubectl(&["get", "pods", "-o", "wide"]));
-    assert!(wide.contains("IP") && wide.contains("NODE") && wide.contains("NOMINATED NODE"), "{wide}");
-    assert!(wide.contains("1/1") && wide.contains("Running") && wide.contains("10.88.0.7") && wide.contains("node-a"), "{wide}");
+    assert!(
+        wide.contains("IP") && wide.contains("NODE") && wide.contains("NOMINATED NODE"),
+        "{wide}"
+    );
+    assert!(
+        wide.contains("1/1")
+            && wide.contains("Running")
+            && wide.contains("10.88.0.7")
+            && wide.contains("node-a"),
+        "{wide}"
+    );
     let yaml = stdout(&server.kubectl(&["get", "pod", "web", "-o", "yaml"]));
-    assert!(yaml.contains("uid:") && yaml.contains("resourceVersion:") && yaml.contains("kube-api-access-"), "{yaml}");
+    assert!(
+        yaml.contains("uid:")
+            && yaml.contains("resourceVersion:")
+            && yaml.contains("kube-api-access-"),
+        "{yaml}"
+    );
     let applied = stdout(&server.kubectl(&["apply", "-f", manifest, "--validate=false"]));
     assert!(applied.contains("pod/web"), "{applied}");
 
@@ -126,19 +158,27 @@ fn kubectl_gets_creates_and_deletes_pods_gracefully() {
         .expect("kubectl delete");
     let path = "/api/v1/namespaces/default/pods/web";
     let terminating = server
-        .wait_for(path, WAIT, |p| p.is_some_and(|p| p["metadata"]["deletionTimestamp"].is_string()))
+        .wait_for(path, WAIT, |p| {
+            p.is_some_and(|p| p["metadata"]["deletionTimestamp"].is_string())
+        })
         .expect("graceful deletion marks the pod");
     assert_eq!(terminating["metadata"]["deletionGracePeriodSeconds"], 30);
     let listed = stdout(&server.kubectl(&["get", "pods"]));
     assert!(listed.contains("Terminating"), "{listed}");
-    let uid = terminating["metadata"]["uid"].as_str().expect("uid").to_string();
+    let uid = terminating["metadata"]["uid"]
+        .as_str()
+        .expect("uid")
+        .to_string();
 
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
         let pods: Api<Pod> = Api::namespaced(client(&server).await, "default");
         let wrong = DeleteParams {
             grace_period_seconds: Some(0),
-            preconditions: Some(Preconditions { uid: Some("not-the-uid".into()), resource_version: None }),
+            preconditions: Some(Preconditions {
+                uid: Some("not-the-uid".into()),
+                resource_version: None,
+            }),
             ..DeleteParams::default()
         };
         match pods.delete("web", &wrong).await {
@@ -147,16 +187,25 @@ fn kubectl_gets_creates_and_deletes_pods_gracefully() {
         }
         let right = DeleteParams {
             grace_period_seconds: Some(0),
-            preconditions: Some(Preconditions { uid: Some(uid.clone()), resource_version: None }),
+            preconditions: Some(Preconditions {
+                uid: Some(uid.clone()),
+                resource_version: None,
+            }),
             ..DeleteParams::default()
         };
         pods.delete("web", &right).await.expect("final delete");
     });
     let output = deleting.wait_with_output().expect("kubectl delete output");
-    assert!(String::from_utf8_lossy(&output.stdout).contains("pod \"web\" deleted"), "{output:?}");
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("pod \"web\" deleted"),
+        "{output:?}"
+    );
     assert!(server.pod("default", "web").is_none());
     let gone = server.kubectl(&["get", "pod", "web"]);
-    assert!(String::from_utf8_lossy(&gone.stderr).contains("NotFound"), "{gone:?}");
+    assert!(
+        String::from_utf8_lossy(&gone.stderr).contains("NotFound"),
+        "{gone:?}"
+    );
 }
 
 type Names = futures::stream::BoxStream<'static, Result<String, watcher::Error>>;
@@ -179,7 +228,9 @@ async fn kube_watcher_survives_restart_and_expired_versions() {
         .applied_objects()
         .map_ok(|p| p.metadata.name.unwrap_or_default())
         .boxed();
-    server.create(&pod_yaml("other", "node-x")).expect("pod elsewhere");
+    server
+        .create(&pod_yaml("other", "node-x"))
+        .expect("pod elsewhere");
     server.create(&pod_yaml("a", "node-w")).expect("pod a");
     assert_eq!(next_name(&mut seen).await, "a");
 
@@ -203,7 +254,10 @@ async fn kube_watcher_survives_restart_and_expired_versions() {
     // A watch from a compacted version gets an ERROR event with a 410 Status.
     let old = WatchParams::default();
     let mut stream = pods.watch(&old, "1").await.expect("watch").boxed();
-    match tokio::time::timeout(WAIT, stream.next()).await.expect("event") {
+    match tokio::time::timeout(WAIT, stream.next())
+        .await
+        .expect("event")
+    {
         Some(Ok(WatchEvent::Error(status))) => assert_eq!(status.code, 410),
         other => panic!("expected 410: {other:?}"),
     }
@@ -216,9 +270,19 @@ async fn stale_puts_conflict_and_status_patches_merge_by_key() {
     let pods: Api<Pod> = Api::namespaced(client(&server).await, "default");
     let first = pods.get("web").await.expect("get");
     let mut changed = first.clone();
-    changed.metadata.labels.get_or_insert_default().insert("v".into(), "2".into());
-    let updated = pods.replace("web", &PostParams::default(), &changed).await.expect("replace");
-    assert_ne!(updated.metadata.resource_version, first.metadata.resource_version);
+    changed
+        .metadata
+        .labels
+        .get_or_insert_default()
+        .insert("v".into(), "2".into());
+    let updated = pods
+        .replace("web", &PostParams::default(), &changed)
+        .await
+        .expect("replace");
+    assert_ne!(
+        updated.metadata.resource_version,
+        first.metadata.resource_version
+    );
     match pods.replace("web", &PostParams::default(), &first).await {
         Err(kube::Error::Api(status)) => {
             assert_eq!((status.code, status.reason.as_str()), (409, "Conflict"))
@@ -228,13 +292,22 @@ async fn stale_puts_conflict_and_status_patches_merge_by_key() {
 
     // The main resource ignores status; the status subresource merges conditions by type.
     let ignored = json!({"status": {"phase": "Running"}});
-    let pod = pods.patch("web", &PatchParams::default(), &Patch::Merge(&ignored)).await.expect("patch");
-    assert_eq!(pod.status.and_then(|s| s.phase).as_deref(), Some("Pending"));
-    let status = |ready: &str| json!({"status": {"conditions": [
-        {"type": "Ready", "status": ready}, {"type": "Initialized", "status": "True"}]}});
-    pods.patch_status("web", &PatchParams::default(), &Patch::Strategic(status("False")))
+    let pod = pods
+        .patch("web", &PatchParams::default(), &Patch::Merge(&ignored))
         .await
-        .expect("status patch");
+        .expect("patch");
+    assert_eq!(pod.status.and_then(|s| s.phase).as_deref(), Some("Pending"));
+    let status = |ready: &str| {
+        json!({"status": {"conditions": [
+        {"type": "Ready", "status": ready}, {"type": "Initialized", "status": "True"}]}})
+    };
+    pods.patch_status(
+        "web",
+        &PatchParams::default(),
+        &Patch::Strategic(status("False")),
+    )
+    .await
+    .expect("status patch");
     let ready = json!({"status": {"$setElementOrder/conditions": [{"type": "Ready"}, {"type": "Initialized"}],
                                   "conditions": [{"type": "Ready", "status": "True"}]}});
     let pod = pods
@@ -243,18 +316,31 @@ async fn stale_puts_conflict_and_status_patches_merge_by_key() {
         .expect("strategic status patch");
     let conditions = pod.status.and_then(|s| s.conditions).expect("conditions");
     assert_eq!(conditions.len(), 2);
-    assert_eq!((conditions[0].type_.as_str(), conditions[0].status.as_str()), ("Ready", "True"));
-    assert_eq!(pod.spec.and_then(|s| s.node_name).as_deref(), Some("node-a"));
+    assert_eq!(
+        (conditions[0].type_.as_str(), conditions[0].status.as_str()),
+        ("Ready", "True")
+    );
+    assert_eq!(
+        pod.spec.and_then(|s| s.node_name).as_deref(),
+        Some("node-a")
+    );
 
     // Server-side apply creates a lease that does not exist yet.
     let leases: Api<Lease> = Api::namespaced(pods.clone().into_client(), "kube-node-lease");
     let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
                        "metadata": {"name": "node-a"}, "spec": {"holderIdentity": "node-a", "leaseDurationSeconds": 40}});
     leases
-        .patch("node-a", &PatchParams::apply("peapod").force(), &Patch::Apply(&lease))
+        .patch(
+            "node-a",
+            &PatchParams::apply("peapod").force(),
+            &Patch::Apply(&lease),
+        )
         .await
         .expect("apply lease");
-    assert_eq!(server.lease("node-a").expect("lease")["spec"]["holderIdentity"], "node-a");
+    assert_eq!(
+        server.lease("node-a").expect("lease")["spec"]["holderIdentity"],
+        "node-a"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -267,8 +353,13 @@ async fn label_watch_sends_deleted_when_an_object_leaves_the_set() {
     let params = WatchParams::default().labels("app=web").timeout(30);
     let mut events = pods.watch(&params, &rv).await.expect("watch").boxed();
     let relabel = json!({"metadata": {"labels": {"app": "api"}}});
-    pods.patch("web", &PatchParams::default(), &Patch::Merge(&relabel)).await.expect("relabel");
-    match tokio::time::timeout(WAIT, events.next()).await.expect("event") {
+    pods.patch("web", &PatchParams::default(), &Patch::Merge(&relabel))
+        .await
+        .expect("relabel");
+    match tokio::time::timeout(WAIT, events.next())
+        .await
+        .expect("event")
+    {
         Some(Ok(WatchEvent::Deleted(pod))) => assert_eq!(pod.metadata.name.as_deref(), Some("web")),
         other => panic!("expected DELETED: {other:?}"),
     }
@@ -291,22 +382,41 @@ async fn token_request_review_and_access_review() {
     let status = answer.status.expect("token status");
     let token = status.token.clone().unwrap_or_default();
     assert_eq!(token.split('.').count(), 3);
-    let short: TokenRequest = serde_json::from_value(json!({"spec": {"audiences": [], "expirationSeconds": 60}})).expect("short");
-    assert!(accounts.create_token_request("default", &PostParams::default(), &short).await.is_err());
+    let short: TokenRequest =
+        serde_json::from_value(json!({"spec": {"audiences": [], "expirationSeconds": 60}}))
+            .expect("short");
+    assert!(accounts
+        .create_token_request("default", &PostParams::default(), &short)
+        .await
+        .is_err());
 
     let reviews: Api<TokenReview> = Api::all(client.clone());
     let review = |token: &str| -> TokenReview {
         serde_json::from_value(json!({"spec": {"token": token}})).expect("review")
     };
-    let known = reviews.create(&PostParams::default(), &review(&token)).await.expect("review");
+    let known = reviews
+        .create(&PostParams::default(), &review(&token))
+        .await
+        .expect("review");
     let user = known.status.expect("review status");
     assert_eq!(user.authenticated, Some(true));
-    assert_eq!(user.user.and_then(|u| u.username).as_deref(), Some("system:serviceaccount:default:default"));
-    let unknown = reviews.create(&PostParams::default(), &review("nope")).await.expect("review");
+    assert_eq!(
+        user.user.and_then(|u| u.username).as_deref(),
+        Some("system:serviceaccount:default:default")
+    );
+    let unknown = reviews
+        .create(&PostParams::default(), &review("nope"))
+        .await
+        .expect("review");
     assert_eq!(unknown.status.and_then(|s| s.authenticated), Some(false));
 
     server.add_token("t-alice", "alice", &["dev"]);
-    server.allow(Rule { user: "alice".into(), verb: Some("get".into()), resource: Some("nodes".into()), subresource: Some("log".into()) });
+    server.allow(Rule {
+        user: "alice".into(),
+        verb: Some("get".into()),
+        resource: Some("nodes".into()),
+        subresource: Some("log".into()),
+    });
     server.deny("mallory");
     let sars: Api<SubjectAccessReview> = Api::all(client);
     let sar = |user: &str, groups: &[&str], verb: &str, sub: &str| -> SubjectAccessReview {
@@ -319,11 +429,17 @@ async fn token_request_review_and_access_review() {
         (sar("alice", &["dev"], "get", "log"), true),
         (sar("alice", &["dev"], "create", "proxy"), false),
         (sar("admin", &["system:masters"], "create", "proxy"), true),
-        (sar("kube-apiserver-kubelet-client", &[], "get", "proxy"), true),
+        (
+            sar("kube-apiserver-kubelet-client", &[], "get", "proxy"),
+            true,
+        ),
         (sar("mallory", &["system:masters"], "get", "log"), false),
     ];
     for (review, expected) in cases {
-        let answer = sars.create(&PostParams::default(), &review).await.expect("sar");
+        let answer = sars
+            .create(&PostParams::default(), &review)
+            .await
+            .expect("sar");
         assert_eq!(allowed(answer), Some(expected), "{review:?}");
     }
 }
@@ -335,11 +451,16 @@ async fn echo_kubelet(server: &ApiServer) -> (u16, tokio::task::JoinHandle<()>) 
     let pki = server.pki();
     let serving = pki.server_cert(&["127.0.0.1"]).expect("serving cert");
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(CertificateDer::from(pki.ca_der().to_vec())).expect("ca root");
+    roots
+        .add(CertificateDer::from(pki.ca_der().to_vec()))
+        .expect("ca root");
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .build()
-        .expect("client verifier");
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .expect("client verifier");
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .expect("versions")
@@ -350,13 +471,17 @@ async fn echo_kubelet(server: &ApiServer) -> (u16, tokio::task::JoinHandle<()>) 
         )
         .expect("server config");
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let task = tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
-                let Ok(mut tls) = acceptor.accept(tcp).await else { return };
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
                 let mut head = Vec::new();
                 let mut byte = [0u8; 1];
                 while !head.ends_with(b"\r\n\r\n") {
@@ -393,11 +518,20 @@ async fn pod_streams_are_proxied_to_the_kubelet_with_upgrades() {
     server.create(&pod_yaml("web", "node-p")).expect("pod");
 
     // Logs: a plain request, its parameters passed on.
-    let url = format!("{}/api/v1/namespaces/default/pods/web/log?tailLines=5&follow=false", server.url());
+    let url = format!(
+        "{}/api/v1/namespaces/default/pods/web/log?tailLines=5&follow=false",
+        server.url()
+    );
     let body = tokio::task::spawn_blocking(move || {
-        let mut tcp = TcpStream::connect(url.trim_start_matches("http://").split('/').next().unwrap()).expect("connect");
+        let mut tcp =
+            TcpStream::connect(url.trim_start_matches("http://").split('/').next().unwrap())
+                .expect("connect");
         let path = url.splitn(4, '/').nth(3).unwrap().to_string();
-        write!(tcp, "GET /{path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").expect("send");
+        write!(
+            tcp,
+            "GET /{path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .expect("send");
         let mut answer = String::new();
         tcp.read_to_string(&mut answer).expect("read");
         answer
@@ -405,7 +539,18 @@ async fn pod_streams_are_proxied_to_the_kubelet_with_upgrades() {
     .await
     .expect("log request");
     assert!(body.starts_with("HTTP/1.1 200"), "{body}");
-    assert!(body.contains("GET /containerLogs/default/web/main?follow=false&tailLines=5"), "{body}");
+    assert!(
+        body.contains("GET /containerLogs/default/web/main?follow=false&tailLines=5"),
+        "{body}"
+    );
+
+    // The real kubectl's logs go the same way.
+    let logs = tokio::task::block_in_place(|| server.kubectl(&["logs", "web", "--tail=3"]));
+    let logs = stdout(&logs);
+    assert!(
+        logs.contains("GET /containerLogs/default/web/main?tailLines=3"),
+        "{logs}"
+    );
 
     // Exec: the WebSocket upgrade is relayed and the bytes spliced both ways.
     let address = format!("127.0.0.1:{}", server.port());
@@ -429,7 +574,14 @@ async fn pod_streams_are_proxied_to_the_kubelet_with_upgrades() {
     .await
     .expect("exec request");
     assert!(echoed.0.starts_with("HTTP/1.1 101"), "{}", echoed.0);
-    assert!(echoed.0.to_ascii_lowercase().contains("sec-websocket-protocol: v5.channel.k8s.io"), "{}", echoed.0);
+    assert!(
+        echoed
+            .0
+            .to_ascii_lowercase()
+            .contains("sec-websocket-protocol: v5.channel.k8s.io"),
+        "{}",
+        echoed.0
+    );
     assert_eq!(echoed.1, "ping through the proxy");
     kubelet.abort();
 }

@@ -54,7 +54,7 @@ fn pod(pod: &mut Value, inject_token: bool) -> ApiResult<()> {
     set_default(spec, "priority", json!(0));
     set_default(spec, "preemptionPolicy", json!("PreemptLowerPriority"));
     for list in ["initContainers", "containers"] {
-        if let Some(containers) = spec[list].as_array_mut() {
+        if let Some(containers) = spec.get_mut(list).and_then(Value::as_array_mut) {
             containers.iter_mut().for_each(container);
         }
     }
@@ -80,7 +80,7 @@ fn container(c: &mut Value) {
     set_default(c, "terminationMessagePath", json!("/dev/termination-log"));
     set_default(c, "terminationMessagePolicy", json!("File"));
     set_default(c, "resources", json!({}));
-    if let Some(ports) = c["ports"].as_array_mut() {
+    if let Some(ports) = c.get_mut("ports").and_then(Value::as_array_mut) {
         for port in ports {
             set_default(port, "protocol", json!("TCP"));
         }
@@ -134,13 +134,15 @@ fn service_account_volume(spec: &mut Value) {
         ]}}));
     }
     for list in ["initContainers", "containers"] {
-        if let Some(containers) = spec[list].as_array_mut() {
+        if let Some(containers) = spec.get_mut(list).and_then(Value::as_array_mut) {
             for c in containers {
                 if !c["volumeMounts"].is_array() {
                     c["volumeMounts"] = json!([]);
                 }
                 if let Some(mounts) = c["volumeMounts"].as_array_mut() {
-                    mounts.push(json!({"name": volume, "mountPath": SERVICE_ACCOUNT_DIR, "readOnly": true}));
+                    mounts.push(
+                        json!({"name": volume, "mountPath": SERVICE_ACCOUNT_DIR, "readOnly": true}),
+                    );
                 }
             }
         }
@@ -163,9 +165,9 @@ fn qos_class(spec: &Value) -> &'static str {
     }
     let guaranteed = containers.iter().all(|c| {
         let (req, lim) = (&c["resources"]["requests"], &c["resources"]["limits"]);
-        ["cpu", "memory"].iter().all(|r| {
-            !lim[*r].is_null() && (req[*r].is_null() || req[*r] == lim[*r])
-        })
+        ["cpu", "memory"]
+            .iter()
+            .all(|r| !lim[*r].is_null() && (req[*r].is_null() || req[*r] == lim[*r]))
     });
     if guaranteed {
         "Guaranteed"
@@ -176,10 +178,7 @@ fn qos_class(spec: &Value) -> &'static str {
 
 /// `stringData` is write-only: the server folds it into base64 `data`.
 fn secret(secret: &mut Value) -> ApiResult<()> {
-    let Some(strings) = secret
-        .as_object_mut()
-        .and_then(|m| m.remove("stringData"))
-    else {
+    let Some(strings) = secret.as_object_mut().and_then(|m| m.remove("stringData")) else {
         return Ok(());
     };
     if !secret["data"].is_object() {

@@ -69,7 +69,10 @@ fn subresource(name: &str) -> (&'static str, &'static [&'static str]) {
         "exec" => ("PodExecOptions", &["create", "get"]),
         "attach" => ("PodAttachOptions", &["create", "get"]),
         "portforward" => ("PodPortForwardOptions", &["create", "get"]),
-        "proxy" => ("NodeProxyOptions", &["create", "delete", "get", "patch", "update"]),
+        "proxy" => (
+            "NodeProxyOptions",
+            &["create", "delete", "get", "patch", "update"],
+        ),
         "token" => ("TokenRequest", &["create"]),
         "binding" => ("Binding", &["create"]),
         "eviction" => ("Eviction", &["create"]),

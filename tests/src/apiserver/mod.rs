@@ -142,7 +142,8 @@ impl ApiServer {
     pub fn kubectl_command(&self, args: &[&str]) -> Command {
         let admin = "peapod-test-admin-token";
         self.add_token(admin, "test-admin", &["system:masters"]);
-        let mut command = Command::new(std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".into()));
+        let mut command =
+            Command::new(std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".into()));
         command
             .arg("--kubeconfig")
             .arg(self.kubeconfig(admin))
@@ -226,7 +227,9 @@ impl ApiServer {
         let loc = server::locate(path)?;
         let store = self.shared.store();
         match loc.name {
-            Some(name) => store.get(loc.resource, loc.namespace.as_deref(), &name).ok(),
+            Some(name) => store
+                .get(loc.resource, loc.namespace.as_deref(), &name)
+                .ok(),
             None => {
                 let all = selectors::Selector::default();
                 let items = store.list(loc.resource, loc.namespace.as_deref(), &all, &all);

@@ -28,9 +28,7 @@ impl PatchKind {
             "application/merge-patch+json" => Ok(PatchKind::Merge),
             "application/strategic-merge-patch+json" => Ok(PatchKind::Strategic),
             "application/json-patch+json" => Ok(PatchKind::Json),
-            "application/apply-patch+yaml" | "application/apply-patch+cbor" => {
-                Ok(PatchKind::Apply)
-            }
+            "application/apply-patch+yaml" | "application/apply-patch+cbor" => Ok(PatchKind::Apply),
             _ => Err(ApiError::unsupported_media(content_type)),
         }
     }
@@ -41,8 +39,9 @@ pub fn parse_body(kind: PatchKind, body: &[u8]) -> ApiResult<Value> {
     let text = std::str::from_utf8(body)
         .map_err(|e| ApiError::bad_request(format!("the patch is not UTF-8: {e}")))?;
     if kind == PatchKind::Apply {
-        return yaml_serde::from_str(text)
-            .map_err(|e| ApiError::bad_request(format!("the applied configuration is not YAML: {e}")));
+        return yaml_serde::from_str(text).map_err(|e| {
+            ApiError::bad_request(format!("the applied configuration is not YAML: {e}"))
+        });
     }
     serde_json::from_str(text)
         .map_err(|e| ApiError::bad_request(format!("the patch is not JSON: {e}")))
@@ -139,9 +138,10 @@ pub fn strategic(target: &mut Value, patch: &Value, path: &str) {
     }
     for (key, value) in fields {
         if let Some(list) = key.strip_prefix("$deleteFromPrimitiveList/") {
-            if let (Some(items), Some(gone)) =
-                (target[list].as_array_mut(), value.as_array())
-            {
+            if let (Some(items), Some(gone)) = (
+                target.get_mut(list).and_then(Value::as_array_mut),
+                value.as_array(),
+            ) {
                 items.retain(|i| !gone.contains(i));
             }
             continue;
@@ -343,7 +343,10 @@ mod tests {
         let out = apply(PatchKind::Strategic, &pod, &patch).unwrap();
         let s = &out["status"];
         assert_eq!(s["conditions"].as_array().unwrap().len(), 3);
-        assert_eq!(s["conditions"][0], json!({"type": "Ready", "status": "True"}));
+        assert_eq!(
+            s["conditions"][0],
+            json!({"type": "Ready", "status": "True"})
+        );
         assert_eq!(s["conditions"][1]["type"], "Initialized");
         assert_eq!(s["containerStatuses"][0]["ready"], false);
         assert_eq!(s["containerStatuses"][1]["ready"], true);
@@ -358,7 +361,10 @@ mod tests {
         let patch = json!({"status": {"addresses": [{"type": "Hostname", "$patch": "delete"}]},
                            "metadata": {"labels": {"$patch": "replace", "z": "3"}}});
         let out = apply(PatchKind::Strategic, &node, &patch).unwrap();
-        assert_eq!(out["status"]["addresses"], json!([{"type": "InternalIP", "address": "a"}]));
+        assert_eq!(
+            out["status"]["addresses"],
+            json!([{"type": "InternalIP", "address": "a"}])
+        );
         assert_eq!(out["metadata"]["labels"], json!({"z": "3"}));
     }
 
@@ -379,8 +385,14 @@ mod tests {
             {"op": "test", "path": "/list/0", "value": 1},
             {"op": "remove", "path": "/list/0"}]);
         let out = apply(PatchKind::Json, &obj, &patch).unwrap();
-        assert_eq!(out, json!({"metadata": {"labels": {"a": "9", "b/c": "2"}}, "list": [2]}));
+        assert_eq!(
+            out,
+            json!({"metadata": {"labels": {"a": "9", "b/c": "2"}}, "list": [2]})
+        );
         let failing = json!([{"op": "test", "path": "/list/0", "value": 5}]);
-        assert_eq!(apply(PatchKind::Json, &obj, &failing).unwrap_err().code, 422);
+        assert_eq!(
+            apply(PatchKind::Json, &obj, &failing).unwrap_err().code,
+            422
+        );
     }
 }

@@ -142,7 +142,11 @@ impl Policy {
                 attrs["subresource"].as_str().unwrap_or(""),
             )
         } else {
-            (spec["nonResourceAttributes"]["verb"].as_str().unwrap_or(""), "", "")
+            (
+                spec["nonResourceAttributes"]["verb"].as_str().unwrap_or(""),
+                "",
+                "",
+            )
         };
         let allowed = self.allowed(user, &groups, verb, resource, sub);
         review["status"] = if allowed {
@@ -155,10 +159,36 @@ impl Policy {
         review
     }
 
+    /// Answers a SelfSubjectAccessReview for the holder of bearer `token` (anonymous if
+    /// unknown), as `kubectl auth can-i` sends.
+    pub fn self_access_review(&self, token: Option<&str>, mut review: Value) -> Value {
+        let (user, groups) = match token.and_then(|t| self.authenticate(t)) {
+            Some(user) => (user.name.clone(), user.groups.clone()),
+            None => (
+                "system:anonymous".into(),
+                vec!["system:unauthenticated".into()],
+            ),
+        };
+        review["spec"]["user"] = json!(user);
+        review["spec"]["groups"] = json!(groups);
+        let mut answer = self.access_review(review);
+        if let Some(spec) = answer["spec"].as_object_mut() {
+            spec.remove("user");
+            spec.remove("groups");
+        }
+        answer["kind"] = json!("SelfSubjectAccessReview");
+        answer
+    }
+
     /// Answers a TokenRequest for ServiceAccount `account` (the stored object) in `ns`:
     /// a JWT-shaped token (unsigned: only this fake's TokenReview knows it) that
     /// authenticates as the service account until `expirationTimestamp`.
-    pub fn token_request(&mut self, ns: &str, account: &Value, mut request: Value) -> ApiResult<Value> {
+    pub fn token_request(
+        &mut self,
+        ns: &str,
+        account: &Value,
+        mut request: Value,
+    ) -> ApiResult<Value> {
         let name = account["metadata"]["name"].as_str().unwrap_or("");
         let seconds = request["spec"]["expirationSeconds"]
             .as_i64()
@@ -203,7 +233,8 @@ impl Policy {
             uid: account["metadata"]["uid"].as_str().unwrap_or("").into(),
             extra,
         };
-        self.tokens.insert(token.clone(), (info, Some(now + seconds)));
+        self.tokens
+            .insert(token.clone(), (info, Some(now + seconds)));
         request["apiVersion"] = json!("authentication.k8s.io/v1");
         request["kind"] = json!("TokenRequest");
         request["metadata"]["name"] = json!(name);

@@ -185,7 +185,8 @@ async fn handle(State(context): State<Context>, request: Request) -> Response<Bo
 
 async fn route(context: &Context, request: Request) -> ApiResult<Response<Body>> {
     let path = request.uri().path().to_string();
-    let ok = |value: Value| -> ApiResult<Response<Body>> { Ok(json_response(StatusCode::OK, &value)) };
+    let ok =
+        |value: Value| -> ApiResult<Response<Body>> { Ok(json_response(StatusCode::OK, &value)) };
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     match segments.as_slice() {
         ["version"] => return ok(discovery::version()),
@@ -195,8 +196,7 @@ async fn route(context: &Context, request: Request) -> ApiResult<Response<Body>>
         ["api"] => return ok(discovery::core_versions(&context.address)),
         ["apis"] => return ok(discovery::groups()),
         ["apis", group] => {
-            return discovery::group_doc(group)
-                .map_or_else(|| Err(ApiError::no_route(&path)), ok)
+            return discovery::group_doc(group).map_or_else(|| Err(ApiError::no_route(&path)), ok)
         }
         ["api", version] => {
             return discovery::resource_list("", version)
@@ -222,6 +222,12 @@ async fn route(context: &Context, request: Request) -> ApiResult<Response<Body>>
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
+    if content_type.starts_with("application/vnd.kubernetes.protobuf")
+        || content_type.starts_with("application/cbor")
+    {
+        // JSON and YAML only; clients that can fall back do so on 415.
+        return Err(ApiError::unsupported_body(&content_type));
+    }
     let shared = &context.shared;
     let loc = &location;
     let ns = loc.namespace.as_deref();
@@ -233,8 +239,12 @@ async fn route(context: &Context, request: Request) -> ApiResult<Response<Body>>
             proxy_to_kubelet(shared, loc, &query, request).await
         }
         (&Method::GET, None, None) if query.flag("watch") => {
-            let watch = watch_request(loc, &query)?;
-            let mut response = Response::new(watch::stream(&shared.store, watch, shared.bookmark_every));
+            let mut watch = watch_request(loc, &query)?;
+            if table::wants_table(&accept) {
+                watch.table = Some(query.get("includeObject").unwrap_or("Metadata").to_string());
+            }
+            let mut response =
+                Response::new(watch::stream(&shared.store, watch, shared.bookmark_every));
             response.headers_mut().insert(
                 header::CONTENT_TYPE,
                 header::HeaderValue::from_static("application/json"),
@@ -264,13 +274,21 @@ async fn route(context: &Context, request: Request) -> ApiResult<Response<Body>>
             ok(object)
         }
         (&Method::POST, None, None) => {
+            let token = request
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .map(str::to_string);
             let body = read_body(request).await?;
-            create(shared, loc, body)
+            create(shared, loc, token.as_deref(), body)
         }
         (&Method::POST, Some(name), Some("token")) if loc.resource.plural == "serviceaccounts" => {
             let body = parse_object(&read_body(request).await?)?;
             let account = shared.store().get(loc.resource, ns, name)?;
-            let answer = shared.policy().token_request(ns.unwrap_or("default"), &account, body)?;
+            let answer = shared
+                .policy()
+                .token_request(ns.unwrap_or("default"), &account, body)?;
             Ok(json_response(StatusCode::CREATED, &answer))
         }
         (&Method::POST, Some(name), Some("binding")) if loc.resource.plural == "pods" => {
@@ -280,7 +298,9 @@ async fn route(context: &Context, request: Request) -> ApiResult<Response<Body>>
         (&Method::PUT, Some(name), None | Some("status")) => {
             let body = parse_object(&read_body(request).await?)?;
             let target = target(loc)?;
-            ok(shared.store().update(loc.resource, ns, name, body, target)?)
+            ok(shared
+                .store()
+                .update(loc.resource, ns, name, body, target)?)
         }
         (&Method::PATCH, Some(name), None | Some("status")) => {
             let kind = PatchKind::from_content_type(&content_type)?;
@@ -359,10 +379,13 @@ fn parse_object(body: &[u8]) -> ApiResult<Value> {
     let value: Value = match serde_json::from_slice(body) {
         Ok(value) => value,
         Err(json_error) => {
-            let text = std::str::from_utf8(body)
-                .map_err(|_| ApiError::bad_request(format!("the body is not JSON: {json_error}")))?;
+            let text = std::str::from_utf8(body).map_err(|_| {
+                ApiError::bad_request(format!("the body is not JSON: {json_error}"))
+            })?;
             yaml_serde::from_str(text).map_err(|e| {
-                ApiError::bad_request(format!("the body is neither JSON ({json_error}) nor YAML ({e})"))
+                ApiError::bad_request(format!(
+                    "the body is neither JSON ({json_error}) nor YAML ({e})"
+                ))
             })?
         }
     };
@@ -372,20 +395,25 @@ fn parse_object(body: &[u8]) -> ApiResult<Value> {
     Ok(value)
 }
 
-fn create(shared: &Shared, loc: &Location, body: Bytes) -> ApiResult<Response<Body>> {
+fn create(
+    shared: &Shared,
+    loc: &Location,
+    token: Option<&str>,
+    body: Bytes,
+) -> ApiResult<Response<Body>> {
     let object = parse_object(&body)?;
     let answer = match (loc.resource.group, loc.resource.plural) {
         ("authentication.k8s.io", "tokenreviews") => shared.policy().token_review(object),
-        ("authorization.k8s.io", "subjectaccessreviews") => {
-            shared.policy().access_review(object)
+        ("authorization.k8s.io", "subjectaccessreviews") => shared.policy().access_review(object),
+        ("authorization.k8s.io", "selfsubjectaccessreviews") => {
+            shared.policy().self_access_review(token, object)
         }
         _ => {
             let kind = object["kind"].as_str().unwrap_or(loc.resource.kind);
             if kind != loc.resource.kind {
                 return Err(ApiError::bad_request(format!(
                     "the API version in the data ({}) does not match the expected API version ({})",
-                    kind,
-                    loc.resource.kind
+                    kind, loc.resource.kind
                 )));
             }
             shared
@@ -428,11 +456,9 @@ fn patch_object(
 
 fn delete_options(query: &Query, body: &[u8]) -> ApiResult<DeleteOptions> {
     let body = parse_object(body)?;
-    let grace = body["gracePeriodSeconds"].as_i64().or_else(|| {
-        query
-            .get("gracePeriodSeconds")
-            .and_then(|g| g.parse().ok())
-    });
+    let grace = body["gracePeriodSeconds"]
+        .as_i64()
+        .or_else(|| query.get("gracePeriodSeconds").and_then(|g| g.parse().ok()));
     let text = |v: &Value| v.as_str().filter(|s| !s.is_empty()).map(str::to_string);
     Ok(DeleteOptions {
         grace,
@@ -460,17 +486,30 @@ fn watch_request(loc: &Location, query: &Query) -> ApiResult<WatchRequest> {
             .get("timeoutSeconds")
             .and_then(|t| t.parse().ok())
             .map(Duration::from_secs),
+        table: None,
     })
 }
 
 /// `pods/{name}/binding`: what the scheduler posts to put a pod on a node.
-fn bind(shared: &Shared, ns: Option<&str>, name: &str, binding: &Value) -> ApiResult<Response<Body>> {
+fn bind(
+    shared: &Shared,
+    ns: Option<&str>,
+    name: &str,
+    binding: &Value,
+) -> ApiResult<Response<Body>> {
     let node = binding["target"]["name"].as_str().unwrap_or("");
     let pods = by_plural("pods");
     let mut store = shared.store();
     let mut pod = store.get(pods, ns, name)?;
-    if pod["spec"]["nodeName"].as_str().is_some_and(|n| !n.is_empty()) {
-        return Err(ApiError::conflict(pods, name, "pod is already assigned to a node"));
+    if pod["spec"]["nodeName"]
+        .as_str()
+        .is_some_and(|n| !n.is_empty())
+    {
+        return Err(ApiError::conflict(
+            pods,
+            name,
+            "pod is already assigned to a node",
+        ));
     }
     pod["spec"]["nodeName"] = json!(node);
     store.update(pods, ns, name, pod, Target::Main)?;
@@ -558,8 +597,12 @@ mod tests {
         assert_eq!(pod.name.as_deref(), Some("web"));
         assert_eq!(pod.subresource.as_deref(), Some("status"));
         let ns = locate("/api/v1/namespaces/default").unwrap();
-        assert_eq!((ns.resource.plural, ns.name.as_deref()), ("namespaces", Some("default")));
-        let lease = locate("/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/n1").unwrap();
+        assert_eq!(
+            (ns.resource.plural, ns.name.as_deref()),
+            ("namespaces", Some("default"))
+        );
+        let lease =
+            locate("/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/n1").unwrap();
         assert_eq!(lease.resource.kind, "Lease");
         assert!(locate("/api/v1/namespaces/default/widgets").is_none());
         let all = locate("/api/v1/pods?watch=1").unwrap();

@@ -29,7 +29,8 @@ impl ApiError {
     }
 
     fn about(mut self, resource: &Resource, name: &str) -> ApiError {
-        self.details = Some(json!({"name": name, "group": resource.group, "kind": resource.plural}));
+        self.details =
+            Some(json!({"name": name, "group": resource.group, "kind": resource.plural}));
         self
     }
 
@@ -114,6 +115,15 @@ impl ApiError {
             415,
             "UnsupportedMediaType",
             format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json, application/apply-patch+yaml (got {content_type:?})"),
+        )
+    }
+
+    /// 415: a request body in a format the fake does not decode (protobuf, CBOR).
+    pub fn unsupported_body(content_type: &str) -> ApiError {
+        ApiError::new(
+            415,
+            "UnsupportedMediaType",
+            format!("the fake API server reads JSON and YAML bodies only, not {content_type:?}"),
         )
     }
 

@@ -69,6 +69,9 @@ pub struct DeleteOptions {
 
 type Key = (&'static str, &'static str, String, String);
 
+/// A receiver of every change after it subscribed.
+pub type Changes = broadcast::Receiver<Arc<Change>>;
+
 fn key(resource: &'static Resource, namespace: &str, name: &str) -> Key {
     (
         resource.group,
@@ -107,7 +110,8 @@ impl Store {
             inject_service_account_token: true,
         };
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
-            let namespace = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+            let namespace =
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
             // A fresh store has no such namespace: creation cannot fail.
             let _ = store.create(by_plural("namespaces"), None, namespace);
         }
@@ -127,10 +131,7 @@ impl Store {
 
     /// Changes after `rv` from the log and a receiver of every later one, taken together
     /// so that none is missed; 410 when the log no longer reaches back to `rv`.
-    pub fn watch_from(
-        &self,
-        rv: u64,
-    ) -> ApiResult<(Vec<Arc<Change>>, broadcast::Receiver<Arc<Change>>)> {
+    pub fn watch_from(&self, rv: u64) -> ApiResult<(Vec<Arc<Change>>, Changes)> {
         if rv < self.compacted {
             return Err(ApiError::expired(rv, self.compacted + 1));
         }
@@ -230,7 +231,8 @@ impl Store {
     /// `kube-root-ca.crt` ConfigMap.
     fn populate_namespace(&mut self, ns: &str) {
         let account = json!({"metadata": {"name": "default"}});
-        let ca = json!({"metadata": {"name": "kube-root-ca.crt"}, "data": {"ca.crt": self.root_ca}});
+        let ca =
+            json!({"metadata": {"name": "kube-root-ca.crt"}, "data": {"ca.crt": self.root_ca}});
         // Both are new in a new namespace.
         let _ = self.create(by_plural("serviceaccounts"), Some(ns), account);
         let _ = self.create(by_plural("configmaps"), Some(ns), ca);
@@ -257,10 +259,7 @@ impl Store {
             None if own.is_empty() => "default",
             None => own,
         };
-        if self
-            .get(by_plural("namespaces"), None, ns)
-            .is_err()
-        {
+        if self.get(by_plural("namespaces"), None, ns).is_err() {
             return Err(ApiError::not_found(by_plural("namespaces"), ns));
         }
         Ok(Some(ns.to_string()))

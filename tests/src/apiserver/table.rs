@@ -15,6 +15,9 @@ pub fn wants_table(accept: &str) -> bool {
         .is_some_and(|first| first.contains("as=Table"))
 }
 
+/// The cells of one object's row.
+type Cells = fn(&Value, DateTime<Utc>) -> Vec<Value>;
+
 fn column(name: &str, kind: &str, format: &str, priority: u8, description: &str) -> Value {
     json!({"name": name, "type": kind, "format": format, "priority": priority, "description": description})
 }
@@ -23,18 +26,17 @@ fn column(name: &str, kind: &str, format: &str, priority: u8, description: &str)
 /// (`None`, `Metadata` (the default) or `Object`).
 pub fn table(resource: &Resource, objects: &[Value], rv: u64, include_object: &str) -> Value {
     let now = Utc::now();
-    let (columns, cells): (Vec<Value>, fn(&Value, DateTime<Utc>) -> Vec<Value>) =
-        match (resource.group, resource.plural) {
-            ("", "pods") => (pod_columns(), pod_cells),
-            ("", "nodes") => (node_columns(), node_cells),
-            _ => (
-                vec![
-                    column("Name", "string", "name", 0, "Name of the object."),
-                    column("Age", "string", "", 0, "Time since creation."),
-                ],
-                |o, now| vec![json!(name(o)), json!(age(o, now))],
-            ),
-        };
+    let (columns, cells): (Vec<Value>, Cells) = match (resource.group, resource.plural) {
+        ("", "pods") => (pod_columns(), pod_cells),
+        ("", "nodes") => (node_columns(), node_cells),
+        _ => (
+            vec![
+                column("Name", "string", "name", 0, "Name of the object."),
+                column("Age", "string", "", 0, "Time since creation."),
+            ],
+            |o, now| vec![json!(name(o)), json!(age(o, now))],
+        ),
+    };
     let rows: Vec<Value> = objects
         .iter()
         .map(|o| {
@@ -180,7 +182,10 @@ pub fn pod_status(pod: &Value) -> String {
         let containers = status["containerStatuses"].as_array().unwrap_or(&empty);
         for c in containers.iter().rev() {
             let state = &c["state"];
-            if let Some(r) = state["waiting"]["reason"].as_str().filter(|r| !r.is_empty()) {
+            if let Some(r) = state["waiting"]["reason"]
+                .as_str()
+                .filter(|r| !r.is_empty())
+            {
                 reason = r.to_string();
             } else if state["terminated"].is_object() {
                 reason = exit_text("", &state["terminated"]);
@@ -231,7 +236,9 @@ fn pod_cells(pod: &Value, now: DateTime<Utc>) -> Vec<Value> {
     let total = pod["spec"]["containers"].as_array().map_or(0, Vec::len);
     let ready = pod["status"]["containerStatuses"]
         .as_array()
-        .map_or(0, |cs| cs.iter().filter(|c| c["ready"] == json!(true)).count());
+        .map_or(0, |cs| {
+            cs.iter().filter(|c| c["ready"] == json!(true)).count()
+        });
     let gates = pod["spec"]["readinessGates"].as_array().map_or(0, Vec::len);
     let gates_text = if gates == 0 {
         "<none>".to_string()
@@ -243,9 +250,8 @@ fn pod_cells(pod: &Value, now: DateTime<Utc>) -> Vec<Value> {
             .flatten()
             .filter(|g| {
                 conditions.is_some_and(|cs| {
-                    cs.iter().any(|c| {
-                        c["type"] == g["conditionType"] && c["status"] == json!("True")
-                    })
+                    cs.iter()
+                        .any(|c| c["type"] == g["conditionType"] && c["status"] == json!("True"))
                 })
             })
             .count();
@@ -270,12 +276,36 @@ fn node_columns() -> Vec<Value> {
         column("Status", "string", "", 0, "The status of the node."),
         column("Roles", "string", "", 0, "The roles of the node."),
         column("Age", "string", "", 0, "Time since creation."),
-        column("Version", "string", "", 0, "Kubelet Version reported by the node."),
+        column(
+            "Version",
+            "string",
+            "",
+            0,
+            "Kubelet Version reported by the node.",
+        ),
         column("Internal-IP", "string", "", 1, "The node's internal IP."),
         column("External-IP", "string", "", 1, "The node's external IP."),
-        column("OS-Image", "string", "", 1, "OS image reported by the node."),
-        column("Kernel-Version", "string", "", 1, "Kernel version reported by the node."),
-        column("Container-Runtime", "string", "", 1, "Container runtime reported by the node."),
+        column(
+            "OS-Image",
+            "string",
+            "",
+            1,
+            "OS image reported by the node.",
+        ),
+        column(
+            "Kernel-Version",
+            "string",
+            "",
+            1,
+            "Kernel version reported by the node.",
+        ),
+        column(
+            "Container-Runtime",
+            "string",
+            "",
+            1,
+            "Container runtime reported by the node.",
+        ),
     ]
 }
 
@@ -322,7 +352,11 @@ fn node_cells(node: &Value, now: DateTime<Utc>) -> Vec<Value> {
     vec![
         json!(name(node)),
         json!(node_status(node)),
-        json!(if roles.is_empty() { "<none>".to_string() } else { roles.join(",") }),
+        json!(if roles.is_empty() {
+            "<none>".to_string()
+        } else {
+            roles.join(",")
+        }),
         json!(age(node, now)),
         json!(info["kubeletVersion"].as_str().unwrap_or("")),
         address("InternalIP"),

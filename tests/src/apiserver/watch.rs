@@ -16,6 +16,7 @@ use super::resources::Resource;
 use super::selectors::Selector;
 use super::status::ApiError;
 use super::store::{Change, ChangeKind, Store};
+use super::table;
 
 /// What a watch request asks for.
 #[derive(Debug, Clone)]
@@ -37,6 +38,9 @@ pub struct WatchRequest {
     pub send_initial_events: bool,
     /// `timeoutSeconds`.
     pub timeout: Option<Duration>,
+    /// Objects as one-row Tables (`kubectl get -w`), carrying the object as this
+    /// `includeObject` says.
+    pub table: Option<String>,
 }
 
 impl WatchRequest {
@@ -71,6 +75,32 @@ impl WatchRequest {
         Some(json!({"type": kind, "object": change.object}))
     }
 
+    /// `event` as sent: with a Table for its object when one was asked for, the column
+    /// definitions only in the first (as the real server sends them).
+    fn render(&self, mut event: Value, columns_sent: &mut bool) -> Value {
+        let Some(include) = &self.table else {
+            return event;
+        };
+        if !matches!(
+            event["type"].as_str(),
+            Some("ADDED" | "MODIFIED" | "DELETED")
+        ) {
+            return event;
+        }
+        let object = event["object"].take();
+        let rv = object["metadata"]["resourceVersion"]
+            .as_str()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let mut rendered = table::table(self.resource, &[object], rv, include);
+        if *columns_sent {
+            rendered["columnDefinitions"] = json!([]);
+        }
+        *columns_sent = true;
+        event["object"] = rendered;
+        event
+    }
+
     fn bookmark(&self, rv: u64, initial_end: bool) -> Value {
         let mut object = json!({
             "kind": self.resource.kind,
@@ -97,19 +127,29 @@ pub fn stream(store: &Arc<Mutex<Store>>, request: WatchRequest, bookmark_every: 
     let start = {
         let store = store.lock().unwrap_or_else(|e| e.into_inner());
         match request.resource_version {
-            Some(rv) if !request.send_initial_events => store
-                .watch_from(rv)
-                .map(|(replay, changes)| {
+            Some(rv) if !request.send_initial_events => {
+                store.watch_from(rv).map(|(replay, changes)| {
                     let events = replay.iter().filter_map(|c| request.event_for(c)).collect();
                     (events, changes, rv.max(store.resource_version()), false)
-                }),
+                })
+            }
             _ => {
                 let current: Vec<Value> = store
-                    .list(request.resource, request.namespace.as_deref(), &request.labels, &request.fields)
+                    .list(
+                        request.resource,
+                        request.namespace.as_deref(),
+                        &request.labels,
+                        &request.fields,
+                    )
                     .into_iter()
                     .map(|o| json!({"type": "ADDED", "object": o}))
                     .collect();
-                Ok((current, store.subscribe(), store.resource_version(), request.send_initial_events))
+                Ok((
+                    current,
+                    store.subscribe(),
+                    store.resource_version(),
+                    request.send_initial_events,
+                ))
             }
         }
     };
@@ -117,24 +157,30 @@ pub fn stream(store: &Arc<Mutex<Store>>, request: WatchRequest, bookmark_every: 
         match start {
             Err(expired) => {
                 let _ = tx
-                    .send(line(&json!({"type": "ERROR", "object": expired.to_status()})))
+                    .send(line(
+                        &json!({"type": "ERROR", "object": expired.to_status()}),
+                    ))
                     .await;
             }
             Ok((initial, changes, rv, initial_end)) => {
-                for event in &initial {
-                    if tx.send(line(event)).await.is_err() {
+                let mut columns_sent = false;
+                for event in initial {
+                    let event = request.render(event, &mut columns_sent);
+                    if tx.send(line(&event)).await.is_err() {
                         return;
                     }
                 }
                 if initial_end {
                     let _ = tx.send(line(&request.bookmark(rv, true))).await;
                 }
-                follow(tx, changes, request, rv, bookmark_every).await;
+                follow(tx, changes, request, rv, bookmark_every, columns_sent).await;
             }
         }
     });
     let body = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|bytes| (Ok::<_, Infallible>(bytes), rx))
+        rx.recv()
+            .await
+            .map(|bytes| (Ok::<_, Infallible>(bytes), rx))
     });
     Body::from_stream(body)
 }
@@ -145,6 +191,7 @@ async fn follow(
     request: WatchRequest,
     mut rv: u64,
     bookmark_every: Duration,
+    mut columns_sent: bool,
 ) {
     let deadline = tokio::time::sleep(request.timeout.unwrap_or(Duration::from_secs(86_400)));
     tokio::pin!(deadline);
@@ -171,6 +218,7 @@ async fn follow(
             },
         };
         if let Some(event) = event {
+            let event = request.render(event, &mut columns_sent);
             if tx.send(line(&event)).await.is_err() {
                 return;
             }
