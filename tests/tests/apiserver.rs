@@ -8,7 +8,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{StreamExt, TryStreamExt};
+use futures::{SinkExt, StreamExt, TryStreamExt};
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenReview};
 use k8s_openapi::api::authorization::v1::SubjectAccessReview;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -444,9 +444,16 @@ async fn token_request_review_and_access_review() {
     }
 }
 
+/// Request heads a kubelet stand-in received.
+type Heads = Arc<std::sync::Mutex<Vec<String>>>;
+
 /// A kubelet stand-in: TLS requiring a client certificate from the fake's CA; answers an
-/// upgrade with 101 and then echoes, anything else with 200 and the request line.
-async fn echo_kubelet(server: &ApiServer) -> (u16, tokio::task::JoinHandle<()>) {
+/// upgrade marked `X-Test-Echo` with 101 and then echoes, a SPDY port-forward with 101
+/// (then echoing), other upgrades with 400 (no streams here), anything else
+/// with 200 and the request line. Records every head.
+async fn echo_kubelet(server: &ApiServer) -> (u16, Heads, tokio::task::JoinHandle<()>) {
+    let heads = Heads::default();
+    let recorded = heads.clone();
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
     let pki = server.pki();
     let serving = pki.server_cert(&["127.0.0.1"]).expect("serving cert");
@@ -478,6 +485,7 @@ async fn echo_kubelet(server: &ApiServer) -> (u16, tokio::task::JoinHandle<()>) 
     let task = tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
             let acceptor = acceptor.clone();
+            let recorded = recorded.clone();
             tokio::spawn(async move {
                 let Ok(mut tls) = acceptor.accept(tcp).await else {
                     return;
@@ -492,7 +500,20 @@ async fn echo_kubelet(server: &ApiServer) -> (u16, tokio::task::JoinHandle<()>) 
                 }
                 let head = String::from_utf8_lossy(&head).to_string();
                 let line = head.lines().next().unwrap_or("").to_string();
-                if head.to_ascii_lowercase().contains("upgrade: websocket") {
+                let lower = head.to_ascii_lowercase();
+                recorded.lock().unwrap().push(head.clone());
+                if lower.contains("upgrade: spdy/3.1") && line.contains("/portForward/") {
+                    let answer = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: SPDY/3.1\r\nConnection: Upgrade\r\nX-Stream-Protocol-Version: portforward.k8s.io\r\n\r\n";
+                    if tls.write_all(answer.as_bytes()).await.is_ok() {
+                        let (mut r, mut w) = tokio::io::split(tls);
+                        let _ = tokio::io::copy(&mut r, &mut w).await;
+                    }
+                } else if lower.contains("upgrade:") && !lower.contains("x-test-echo: 1") {
+                    let no =
+                        "HTTP/1.1 400 Bad Request\r\nContent-Length: 15\r\n\r\nno streams here";
+                    let _ = tls.write_all(no.as_bytes()).await;
+                    let _ = tls.shutdown().await;
+                } else if lower.contains("upgrade: websocket") {
                     let answer = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Protocol: v5.channel.k8s.io\r\n\r\n";
                     if tls.write_all(answer.as_bytes()).await.is_err() {
                         return;
@@ -507,13 +528,13 @@ async fn echo_kubelet(server: &ApiServer) -> (u16, tokio::task::JoinHandle<()>) 
             });
         }
     });
-    (port, task)
+    (port, heads, task)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pod_streams_are_proxied_to_the_kubelet_with_upgrades() {
     let server = ApiServer::start();
-    let (port, kubelet) = echo_kubelet(&server).await;
+    let (port, heads, kubelet) = echo_kubelet(&server).await;
     server.create(&node_yaml("node-p", port)).expect("node");
     server.create(&pod_yaml("web", "node-p")).expect("pod");
 
@@ -559,7 +580,7 @@ async fn pod_streams_are_proxied_to_the_kubelet_with_upgrades() {
         tcp.set_read_timeout(Some(WAIT)).ok();
         write!(tcp, "GET /api/v1/namespaces/default/pods/web/exec?command=hostname&stdout=true HTTP/1.1\r\n\
             Host: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
-            Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: v5.channel.k8s.io\r\n\r\n").expect("send");
+            Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: v5.channel.k8s.io\r\nX-Test-Echo: 1\r\n\r\n").expect("send");
         let mut head = Vec::new();
         let mut byte = [0u8; 1];
         while !head.ends_with(b"\r\n\r\n") {
@@ -583,5 +604,105 @@ async fn pod_streams_are_proxied_to_the_kubelet_with_upgrades() {
         echoed.0
     );
     assert_eq!(echoed.1, "ping through the proxy");
+
+    // The real kubectl's exec and port-forward reach the kubelet as they left kubectl.
+    heads.lock().unwrap().clear();
+    server
+        .set_status("/api/v1/namespaces/default/pods/web", running_status())
+        .expect("running");
+    let exec = tokio::task::block_in_place(|| server.kubectl(&["exec", "web", "--", "hostname"]));
+    assert!(
+        String::from_utf8_lossy(&exec.stderr).contains("no streams here"),
+        "{exec:?}"
+    );
+    let seen = heads.lock().unwrap().clone();
+    let websocket = seen
+        .iter()
+        .find(|h| h.starts_with("GET /exec/default/web/main?command=hostname"));
+    let websocket = websocket
+        .expect("kubectl's WebSocket exec reached the kubelet")
+        .to_ascii_lowercase();
+    assert!(
+        websocket.contains("upgrade: websocket")
+            && websocket.contains("sec-websocket-protocol: v5.channel.k8s.io"),
+        "{websocket}"
+    );
+    assert!(!websocket.contains("authorization"), "{websocket}");
+    let spdy = seen
+        .iter()
+        .find(|h| h.starts_with("POST /exec/default/web/main?command=hostname"));
+    let spdy = spdy
+        .expect("kubectl's SPDY fallback reached the kubelet")
+        .to_ascii_lowercase();
+    assert!(
+        spdy.contains("upgrade: spdy/3.1")
+            && spdy.contains("x-stream-protocol-version: v4.channel.k8s.io"),
+        "{spdy}"
+    );
+
+    // Port-forward: kubectl's WebSocket tunnel becomes SPDY towards the kubelet.
+    heads.lock().unwrap().clear();
+    let mut forward = server
+        .kubectl_command(&["port-forward", "pod/web", ":8080"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl port-forward");
+    let mut out = forward.stdout.take().expect("stdout");
+    let banner = tokio::task::block_in_place(|| {
+        let mut text = Vec::new();
+        let mut byte = [0u8; 1];
+        while !String::from_utf8_lossy(&text).contains('\n')
+            && out.read(&mut byte).unwrap_or(0) == 1
+        {
+            text.push(byte[0]);
+        }
+        String::from_utf8_lossy(&text).to_string()
+    });
+    let _ = forward.kill();
+    let _ = forward.wait();
+    assert!(banner.starts_with("Forwarding from 127.0.0.1:"), "{banner}");
+    let seen = heads.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    let tunnel = seen[0].to_ascii_lowercase();
+    assert!(
+        seen[0].starts_with("POST /portForward/default/web"),
+        "{tunnel}"
+    );
+    assert!(
+        tunnel.contains("upgrade: spdy/3.1")
+            && tunnel.contains("x-stream-protocol-version: portforward.k8s.io"),
+        "{tunnel}"
+    );
+
+    // The tunnel's bytes: WebSocket binary messages in, the kubelet's bytes back as messages.
+    use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Message};
+    let url = format!(
+        "ws://127.0.0.1:{}/api/v1/namespaces/default/pods/web/portforward",
+        server.port()
+    );
+    let mut request = url.into_client_request().expect("ws request");
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        "SPDY/3.1+portforward.k8s.io".parse().unwrap(),
+    );
+    let (mut socket, answer) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("tunnel");
+    assert_eq!(
+        answer.headers()["sec-websocket-protocol"],
+        "SPDY/3.1+portforward.k8s.io"
+    );
+    socket
+        .send(Message::Binary("spdy frames".into()))
+        .await
+        .expect("send");
+    match tokio::time::timeout(WAIT, socket.next())
+        .await
+        .expect("echo in time")
+    {
+        Some(Ok(Message::Binary(bytes))) => assert_eq!(&bytes[..], b"spdy frames"),
+        other => panic!("expected the bytes back: {other:?}"),
+    }
     kubelet.abort();
 }

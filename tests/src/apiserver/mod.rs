@@ -12,8 +12,10 @@
 //! [`Policy`](reviews::Policy); and the upgrade-aware proxy of pod logs, exec, attach and
 //! port-forward to kubelets over TLS with the kubelet-client certificate of its [`Pki`].
 //!
-//! Where it is simpler than the real one: plain HTTP on loopback and no authentication
-//! of its own clients (any token is accepted); no admission beyond pod defaults, the
+//! Where it is simpler than the real one: plain HTTP on loopback; its own clients are
+//! authenticated by bearer token only, and only when asked
+//! ([`require_auth`](ApiServer::require_auth)), never authorised (no Node authorizer,
+//! no RBAC); JSON and YAML bodies only (415 for protobuf); no admission beyond pod defaults, the
 //! ServiceAccount token volume and DefaultTolerationSeconds; server-side apply is a
 //! strategic merge (no field managers); `limit`/`continue` are ignored (lists are
 //! whole); no aggregated discovery and no OpenAPI (kubectl needs `--validate=false` to
@@ -25,13 +27,15 @@
 //!   create-time defaults.
 //! - [`watch`], [`selectors`], [`patch`]: watches, label/field selectors, patch formats.
 //! - [`discovery`], [`table`]: what kubectl reads first, and `kubectl get` printing.
-//! - [`reviews`]: tokens and authorisation; [`proxy`]: the kubelet proxy.
-//! - [`server`]: paths and verbs; [`resources`]: the served types; [`status`]: errors.
+//! - [`reviews`]: tokens and authorisation; [`proxy`]: the kubelet proxy, with
+//!   [`tunnel`] unwrapping kubectl's WebSocket port-forward tunnel into SPDY.
+//! - [`server`]: paths and verbs; [`query`]: query strings; [`resources`]: the served types; [`status`]: errors.
 
 pub mod admission;
 pub mod discovery;
 pub mod patch;
 pub mod proxy;
+pub mod query;
 pub mod resources;
 pub mod reviews;
 pub mod selectors;
@@ -39,13 +43,14 @@ pub mod server;
 pub mod status;
 pub mod store;
 pub mod table;
+pub mod tunnel;
 pub mod watch;
 
 use std::fs;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -56,7 +61,7 @@ use tokio::runtime::Runtime;
 
 use crate::pki::Pki;
 use reviews::{Policy, Rule};
-use server::Shared;
+use server::{RequestRecord, Shared};
 use store::{DeleteOptions, Store, Target};
 
 /// How long [`ApiServer::kubectl`] lets kubectl run.
@@ -94,6 +99,8 @@ impl ApiServer {
             policy: Mutex::new(Policy::default()),
             kubelet: proxy::KubeletClient::new(pki.kubelet_client())?,
             bookmark_every: BOOKMARK_EVERY,
+            requests: Mutex::new(Vec::new()),
+            require_auth: AtomicBool::new(false),
         });
         let (runtime, port) = listen(&shared, 0)?;
         Ok(ApiServer {
@@ -170,10 +177,24 @@ impl ApiServer {
     /// too), then listens again on the same port with the same objects and
     /// resourceVersion counter: clients must reconnect and rewatch.
     pub fn restart(&mut self) {
+        self.stop();
+        self.resume();
+    }
+
+    /// Stops listening and drops every connection; the objects stay. Clients see
+    /// connection refused until [`resume`](ApiServer::resume).
+    pub fn stop(&mut self) {
         if let Some(runtime) = self.runtime.take() {
-            // Not waiting here keeps restart usable from async tests; the loop below
-            // waits for the old listener to be gone.
+            // Not waiting here keeps this usable from async tests; `resume` waits for the
+            // old listener to be gone.
             runtime.shutdown_background();
+        }
+    }
+
+    /// Listens again on the same port after [`stop`](ApiServer::stop) (no-op if running).
+    pub fn resume(&mut self) {
+        if self.runtime.is_some() {
+            return;
         }
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
@@ -188,6 +209,30 @@ impl ApiServer {
                 Err(_) => thread::sleep(Duration::from_millis(50)),
             }
         }
+    }
+
+    /// Every request received so far (method, path, query, user, content type).
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        self.shared
+            .requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Forgets the requests received so far.
+    pub fn clear_requests(&self) {
+        self.shared
+            .requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
+    /// Whether requests need a bearer token known from [`add_token`](ApiServer::add_token)
+    /// or a TokenRequest (else 401 Unauthorized); off by default (any token is accepted).
+    pub fn require_auth(&self, required: bool) {
+        self.shared.require_auth.store(required, Ordering::Relaxed);
     }
 
     /// Forgets the event log: watches from any earlier resourceVersion get 410 Expired.
@@ -346,12 +391,6 @@ impl Drop for ApiServer {
 
 /// A runtime serving `shared` on `127.0.0.1:<port>` (0: any free port).
 fn listen(shared: &Arc<Shared>, port: u16) -> Result<(Runtime, u16), String> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("fake-apiserver")
-        .enable_all()
-        .build()
-        .map_err(|e| format!("building the API server runtime: {e}"))?;
     let address = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     // std's bind sets SO_REUSEADDR: restarts listen on the same port while old
     // connections linger in TIME_WAIT. Binding here, outside any runtime, lets tests
@@ -365,6 +404,13 @@ fn listen(shared: &Arc<Shared>, port: u16) -> Result<(Runtime, u16), String> {
         .local_addr()
         .map_err(|e| format!("the listening address: {e}"))?
         .port();
+    // Built after binding: a runtime dropped on a failed bind would panic in async tests.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("fake-apiserver")
+        .enable_all()
+        .build()
+        .map_err(|e| format!("building the API server runtime: {e}"))?;
     let app = server::router(shared.clone(), format!("127.0.0.1:{port}"));
     runtime.spawn(async move {
         // Serving ends only when the runtime shuts down (or the socket is unusable).

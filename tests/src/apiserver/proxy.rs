@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{header, HeaderValue, Request, Response, StatusCode};
+use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
@@ -18,7 +19,11 @@ use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
+use super::query::{encode, Query};
+use super::server::{Location, Shared};
 use super::status::{ApiError, ApiResult};
+use super::store::by_plural;
+use super::tunnel;
 use crate::pki::IssuedCert;
 
 /// The kubelet port when a node does not publish one.
@@ -74,6 +79,11 @@ pub fn container(pod: &Value, requested: Option<&str>) -> ApiResult<String> {
             }
         }
     }
+}
+
+/// A 502 for a kubelet that cannot be reached.
+pub fn unreachable(address: &str, error: &dyn std::fmt::Display) -> ApiError {
+    ApiError::proxy(format!("error dialing the kubelet at {address}: {error}"))
 }
 
 /// Accepts any kubelet serving certificate (kube-apiserver's default without a kubelet CA).
@@ -148,6 +158,30 @@ impl KubeletClient {
         })
     }
 
+    /// An HTTP/1 connection over TLS to the kubelet at `address` (`host:port`).
+    pub async fn connect(&self, address: &str) -> ApiResult<SendRequest<Body>> {
+        let tcp = TcpStream::connect(address)
+            .await
+            .map_err(|e| unreachable(address, &e))?;
+        let host = address
+            .rsplit_once(':')
+            .map_or(address, |(h, _)| h)
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let server_name = ServerName::try_from(host).map_err(|e| unreachable(address, &e))?;
+        let tls = self
+            .tls
+            .connect(server_name, tcp)
+            .await
+            .map_err(|e| unreachable(address, &e))?;
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| unreachable(address, &e))?;
+        tokio::spawn(connection.with_upgrades());
+        Ok(sender)
+    }
+
     /// Sends `request` to `address` (`host:port`) at `path_and_query`; relays the answer,
     /// splicing both connections after a `101 Switching Protocols`.
     pub async fn forward(
@@ -156,28 +190,7 @@ impl KubeletClient {
         path_and_query: &str,
         mut request: Request<Body>,
     ) -> ApiResult<Response<Body>> {
-        let unreachable = |e: &dyn std::fmt::Display| {
-            ApiError::proxy(format!("error dialing the kubelet at {address}: {e}"))
-        };
-        let tcp = TcpStream::connect(address)
-            .await
-            .map_err(|e| unreachable(&e))?;
-        let host = address
-            .rsplit_once(':')
-            .map_or(address, |(h, _)| h)
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
-        let server_name = ServerName::try_from(host).map_err(|e| unreachable(&e))?;
-        let tls = self
-            .tls
-            .connect(server_name, tcp)
-            .await
-            .map_err(|e| unreachable(&e))?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .map_err(|e| unreachable(&e))?;
-        tokio::spawn(connection.with_upgrades());
+        let mut sender = self.connect(address).await?;
 
         let client_upgrade = hyper::upgrade::on(&mut request);
         let (parts, body) = request.into_parts();
@@ -198,7 +211,7 @@ impl KubeletClient {
         let mut answer = sender
             .send_request(outgoing)
             .await
-            .map_err(|e| unreachable(&e))?;
+            .map_err(|e| unreachable(address, &e))?;
         if answer.status() != StatusCode::SWITCHING_PROTOCOLS {
             let (parts, body) = answer.into_parts();
             return Ok(Response::from_parts(parts, Body::new(body)));
@@ -215,4 +228,64 @@ impl KubeletClient {
         let (parts, _) = answer.into_parts();
         Ok(Response::from_parts(parts, Body::empty()))
     }
+}
+
+/// Forwards `pods/{name}/log|exec|attach|portforward` to the pod's kubelet.
+pub async fn pod_stream(
+    shared: &Shared,
+    loc: &Location,
+    query: &Query,
+    request: Request<Body>,
+) -> ApiResult<Response<Body>> {
+    let ns = loc.namespace.as_deref().unwrap_or("default");
+    let name = loc.name.as_deref().unwrap_or("");
+    let sub = loc.subresource.as_deref().unwrap_or("");
+    let (pod, node) = {
+        let store = shared.store();
+        let pod = store.get(loc.resource, Some(ns), name)?;
+        let node_name = pod["spec"]["nodeName"].as_str().unwrap_or("").to_string();
+        if node_name.is_empty() {
+            return Err(ApiError::bad_request(format!(
+                "pod {name} does not have a host assigned"
+            )));
+        }
+        let node = store.get(by_plural("nodes"), None, &node_name)?;
+        (pod, node)
+    };
+    let phase = pod["status"]["phase"].as_str().unwrap_or("");
+    if matches!(sub, "exec" | "attach") && matches!(phase, "Succeeded" | "Failed") {
+        return Err(ApiError::bad_request(format!(
+            "cannot {sub} into a container in a completed pod; current phase is {phase}"
+        )));
+    }
+    let address = kubelet_address(&node)?;
+    let raw_query = request.uri().query().unwrap_or("").to_string();
+    let path = match sub {
+        "log" => {
+            let container = container(&pod, query.get("container"))?;
+            let kept: Vec<String> = [
+                "follow",
+                "tailLines",
+                "limitBytes",
+                "timestamps",
+                "sinceSeconds",
+                "sinceTime",
+                "previous",
+            ]
+            .iter()
+            .filter_map(|k| query.get(k).map(|v| format!("{k}={}", encode(v))))
+            .collect();
+            format!("/containerLogs/{ns}/{name}/{container}?{}", kept.join("&"))
+        }
+        "portforward" if tunnel::requested(&request) => {
+            let path = format!("/portForward/{ns}/{name}?{raw_query}");
+            return tunnel::port_forward(&shared.kubelet, &address, &path, request).await;
+        }
+        "portforward" => format!("/portForward/{ns}/{name}?{raw_query}"),
+        _ => {
+            let container = container(&pod, query.get("container"))?;
+            format!("/{sub}/{ns}/{name}/{container}?{raw_query}")
+        }
+    };
+    shared.kubelet.forward(&address, &path, request).await
 }

@@ -2,6 +2,7 @@
 //! resource, namespace, name and subresource, and each verb answered from the store,
 //! the review policy or the kubelet proxy.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use serde_json::{json, Value};
 use super::discovery;
 use super::patch::{self, PatchKind};
 use super::proxy::{self, KubeletClient};
+use super::query::Query;
 use super::resources::{self, Resource};
 use super::reviews::Policy;
 use super::selectors::Selector;
@@ -35,6 +37,25 @@ pub struct Shared {
     pub kubelet: KubeletClient,
     /// How often watches that allow bookmarks get one.
     pub bookmark_every: Duration,
+    /// Every request received, oldest first.
+    pub requests: Mutex<Vec<RequestRecord>>,
+    /// Whether requests need a known bearer token (else 401), rather than any.
+    pub require_auth: AtomicBool,
+}
+
+/// One request as received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestRecord {
+    /// `GET`, `PATCH`...
+    pub method: String,
+    /// The path.
+    pub path: String,
+    /// The raw query.
+    pub query: String,
+    /// The user its bearer token authenticates as (`system:anonymous` if none is known).
+    pub user: String,
+    /// The `Content-Type` (which patch format).
+    pub content_type: String,
 }
 
 impl Shared {
@@ -110,57 +131,6 @@ pub fn locate(path: &str) -> Option<Location> {
     })
 }
 
-/// The decoded query parameters, in order (repeated ones, like `command`, repeat).
-fn query_pairs(query: &str) -> Vec<(String, String)> {
-    query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (decode(k), decode(v))
-        })
-        .collect()
-}
-
-fn decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                let hex = |c: u8| (c as char).to_digit(16);
-                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                    (Some(high), Some(low)) => {
-                        out.push((high * 16 + low) as u8);
-                        i += 2;
-                    }
-                    _ => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-struct Query(Vec<(String, String)>);
-
-impl Query {
-    fn get(&self, key: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn flag(&self, key: &str) -> bool {
-        matches!(self.get(key), Some("true") | Some("1"))
-    }
-}
-
 fn json_response(code: StatusCode, value: &Value) -> Response<Body> {
     let mut response = Response::new(Body::from(value.to_string()));
     *response.status_mut() = code;
@@ -176,7 +146,41 @@ fn error_response(error: &ApiError) -> Response<Body> {
     json_response(code, &error.to_status())
 }
 
+/// The record of `request`, and whether its bearer token is known.
+fn received(shared: &Shared, request: &Request) -> (RequestRecord, bool) {
+    let header = |name| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    let bearer = header(header::AUTHORIZATION);
+    let user = bearer
+        .strip_prefix("Bearer ")
+        .and_then(|t| shared.policy().authenticate(t).map(|u| u.name.clone()));
+    let record = RequestRecord {
+        method: request.method().to_string(),
+        path: request.uri().path().to_string(),
+        query: request.uri().query().unwrap_or("").to_string(),
+        user: user.clone().unwrap_or_else(|| "system:anonymous".into()),
+        content_type: header(header::CONTENT_TYPE),
+    };
+    (record, user.is_some())
+}
+
 async fn handle(State(context): State<Context>, request: Request) -> Response<Body> {
+    let shared = &context.shared;
+    let (record, known) = received(shared, &request);
+    shared
+        .requests
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(record);
+    if !known && shared.require_auth.load(Ordering::Relaxed) {
+        return error_response(&ApiError::unauthorized());
+    }
     match route(&context, request).await {
         Ok(response) => response,
         Err(error) => error_response(&error),
@@ -209,7 +213,7 @@ async fn route(context: &Context, request: Request) -> ApiResult<Response<Body>>
         _ => {}
     }
     let location = locate(&path).ok_or_else(|| ApiError::no_route(&path))?;
-    let query = Query(query_pairs(request.uri().query().unwrap_or("")));
+    let query = Query::parse(request.uri().query().unwrap_or(""));
     let accept = request
         .headers()
         .get(header::ACCEPT)
@@ -236,7 +240,7 @@ async fn route(context: &Context, request: Request) -> ApiResult<Response<Body>>
         (_, Some(_), Some("log" | "exec" | "attach" | "portforward"))
             if loc.resource.plural == "pods" =>
         {
-            proxy_to_kubelet(shared, loc, &query, request).await
+            proxy::pod_stream(shared, loc, &query, request).await
         }
         (&Method::GET, None, None) if query.flag("watch") => {
             let mut watch = watch_request(loc, &query)?;
@@ -517,74 +521,6 @@ fn bind(
     Ok(json_response(StatusCode::CREATED, &success))
 }
 
-/// Forwards `pods/{name}/log|exec|attach|portforward` to the pod's kubelet.
-async fn proxy_to_kubelet(
-    shared: &Shared,
-    loc: &Location,
-    query: &Query,
-    request: Request,
-) -> ApiResult<Response<Body>> {
-    let ns = loc.namespace.as_deref().unwrap_or("default");
-    let name = loc.name.as_deref().unwrap_or("");
-    let sub = loc.subresource.as_deref().unwrap_or("");
-    let (pod, node) = {
-        let store = shared.store();
-        let pod = store.get(loc.resource, Some(ns), name)?;
-        let node_name = pod["spec"]["nodeName"].as_str().unwrap_or("").to_string();
-        if node_name.is_empty() {
-            return Err(ApiError::bad_request(format!(
-                "pod {name} does not have a host assigned"
-            )));
-        }
-        let node = store.get(by_plural("nodes"), None, &node_name)?;
-        (pod, node)
-    };
-    let phase = pod["status"]["phase"].as_str().unwrap_or("");
-    if matches!(sub, "exec" | "attach") && matches!(phase, "Succeeded" | "Failed") {
-        return Err(ApiError::bad_request(format!(
-            "cannot {sub} into a container in a completed pod; current phase is {phase}"
-        )));
-    }
-    let address = proxy::kubelet_address(&node)?;
-    let raw_query = request.uri().query().unwrap_or("").to_string();
-    let path = match sub {
-        "log" => {
-            let container = proxy::container(&pod, query.get("container"))?;
-            let kept: Vec<String> = [
-                "follow",
-                "tailLines",
-                "limitBytes",
-                "timestamps",
-                "sinceSeconds",
-                "sinceTime",
-                "previous",
-            ]
-            .iter()
-            .filter_map(|k| query.get(k).map(|v| format!("{k}={}", encode(v))))
-            .collect();
-            format!("/containerLogs/{ns}/{name}/{container}?{}", kept.join("&"))
-        }
-        "portforward" => format!("/portForward/{ns}/{name}?{raw_query}"),
-        _ => {
-            let container = proxy::container(&pod, query.get("container"))?;
-            format!("/{sub}/{ns}/{name}/{container}?{raw_query}")
-        }
-    };
-    shared.kubelet.forward(&address, &path, request).await
-}
-
-fn encode(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -607,13 +543,5 @@ mod tests {
         assert!(locate("/api/v1/namespaces/default/widgets").is_none());
         let all = locate("/api/v1/pods?watch=1").unwrap();
         assert_eq!((all.namespace, all.name), (None, None));
-    }
-
-    #[test]
-    fn queries_decode_percent_and_plus() {
-        let q = query_pairs("fieldSelector=spec.nodeName%3Dn1&command=echo&command=a+b&x");
-        assert_eq!(q[0], ("fieldSelector".into(), "spec.nodeName=n1".into()));
-        assert_eq!(q[2].1, "a b");
-        assert_eq!(q[3], ("x".into(), String::new()));
     }
 }

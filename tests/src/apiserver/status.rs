@@ -44,6 +44,11 @@ impl ApiError {
         .about(resource, name)
     }
 
+    /// 401: no known credentials.
+    pub fn unauthorized() -> ApiError {
+        ApiError::new(401, "Unauthorized", "Unauthorized".into())
+    }
+
     /// 404 for a path that names no resource.
     pub fn no_route(path: &str) -> ApiError {
         ApiError::new(
