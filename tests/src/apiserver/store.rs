@@ -295,6 +295,17 @@ impl Store {
             }
             _ => {}
         }
+        match new["metadata"]["uid"].as_str() {
+            // A uid in the body is a precondition (the kubelet's status patches carry one).
+            Some(uid) if !uid.is_empty() && Some(uid) != old["metadata"]["uid"].as_str() => {
+                let why = format!(
+                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                    old["metadata"]["uid"].as_str().unwrap_or("")
+                );
+                return Err(ApiError::conflict(resource, name, &why));
+            }
+            _ => {}
+        }
         if target == Target::Status {
             let status = new["status"].take();
             new = old.clone();
@@ -525,4 +536,115 @@ pub fn random_suffix() -> String {
             c
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(name: &str, node: &str) -> Value {
+        json!({"metadata": {"name": name}, "spec": {"nodeName": node, "containers": [{"name": "c", "image": "busybox"}]}})
+    }
+
+    fn store() -> Store {
+        let mut store = Store::new("CA");
+        store.inject_service_account_token = false;
+        store
+    }
+
+    #[test]
+    fn bound_pods_delete_gracefully_until_a_final_delete() {
+        let mut s = store();
+        let pods = by_plural("pods");
+        let created = s.create(pods, Some("default"), pod("web", "n1")).unwrap();
+        let uid = created["metadata"]["uid"].as_str().unwrap().to_string();
+        let marked = s
+            .delete(pods, Some("default"), "web", &DeleteOptions::default())
+            .unwrap();
+        assert_eq!(marked["metadata"]["deletionGracePeriodSeconds"], 30);
+        assert!(s.get(pods, Some("default"), "web").is_ok());
+        let wrong = DeleteOptions {
+            grace: Some(0),
+            uid: Some("other".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            s.delete(pods, Some("default"), "web", &wrong)
+                .unwrap_err()
+                .code,
+            409
+        );
+        let last = DeleteOptions {
+            grace: Some(0),
+            uid: Some(uid),
+            ..Default::default()
+        };
+        s.delete(pods, Some("default"), "web", &last).unwrap();
+        assert_eq!(s.get(pods, Some("default"), "web").unwrap_err().code, 404);
+        // Unbound pods go at once.
+        s.create(pods, Some("default"), pod("loose", "")).unwrap();
+        s.delete(pods, Some("default"), "loose", &DeleteOptions::default())
+            .unwrap();
+        assert!(s.get(pods, Some("default"), "loose").is_err());
+    }
+
+    #[test]
+    fn finalizers_hold_an_object_until_removed() {
+        let mut s = store();
+        let cms = by_plural("configmaps");
+        let cm = json!({"metadata": {"name": "x", "finalizers": ["test/hold"]}});
+        s.create(cms, Some("default"), cm).unwrap();
+        let held = s
+            .delete(cms, Some("default"), "x", &DeleteOptions::default())
+            .unwrap();
+        assert!(held["metadata"]["deletionTimestamp"].is_string());
+        let mut released = held.clone();
+        released["metadata"]["finalizers"] = json!([]);
+        s.update(cms, Some("default"), "x", released, Target::Main)
+            .unwrap();
+        assert!(s.get(cms, Some("default"), "x").is_err());
+    }
+
+    #[test]
+    fn updates_check_versions_keep_status_and_skip_no_ops() {
+        let mut s = store();
+        let pods = by_plural("pods");
+        let v1 = s.create(pods, Some("default"), pod("web", "n1")).unwrap();
+        let rv = s.resource_version();
+        assert_eq!(
+            s.update(pods, Some("default"), "web", v1.clone(), Target::Main)
+                .unwrap(),
+            v1
+        );
+        assert_eq!(s.resource_version(), rv, "a no-op update writes nothing");
+        let mut running = v1.clone();
+        running["status"]["phase"] = json!("Running");
+        let main = s
+            .update(pods, Some("default"), "web", running.clone(), Target::Main)
+            .unwrap();
+        assert_eq!(main["status"]["phase"], "Pending");
+        let status = s
+            .update(pods, Some("default"), "web", running, Target::Status)
+            .unwrap();
+        assert_eq!(status["status"]["phase"], "Running");
+        assert_eq!(
+            s.update(pods, Some("default"), "web", v1, Target::Main)
+                .unwrap_err()
+                .code,
+            409
+        );
+    }
+
+    #[test]
+    fn watches_before_the_log_expire() {
+        let mut s = store();
+        let cms = by_plural("configmaps");
+        s.create(cms, Some("default"), json!({"metadata": {"name": "a"}}))
+            .unwrap();
+        let rv = s.resource_version();
+        assert!(s.watch_from(rv - 1).is_ok());
+        s.compact();
+        assert_eq!(s.watch_from(rv - 1).unwrap_err().code, 410);
+        assert!(s.watch_from(rv).is_ok());
+    }
 }

@@ -225,3 +225,64 @@ async fn follow(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apiserver::store::by_plural;
+
+    fn change(kind: ChangeKind, node: &str, old_node: Option<&str>) -> Change {
+        let pod = |n: &str| json!({"metadata": {"name": "p", "namespace": "default"}, "spec": {"nodeName": n}});
+        Change {
+            rv: 7,
+            resource: by_plural("pods"),
+            kind,
+            object: pod(node),
+            old: old_node.map(pod),
+        }
+    }
+
+    #[test]
+    fn selector_watches_see_objects_enter_and_leave() {
+        let request = WatchRequest {
+            resource: by_plural("pods"),
+            namespace: None,
+            labels: Selector::default(),
+            fields: Selector::fields("spec.nodeName=n1").unwrap(),
+            resource_version: None,
+            bookmarks: false,
+            send_initial_events: false,
+            timeout: None,
+            table: None,
+        };
+        let kind = |c: Change| {
+            request
+                .event_for(&c)
+                .map(|e| e["type"].as_str().unwrap_or("").to_string())
+        };
+        assert_eq!(
+            kind(change(ChangeKind::Added, "n1", None)).as_deref(),
+            Some("ADDED")
+        );
+        assert_eq!(kind(change(ChangeKind::Added, "n2", None)), None);
+        assert_eq!(
+            kind(change(ChangeKind::Modified, "n1", Some("n1"))).as_deref(),
+            Some("MODIFIED")
+        );
+        assert_eq!(
+            kind(change(ChangeKind::Modified, "n1", Some(""))).as_deref(),
+            Some("ADDED")
+        );
+        assert_eq!(
+            kind(change(ChangeKind::Modified, "n2", Some("n1"))).as_deref(),
+            Some("DELETED")
+        );
+        assert_eq!(
+            kind(change(ChangeKind::Deleted, "n1", None)).as_deref(),
+            Some("DELETED")
+        );
+        let mut other = change(ChangeKind::Added, "n1", None);
+        other.resource = by_plural("configmaps");
+        assert_eq!(kind(other), None);
+    }
+}
