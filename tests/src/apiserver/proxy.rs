@@ -11,6 +11,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::{header, HeaderValue, Request, Response, StatusCode};
 use hyper::client::conn::http1::SendRequest;
+use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
@@ -190,8 +191,6 @@ impl KubeletClient {
         path_and_query: &str,
         mut request: Request<Body>,
     ) -> ApiResult<Response<Body>> {
-        let mut sender = self.connect(address).await?;
-
         let client_upgrade = hyper::upgrade::on(&mut request);
         let (parts, body) = request.into_parts();
         let mut outgoing = Request::builder()
@@ -208,26 +207,66 @@ impl KubeletClient {
         if let Ok(host) = HeaderValue::from_str(address) {
             outgoing.headers_mut().insert(header::HOST, host);
         }
+        let relayed = self
+            .exchange(
+                address,
+                outgoing,
+                client_upgrade,
+                |client, kubelet| async move {
+                    let (mut client, mut kubelet) = (TokioIo::new(client), TokioIo::new(kubelet));
+                    // Either side closing ends the splice; errors are the streams ending.
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut kubelet).await;
+                },
+            )
+            .await?;
+        Ok(match relayed {
+            Exchange::Relayed(response) => response,
+            Exchange::Switched(parts) => Response::from_parts(parts, Body::empty()),
+        })
+    }
+
+    /// Sends `outgoing` to the kubelet at `address`. An answer other than `101 Switching
+    /// Protocols` comes back to be relayed as it is; after a 101, `splice` gets the
+    /// client's and the kubelet's upgraded connections in a task of its own.
+    pub async fn exchange<F, Fut>(
+        &self,
+        address: &str,
+        outgoing: Request<Body>,
+        client_upgrade: OnUpgrade,
+        splice: F,
+    ) -> ApiResult<Exchange>
+    where
+        F: FnOnce(Upgraded, Upgraded) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
+        let mut sender = self.connect(address).await?;
         let mut answer = sender
             .send_request(outgoing)
             .await
             .map_err(|e| unreachable(address, &e))?;
         if answer.status() != StatusCode::SWITCHING_PROTOCOLS {
             let (parts, body) = answer.into_parts();
-            return Ok(Response::from_parts(parts, Body::new(body)));
+            return Ok(Exchange::Relayed(Response::from_parts(
+                parts,
+                Body::new(body),
+            )));
         }
         let kubelet_upgrade = hyper::upgrade::on(&mut answer);
         tokio::spawn(async move {
-            let (Ok(client), Ok(kubelet)) = (client_upgrade.await, kubelet_upgrade.await) else {
-                return;
-            };
-            let (mut client, mut kubelet) = (TokioIo::new(client), TokioIo::new(kubelet));
-            // Either side closing ends the splice; errors are the streams ending.
-            let _ = tokio::io::copy_bidirectional(&mut client, &mut kubelet).await;
+            if let (Ok(client), Ok(kubelet)) = (client_upgrade.await, kubelet_upgrade.await) {
+                splice(client, kubelet).await;
+            }
         });
-        let (parts, _) = answer.into_parts();
-        Ok(Response::from_parts(parts, Body::empty()))
+        Ok(Exchange::Switched(answer.into_parts().0))
     }
+}
+
+/// How the kubelet answered an [`KubeletClient::exchange`].
+pub enum Exchange {
+    /// Not with an upgrade: the answer, to relay.
+    Relayed(Response<Body>),
+    /// With `101 Switching Protocols` (its head); the connections are being spliced.
+    Switched(axum::http::response::Parts),
 }
 
 /// Forwards `pods/{name}/log|exec|attach|portforward` to the pod's kubelet.

@@ -90,6 +90,26 @@ const fn core(
     }
 }
 
+/// A create-only review resource (cluster-scoped, not stored).
+const fn review(
+    group: &'static str,
+    plural: &'static str,
+    singular: &'static str,
+    kind: &'static str,
+) -> Resource {
+    Resource {
+        group,
+        version: "v1",
+        plural,
+        singular,
+        kind,
+        namespaced: false,
+        short_names: &[],
+        subresources: &[],
+        stored: false,
+    }
+}
+
 /// Every resource type served.
 pub static RESOURCES: &[Resource] = &[
     core(
@@ -154,39 +174,24 @@ pub static RESOURCES: &[Resource] = &[
         subresources: &[],
         stored: true,
     },
-    Resource {
-        group: "authentication.k8s.io",
-        version: "v1",
-        plural: "tokenreviews",
-        singular: "tokenreview",
-        kind: "TokenReview",
-        namespaced: false,
-        short_names: &[],
-        subresources: &[],
-        stored: false,
-    },
-    Resource {
-        group: "authorization.k8s.io",
-        version: "v1",
-        plural: "subjectaccessreviews",
-        singular: "subjectaccessreview",
-        kind: "SubjectAccessReview",
-        namespaced: false,
-        short_names: &[],
-        subresources: &[],
-        stored: false,
-    },
-    Resource {
-        group: "authorization.k8s.io",
-        version: "v1",
-        plural: "selfsubjectaccessreviews",
-        singular: "selfsubjectaccessreview",
-        kind: "SelfSubjectAccessReview",
-        namespaced: false,
-        short_names: &[],
-        subresources: &[],
-        stored: false,
-    },
+    review(
+        "authentication.k8s.io",
+        "tokenreviews",
+        "tokenreview",
+        "TokenReview",
+    ),
+    review(
+        "authorization.k8s.io",
+        "subjectaccessreviews",
+        "subjectaccessreview",
+        "SubjectAccessReview",
+    ),
+    review(
+        "authorization.k8s.io",
+        "selfsubjectaccessreviews",
+        "selfsubjectaccessreview",
+        "SelfSubjectAccessReview",
+    ),
 ];
 
 /// The resource `plural` of `group`/`version`.

@@ -14,7 +14,7 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-use super::proxy::{unreachable, KubeletClient};
+use super::proxy::{Exchange, KubeletClient};
 use super::status::{ApiError, ApiResult};
 
 /// The WebSocket subprotocol of the tunnel.
@@ -46,7 +46,6 @@ pub async fn port_forward(
         .ok_or_else(|| ApiError::bad_request("a WebSocket upgrade without Sec-WebSocket-Key"))?;
     let accept = derive_accept_key(key.as_bytes());
     let client_upgrade = hyper::upgrade::on(&mut request);
-    let mut sender = kubelet.connect(address).await?;
     let mut spdy = Request::post(path)
         .header(header::HOST, address)
         .header(header::CONNECTION, "Upgrade")
@@ -60,23 +59,17 @@ pub async fn port_forward(
             spdy.headers_mut().insert(name, value.clone());
         }
     }
-    let mut answer = sender
-        .send_request(spdy)
-        .await
-        .map_err(|e| unreachable(address, &e))?;
-    if answer.status() != StatusCode::SWITCHING_PROTOCOLS {
-        let (parts, body) = answer.into_parts();
-        return Ok(Response::from_parts(parts, Body::new(body)));
-    }
-    let kubelet_upgrade = hyper::upgrade::on(&mut answer);
-    tokio::spawn(async move {
-        let (Ok(client), Ok(kubelet)) = (client_upgrade.await, kubelet_upgrade.await) else {
-            return;
-        };
+    let splice = |client, kubelet| async move {
         let socket =
             WebSocketStream::from_raw_socket(TokioIo::new(client), Role::Server, None).await;
         relay(socket, TokioIo::new(kubelet)).await;
-    });
+    };
+    if let Exchange::Relayed(refused) = kubelet
+        .exchange(address, spdy, client_upgrade, splice)
+        .await?
+    {
+        return Ok(refused);
+    }
     let mut response = Response::new(Body::empty());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let headers = response.headers_mut();
