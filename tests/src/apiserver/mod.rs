@@ -22,6 +22,18 @@
 //! create objects); no controllers but the namespace ones (`default` ServiceAccount,
 //! `kube-root-ca.crt`).
 //!
+//! # Use
+//! ```no_run
+//! # use peapod_tests::apiserver::ApiServer;
+//! let server = ApiServer::start();
+//! server.add_token("node-token", "system:node:n1", &["system:nodes"]);
+//! let kubeconfig = server.kubeconfig("node-token"); // for `peapod-kubelet --kubeconfig`
+//! let out = server.kubectl(&["get", "pods", "-o", "wide"]); // the real kubectl, as an admin
+//! # let _ = (kubeconfig, out);
+//! ```
+//! By hand: `kubectl --kubeconfig <server.kubeconfig(token)> get nodes`; creating objects
+//! needs `--validate=false` (no OpenAPI).
+//!
 //! # Layout
 //! - [`store`]: objects, resourceVersion, event log, registry semantics; [`admission`]:
 //!   create-time defaults.

@@ -29,6 +29,7 @@ pub fn table(resource: &Resource, objects: &[Value], rv: u64, include_object: &s
     let (columns, cells): (Vec<Value>, Cells) = match (resource.group, resource.plural) {
         ("", "pods") => (pod_columns(), pod_cells),
         ("", "nodes") => (node_columns(), node_cells),
+        ("", "events") => (event_columns(), event_cells),
         _ => (
             vec![
                 column("Name", "string", "name", 0, "Name of the object."),
@@ -364,6 +365,47 @@ fn node_cells(node: &Value, now: DateTime<Utc>) -> Vec<Value> {
         text_or_none(&info["osImage"]),
         text_or_none(&info["kernelVersion"]),
         text_or_none(&info["containerRuntimeVersion"]),
+    ]
+}
+
+fn event_columns() -> Vec<Value> {
+    vec![
+        column(
+            "Last Seen",
+            "string",
+            "",
+            0,
+            "Time since the event was last seen.",
+        ),
+        column(
+            "Type",
+            "string",
+            "",
+            0,
+            "Type of the event (Normal, Warning).",
+        ),
+        column("Reason", "string", "", 0, "Why the event happened."),
+        column("Object", "string", "", 0, "The object the event is about."),
+        column("Message", "string", "", 0, "What happened."),
+        column("Name", "string", "name", 1, "Name of the event."),
+    ]
+}
+
+fn event_cells(event: &Value, now: DateTime<Utc>) -> Vec<Value> {
+    let last = ["lastTimestamp", "eventTime", "firstTimestamp"]
+        .iter()
+        .find_map(|f| since(&event[*f], now))
+        .or_else(|| since(&event["metadata"]["creationTimestamp"], now))
+        .unwrap_or_else(|| "<unknown>".into());
+    let object = &event["involvedObject"];
+    let kind = object["kind"].as_str().unwrap_or("").to_ascii_lowercase();
+    vec![
+        json!(last),
+        json!(event["type"].as_str().unwrap_or("")),
+        json!(event["reason"].as_str().unwrap_or("")),
+        json!(format!("{kind}/{}", object["name"].as_str().unwrap_or(""))),
+        json!(event["message"].as_str().unwrap_or("").trim()),
+        json!(name(event)),
     ]
 }
 
