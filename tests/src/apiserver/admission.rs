@@ -9,6 +9,9 @@ use super::resources::Resource;
 use super::status::{ApiError, ApiResult};
 use super::store::random_suffix;
 
+/// The annotation that marks a mirror pod.
+pub const MIRROR_ANNOTATION: &str = "kubernetes.io/config.mirror";
+
 /// Where the ServiceAccount admission plugin mounts the API access volume.
 pub const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 
@@ -59,7 +62,12 @@ fn pod(pod: &mut Value, inject_token: bool) -> ApiResult<()> {
         }
     }
     default_tolerations(spec);
-    if inject_token && spec["automountServiceAccountToken"] != json!(false) {
+    // The ServiceAccount plugin leaves mirror pods (static pods' API copies) alone.
+    let mirror = pod["metadata"]["annotations"]
+        .get(MIRROR_ANNOTATION)
+        .is_some();
+    let spec = &mut pod["spec"];
+    if inject_token && !mirror && spec["automountServiceAccountToken"] != json!(false) {
         service_account_volume(spec);
     }
     // As the real pod strategy: a new pod's status is the server's, whatever was sent.
@@ -191,4 +199,41 @@ fn secret(secret: &mut Value) -> ApiResult<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apiserver::store::by_plural;
+
+    fn pod(annotations: Value) -> Value {
+        json!({"metadata": {"name": "p", "annotations": annotations},
+               "spec": {"containers": [{"name": "c", "image": "busybox:1.36",
+                   "resources": {"limits": {"cpu": "1", "memory": "1Gi"}}}]},
+               "status": {"phase": "Running"}})
+    }
+
+    #[test]
+    fn pods_get_defaults_and_the_token_volume_but_mirror_pods_do_not() {
+        let mut normal = pod(json!({}));
+        on_create(by_plural("pods"), &mut normal, true).unwrap();
+        assert_eq!(
+            normal["status"],
+            json!({"phase": "Pending", "qosClass": "Guaranteed"})
+        );
+        assert_eq!(
+            normal["spec"]["containers"][0]["imagePullPolicy"],
+            "IfNotPresent"
+        );
+        let volume = normal["spec"]["volumes"][0]["name"].as_str().unwrap();
+        assert!(volume.starts_with("kube-api-access-"));
+        let mount = &normal["spec"]["containers"][0]["volumeMounts"][0];
+        assert_eq!(mount["mountPath"], SERVICE_ACCOUNT_DIR);
+        assert!(normal["spec"]["containers"][0].get("ports").is_none());
+
+        let mut mirror = pod(json!({MIRROR_ANNOTATION: "hash"}));
+        on_create(by_plural("pods"), &mut mirror, true).unwrap();
+        assert!(mirror["spec"].get("volumes").is_none());
+        assert_eq!(mirror["spec"]["tolerations"].as_array().unwrap().len(), 2);
+    }
 }

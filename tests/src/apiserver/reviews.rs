@@ -46,6 +46,9 @@ pub struct Policy {
     rules: Vec<Rule>,
 }
 
+/// The audience (and issuer) of the fake's service account tokens.
+const API_AUDIENCE: &str = "https://kubernetes.default.svc.cluster.local";
+
 /// How long issued tokens live at least (the real server refuses shorter requests).
 const MIN_EXPIRATION: i64 = 600;
 /// How long they live when the request does not say.
@@ -200,11 +203,17 @@ impl Policy {
         }
         let now = Utc::now().timestamp();
         let subject = format!("system:serviceaccount:{ns}:{name}");
+        // No audiences means the API server's own, as the real one fills in.
+        let audiences = match request["spec"]["audiences"].as_array() {
+            Some(list) if !list.is_empty() => list.clone(),
+            _ => vec![json!(API_AUDIENCE)],
+        };
+        request["spec"]["audiences"] = json!(audiences);
         let bound = &request["spec"]["boundObjectRef"];
         let mut claims = json!({
-            "iss": "https://kubernetes.default.svc.cluster.local",
+            "iss": API_AUDIENCE,
             "sub": subject,
-            "aud": request["spec"]["audiences"].as_array().cloned().unwrap_or_else(|| vec![json!("https://kubernetes.default.svc.cluster.local")]),
+            "aud": audiences,
             "iat": now, "nbf": now, "exp": now + seconds,
             "jti": new_uid(),
             "kubernetes.io": {"namespace": ns,
