@@ -468,3 +468,14 @@ fn wait_output(mut child: std::process::Child, timeout: Duration, args: &[&str])
         stderr: stderr.join().unwrap_or_default(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_server_can_be_shared_between_threads() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<ApiServer>();
+    }
+}
