@@ -344,13 +344,16 @@ async fn stale_puts_conflict_and_status_patches_merge_by_key() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn label_watch_sends_deleted_when_an_object_leaves_the_set() {
+async fn watches_send_deleted_when_an_object_leaves_the_set_and_bookmarks() {
     let server = ApiServer::start();
     server.create(&pod_yaml("web", "node-a")).expect("pod");
     let pods: Api<Pod> = Api::namespaced(client(&server).await, "default");
     let list = pods.list(&Default::default()).await.expect("list");
     let rv = list.metadata.resource_version.expect("list rv");
-    let params = WatchParams::default().labels("app=web").timeout(30);
+    let params = WatchParams::default()
+        .labels("app=web")
+        .disable_bookmarks()
+        .timeout(30);
     let mut events = pods.watch(&params, &rv).await.expect("watch").boxed();
     let relabel = json!({"metadata": {"labels": {"app": "api"}}});
     pods.patch("web", &PatchParams::default(), &Patch::Merge(&relabel))
@@ -362,6 +365,20 @@ async fn label_watch_sends_deleted_when_an_object_leaves_the_set() {
     {
         Some(Ok(WatchEvent::Deleted(pod))) => assert_eq!(pod.metadata.name.as_deref(), Some("web")),
         other => panic!("expected DELETED: {other:?}"),
+    }
+
+    // Watches that allow bookmarks get them while nothing happens.
+    let quiet = WatchParams::default().timeout(30);
+    let now = server.resource_version().to_string();
+    let mut events = pods.watch(&quiet, &now).await.expect("watch").boxed();
+    match tokio::time::timeout(WAIT, events.next())
+        .await
+        .expect("bookmark in time")
+    {
+        Some(Ok(WatchEvent::Bookmark(mark))) => {
+            assert_eq!(mark.metadata.resource_version, now)
+        }
+        other => panic!("expected a BOOKMARK: {other:?}"),
     }
 }
 
