@@ -341,6 +341,13 @@ async fn stale_puts_conflict_and_status_patches_merge_by_key() {
         server.lease("node-a").expect("lease")["spec"]["holderIdentity"],
         "node-a"
     );
+    // Deleting it answers a Success Status, as the real registry does for leases.
+    let answer = leases
+        .delete("node-a", &DeleteParams::default())
+        .await
+        .expect("delete lease");
+    assert!(answer.is_right(), "{answer:?}");
+    assert!(server.lease("node-a").is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

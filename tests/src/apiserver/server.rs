@@ -315,7 +315,11 @@ async fn route(context: &Context, request: Request) -> ApiResult<Response<Body>>
         (&Method::DELETE, Some(name), None) => {
             let body = read_body(request).await?;
             let options = delete_options(&query, &body)?;
-            ok(shared.store().delete(loc.resource, ns, name, &options)?)
+            let mut store = shared.store();
+            let last = store.delete(loc.resource, ns, name, &options)?;
+            let gone = store.get(loc.resource, ns, name).is_err();
+            drop(store);
+            ok(deleted(loc.resource, last, gone))
         }
         (&Method::DELETE, None, None) => {
             let body = read_body(request).await?;
@@ -335,6 +339,27 @@ async fn route(context: &Context, request: Request) -> ApiResult<Response<Body>>
         }
         _ => Err(ApiError::method_not_allowed(&format!("{method} {path}"))),
     }
+}
+
+/// What a DELETE answers: the object while it lingers (graceful deletion, finalizers)
+/// and for the resources whose registry returns deleted objects (pods, namespaces);
+/// else a `Success` Status naming it.
+fn deleted(resource: &Resource, object: Value, gone: bool) -> Value {
+    if !gone || matches!(resource.plural, "pods" | "namespaces") {
+        return object;
+    }
+    json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Success",
+        "details": {
+            "name": object["metadata"]["name"],
+            "group": resource.group,
+            "kind": resource.plural,
+            "uid": object["metadata"]["uid"],
+        },
+    })
 }
 
 fn target(loc: &Location) -> ApiResult<Target> {
