@@ -6,5 +6,13 @@
 //! serves the data their volumes need.
 //!
 //! - [`client`]: the API client from `--kubeconfig`.
+//! - [`pods`]: the pods bound to this node (`spec.nodeName`), a pod source; [`pods::start`].
+//! - [`pod_status`]: the status manager: `pods/status` patches, deletion of stopped pods.
+//! - [`mirror`]: mirror pods for the static pods.
+//! - [`admission`]: whether a pod fits the node's allocatable (`OutOf*` rejections).
 
+pub mod admission;
 pub mod client;
+pub mod mirror;
+pub mod pod_status;
+pub mod pods;
