@@ -10,7 +10,7 @@ use axum::body::Body;
 use axum::extract::{Query, Request, State};
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Event, Pod};
 use kubelet::cluster::pod_status::StatusManager;
 use kubelet::cluster::pods::{ApiPods, Local, PodRunner, Source, Tracked};
 use serde_json::{json, Value};
@@ -210,6 +210,12 @@ impl PodRunner for FakeRunner {
     fn subscribe(&self) -> watch::Receiver<u64> {
         self.revision.subscribe()
     }
+    fn event(&self, event: &Event) {
+        self.record(format!(
+            "event {}",
+            event.reason.clone().unwrap_or_default()
+        ));
+    }
 }
 
 async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
@@ -229,9 +235,11 @@ async fn watch_events_and_a_relist_after_410_become_manager_actions_without_rest
     let mut deleting = pod("web", "u1", "11");
     deleting["metadata"]["deletionTimestamp"] = json!("2026-11-22T10:00:00Z");
     deleting["metadata"]["deletionGracePeriodSeconds"] = json!(5);
+    let mut big = pod("big", "u9", "8");
+    big["spec"]["containers"][0]["resources"]["requests"]["cpu"] = json!("3");
     let stub = Arc::new(Stub::default());
     stub.lists.lock().unwrap().extend([
-        list("10", vec![pod("web", "u1", "10"), mirror]),
+        list("10", vec![pod("web", "u1", "10"), mirror, big]),
         list("20", vec![pod("other", "u2", "12")]),
     ]);
     stub.watches.lock().unwrap().extend([
@@ -260,12 +268,13 @@ async fn watch_events_and_a_relist_after_410_become_manager_actions_without_rest
         stub.lists.lock().unwrap().len() == 1 && pods.view().mirrors.is_empty()
     })
     .await;
-    eventually("the relist's removals", || runner.actions().len() >= 5).await;
+    eventually("the relist's removals", || runner.actions().len() >= 6).await;
     task.abort();
     assert_eq!(
         runner.actions(),
         [
             "run web",
+            "event OutOfcpu",
             "synced",
             "stop default/web Some(5)",
             "run other",
@@ -273,6 +282,8 @@ async fn watch_events_and_a_relist_after_410_become_manager_actions_without_rest
         ],
         "the relist must not restart `other`, and must stop what it no longer shows"
     );
+    // The rejected pod was never run; its rejection was the status to report until the
+    // relist showed it gone.
     let view = pods.view();
     assert_eq!(view.pods.keys().collect::<Vec<_>>(), ["default/other"]);
     let requests = stub.requests.lock().unwrap().clone();

@@ -21,13 +21,14 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Pod, PodStatus};
-use kube::runtime::watcher::{self, watcher, Event};
+use k8s_openapi::api::core::v1::{Event, Pod, PodStatus};
+use kube::runtime::watcher::{self, watcher};
 use kube::runtime::WatchStreamExt;
 use kube::Api;
 use tokio::sync::watch;
 
 use super::admission::{self, Rejection, Resources};
+use crate::pod::events::{self, Kind};
 use crate::pod::state::lock;
 use crate::pod::PodManager;
 use crate::source::identity::uid;
@@ -57,6 +58,8 @@ pub trait PodRunner: Send + Sync + 'static {
     fn take_terminated(&self) -> Vec<Pod>;
     /// Wakes when some pod's state may have changed (coalescing).
     fn subscribe(&self) -> watch::Receiver<u64>;
+    /// Record an event about a pod (posted to the API server by the event reporter).
+    fn event(&self, event: &Event);
 }
 
 impl PodRunner for Arc<PodManager> {
@@ -94,6 +97,10 @@ impl PodRunner for Arc<PodManager> {
 
     fn subscribe(&self) -> watch::Receiver<u64> {
         self.observer().subscribe()
+    }
+
+    fn event(&self, event: &Event) {
+        self.observer().event(event);
     }
 }
 
@@ -199,6 +206,8 @@ pub enum Action {
         /// `deletionGracePeriodSeconds`, if the API gave one.
         grace: Option<i64>,
     },
+    /// Admission refused the pod: tell its owner (a Warning event with the reason).
+    Reject(Box<Pod>, Rejection),
 }
 
 /// Whether a pod is a mirror pod (the API's copy of a static pod).
@@ -297,7 +306,7 @@ fn first_sight(
             tracing::warn!(pod = %full_name(&pod), reason = %rejection.reason, "pod rejected: {}", rejection.message);
             let status = admission::rejected_status(&pod, &rejection);
             (
-                Vec::new(),
+                vec![Action::Reject(Box::new(pod.clone()), rejection)],
                 Tracked {
                     pod,
                     local: Local::Rejected(Box::new(status)),
@@ -359,16 +368,16 @@ impl Source {
                 Err(e) => {
                     tracing::warn!(node = %self.node_name, "watching the node's pods (retrying): {e}")
                 }
-                Ok(Event::Init) => listed = Some(HashSet::new()),
-                Ok(Event::InitApply(pod)) => {
+                Ok(watcher::Event::Init) => listed = Some(HashSet::new()),
+                Ok(watcher::Event::InitApply(pod)) => {
                     listed
                         .get_or_insert_with(HashSet::new)
                         .insert(full_name(&pod));
                     self.apply(pod);
                 }
-                Ok(Event::InitDone) => self.relisted(&listed.take().unwrap_or_default()),
-                Ok(Event::Apply(pod)) => self.apply(pod),
-                Ok(Event::Delete(pod)) => self.deleted(&pod),
+                Ok(watcher::Event::InitDone) => self.relisted(&listed.take().unwrap_or_default()),
+                Ok(watcher::Event::Apply(pod)) => self.apply(pod),
+                Ok(watcher::Event::Delete(pod)) => self.deleted(&pod),
             }
         }
     }
@@ -440,6 +449,13 @@ impl Source {
                 Action::Replace(pod) => self.runner.replace(pod),
                 Action::Refresh(pod) => self.runner.refresh(pod),
                 Action::Stop { key, grace } => self.runner.stop(&key, grace),
+                Action::Reject(pod, rejection) => self.runner.event(&events::event(
+                    &pod,
+                    Kind::Warning,
+                    &rejection.reason,
+                    rejection.message,
+                    None,
+                )),
             }
         }
     }
@@ -534,10 +550,19 @@ mod tests {
         let (actions, tracked) = on_apply(Some(&known), api_pod("u2"), reject);
         assert_eq!(
             actions,
-            vec![Action::Stop {
-                key: "default/web".into(),
-                grace: None
-            }]
+            vec![
+                Action::Stop {
+                    key: "default/web".into(),
+                    grace: None
+                },
+                Action::Reject(
+                    Box::new(api_pod("u2")),
+                    Rejection {
+                        reason: "OutOfcpu".into(),
+                        message: "no room".into()
+                    }
+                )
+            ]
         );
         let Local::Rejected(status) = tracked.local else {
             panic!("rejected: {:?}", tracked.local);

@@ -94,8 +94,16 @@ impl PodManager {
         metadata.deletion_timestamp = pod.metadata.deletion_timestamp;
         metadata.deletion_grace_period_seconds = pod.metadata.deletion_grace_period_seconds;
         metadata.resource_version = pod.metadata.resource_version;
+        let pod = state.pod.clone();
         drop(state);
         self.cri.observer().changed();
+        // New labels and annotations reach the pod's downwardAPI volumes.
+        let cri = self.cri.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = cri.refresh_volumes(&pod) {
+                tracing::warn!(pod = %full_name(&pod), "refreshing the pod's volumes: {e}");
+            }
+        });
     }
 
     /// The pods whose workers finished since the last call, each with its final status.
