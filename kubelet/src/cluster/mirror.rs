@@ -167,7 +167,8 @@ impl MirrorPods {
         self.deleted.retain(|u| live.contains(u.as_str()));
         self.created
             .retain(|key, at| !view.mirrors.contains_key(key) && at.elapsed() < CREATED_TTL);
-        if self.node.is_none() {
+        // The Node is looked up only when there is a mirror to make.
+        if self.node.is_none() && local.iter().any(|p| static_hash(p).is_some()) {
             self.node = self.owner().await;
         }
         for write in plan(local, &view.mirrors, &self.deleted, self.node.as_ref()) {
@@ -229,7 +230,7 @@ impl MirrorPods {
                 uid: node.metadata.uid.unwrap_or_default(),
             }),
             Err(e) => {
-                tracing::info!(node = %self.node_name, "mirror pods wait for the Node: {e}");
+                tracing::debug!(node = %self.node_name, "mirror pods wait for the Node: {e}");
                 None
             }
         }

@@ -92,7 +92,10 @@ pub fn plan(view: &View, local: &[Pod], finals: &BTreeMap<String, Pod>, sent: &S
         let running = local.get(key).filter(|p| uid(p) == id);
         let desired = match (&tracked.local, running) {
             (_, Some(pod)) => pod.status.clone(),
-            (Local::Running, None) => finals.get(id).and_then(|p| p.status.clone()),
+            (Local::Running, None) => finals
+                .get(id)
+                .and_then(|p| p.status.clone())
+                .map(terminal_phase),
             (Local::Rejected(status), None) => Some(PodStatus::clone(status)),
             (Local::NotRun, None) => None,
         };
@@ -141,6 +144,25 @@ fn mirror_of<'a>(view: &'a View, pod: &Pod) -> Option<&'a Pod> {
         .as_ref()
         .and_then(|a| a.get(super::pods::CONFIG_MIRROR));
     (mirror_hash == Some(hash) && mirror.metadata.deletion_timestamp.is_none()).then_some(mirror)
+}
+
+/// A finished pod's final status has a terminal phase, as upstream reports it since
+/// 1.27 (so controllers see the pod end even under `restartPolicy: Always`): Succeeded
+/// if every container exited 0, else Failed.
+pub fn terminal_phase(mut status: PodStatus) -> PodStatus {
+    if matches!(status.phase.as_deref(), Some("Succeeded") | Some("Failed")) {
+        return status;
+    }
+    let containers = status.container_statuses.iter().flatten();
+    let exits: Vec<Option<i32>> = containers
+        .map(|c| {
+            let state = c.state.as_ref()?;
+            state.terminated.as_ref().map(|t| t.exit_code)
+        })
+        .collect();
+    let succeeded = !exits.is_empty() && exits.iter().all(|code| *code == Some(0));
+    status.phase = Some(if succeeded { "Succeeded" } else { "Failed" }.into());
+    status
 }
 
 /// The pod conditions the kubelet owns; the others (`PodScheduled` from the scheduler,
@@ -374,6 +396,33 @@ mod tests {
         sent.statuses
             .insert(uid.clone(), serde_json::to_value(status).expect("json"));
         assert!(plan(&view, &local, &BTreeMap::new(), &sent).is_empty());
+    }
+
+    #[test]
+    fn a_finished_pod_ends_succeeded_only_if_every_container_exited_zero() {
+        let status = |codes: &[i32]| -> PodStatus {
+            let containers: Vec<Value> = codes
+                .iter()
+                .map(|code| {
+                    serde_json::json!({"name": "c", "image": "i", "imageID": "", "ready": false,
+                                       "restartCount": 0,
+                                       "state": {"terminated": {"exitCode": code}}})
+                })
+                .collect();
+            serde_json::from_value(serde_json::json!({
+                "phase": "Running", "containerStatuses": containers
+            }))
+            .expect("a status")
+        };
+        assert_eq!(
+            terminal_phase(status(&[0, 0])).phase.as_deref(),
+            Some("Succeeded")
+        );
+        assert_eq!(
+            terminal_phase(status(&[0, 137])).phase.as_deref(),
+            Some("Failed")
+        );
+        assert_eq!(terminal_phase(status(&[])).phase.as_deref(), Some("Failed"));
     }
 
     #[test]
