@@ -16,7 +16,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::PostParams;
 use kube::Api;
 
-use super::pod_status::{final_delete, settled};
+use super::pod_status::delete_pod;
 use super::pods::{View, CONFIG_MIRROR};
 use crate::source::full_name;
 use crate::source::identity::{uid, CONFIG_HASH, CONFIG_SOURCE, FILE_SOURCE};
@@ -184,18 +184,8 @@ impl MirrorPods {
                     name,
                     uid,
                 } => {
-                    let api: Api<Pod> = Api::namespaced(self.client.clone(), &namespace);
-                    match api.delete(&name, &final_delete(&uid)).await {
-                        Ok(_) => {
-                            tracing::info!(pod = %format!("{namespace}/{name}"), "mirror pod deleted");
-                            self.deleted.insert(uid);
-                        }
-                        Err(e) if settled(&e) => {
-                            self.deleted.insert(uid);
-                        }
-                        Err(e) => {
-                            tracing::warn!(pod = %format!("{namespace}/{name}"), "deleting the mirror pod (will retry): {e}")
-                        }
+                    if delete_pod(&self.client, &namespace, &name, &uid).await {
+                        self.deleted.insert(uid);
                     }
                 }
             }

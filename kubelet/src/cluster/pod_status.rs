@@ -235,6 +235,23 @@ pub fn settled(err: &kube::Error) -> bool {
     matches!(err, kube::Error::Api(status) if status.is_not_found() || status.is_conflict())
 }
 
+/// Delete the pod `namespace/name` with UID `uid` for good (grace 0); whether it is gone
+/// now (deleted, or found gone). Other errors are logged, for a retry.
+pub async fn delete_pod(client: &kube::Client, namespace: &str, name: &str, uid: &str) -> bool {
+    let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    match api.delete(name, &final_delete(uid)).await {
+        Ok(_) => {
+            tracing::info!(pod = %format!("{namespace}/{name}"), %uid, "pod deleted from the API server");
+            true
+        }
+        Err(e) if settled(&e) => true,
+        Err(e) => {
+            tracing::warn!(pod = %format!("{namespace}/{name}"), "deleting the pod (will retry): {e}");
+            false
+        }
+    }
+}
+
 /// Carries out [`plan`] against the API server.
 pub struct StatusManager {
     client: kube::Client,
@@ -326,18 +343,8 @@ impl StatusManager {
                     name,
                     uid,
                 } => {
-                    let api: Api<Pod> = Api::namespaced(self.client.clone(), &namespace);
-                    match api.delete(&name, &final_delete(&uid)).await {
-                        Ok(_) => {
-                            tracing::info!(pod = %format!("{namespace}/{name}"), "pod deleted from the API server");
-                            self.sent.deleted.insert(uid);
-                        }
-                        Err(e) if settled(&e) => {
-                            self.sent.deleted.insert(uid);
-                        }
-                        Err(e) => {
-                            tracing::warn!(pod = %format!("{namespace}/{name}"), "deleting the pod (will retry): {e}")
-                        }
+                    if delete_pod(&self.client, &namespace, &name, &uid).await {
+                        self.sent.deleted.insert(uid);
                     }
                 }
             }
@@ -455,15 +462,13 @@ mod tests {
     }
 
     #[test]
-    fn a_status_the_api_already_shows_is_not_sent() {
-        let view = view_of(pod("u1", "Running"), Local::Running);
-        assert!(plan(
-            &view,
-            &[pod("u1", "Running")],
-            &BTreeMap::new(),
-            &Sent::default()
-        )
-        .is_empty());
+    fn nothing_is_sent_for_what_the_api_shows_or_for_another_uid_under_the_name() {
+        // The API shows the status already; the API's pod is another one (u2).
+        for api in [pod("u1", "Running"), pod("u2", "Pending")] {
+            let view = view_of(api, Local::Running);
+            let local = [pod("u1", "Running")];
+            assert!(plan(&view, &local, &BTreeMap::new(), &Sent::default()).is_empty());
+        }
     }
 
     #[test]
@@ -531,18 +536,6 @@ mod tests {
             statuses(&plan(&view, &[], &BTreeMap::new(), &Sent::default())),
             ["DELETE"]
         );
-    }
-
-    #[test]
-    fn a_pod_of_another_uid_under_the_name_is_not_reported_for_this_one() {
-        let view = view_of(pod("u2", "Pending"), Local::Running);
-        assert!(plan(
-            &view,
-            &[pod("u1", "Running")],
-            &BTreeMap::new(),
-            &Sent::default()
-        )
-        .is_empty());
     }
 
     #[test]
