@@ -219,6 +219,7 @@ impl PodManager {
         let me = self.clone();
         let key = key.to_string();
         tokio::spawn(async move {
+            let mut announced = false;
             loop {
                 let finished = me
                     .lock_pods()
@@ -229,6 +230,12 @@ impl PodManager {
                     break;
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                // The worker marks the pod as deleting when it begins to stop it; say so
+                // once, so reporters (mirror pods, status) need not wait for the end.
+                if !announced {
+                    announced = true;
+                    me.cri.observer().changed();
+                }
             }
             let mut pods = me.lock_pods();
             if pods.get(&key).is_some_and(|e| e.uid == uid) {
