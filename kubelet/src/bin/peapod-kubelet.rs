@@ -254,6 +254,20 @@ fn run(args: Args) -> anyhow::Result<()> {
             None => None,
         };
         let manager = PodManager::new(cri, args.manifests.clone());
+        // apipods: the pods bound to this node, their status, mirror pods, admission. It
+        // starts before the folder source, whose first listing alone must not clean up.
+        if let Some(client) = &client {
+            let host = kubelet::node::host::HostFacts::read(
+                &kubelet::node::host::HostPaths::linux(&args.root, None),
+            )
+            .context("reading the host's resources for pod admission")?;
+            let allocatable = kubelet::node::capacity::allocatable(
+                &host,
+                node_settings.node.max_pods,
+                &node_settings.thresholds,
+            );
+            kubelet::cluster::pods::start(client.clone(), manager.clone(), &node_name, allocatable);
+        }
         let listener = kubelet::api::bind(&args.socket)
             .with_context(|| format!("listening on {}", args.socket.display()))?;
         tracing::info!(node = %node_name, manifests = %args.manifests.display(), socket = %args.socket.display(), "peapod-kubelet started");

@@ -12,11 +12,19 @@
 //! - [`objects`]: configMaps, secrets and tokens for volumes and env, watched per object.
 //! - [`tokens`]: service account tokens (TokenRequest), renewed before they expire.
 //! - [`events`]: the pods' events posted as core/v1 Events, counted and rate-limited.
+//! - [`pods`]: the pods bound to this node (`spec.nodeName`), a pod source; [`pods::start`].
+//! - [`pod_status`]: the status manager: `pods/status` patches, deletion of stopped pods.
+//! - [`mirror`]: mirror pods for the static pods.
+//! - [`admission`]: whether a pod fits the node's allocatable (`OutOf*` rejections).
 
+pub mod admission;
 pub mod client;
 pub mod config;
 pub mod events;
 pub mod lease;
+pub mod mirror;
 pub mod objects;
+pub mod pod_status;
+pub mod pods;
 pub mod registration;
 pub mod tokens;

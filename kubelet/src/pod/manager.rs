@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use chrono::Utc;
@@ -36,7 +37,16 @@ pub struct PodManager {
     pods: Mutex<BTreeMap<String, Entry>>,
     /// Workers taking down pods that another pod of the same name replaces.
     replaced: Mutex<Vec<Entry>>,
+    /// Pod sources that have not announced their first full listing yet: orphaned
+    /// sandboxes are removed only once every source has (the folder is one).
+    unsynced: AtomicUsize,
+    /// Pods whose workers finished since the last [`PodManager::take_terminated`], with
+    /// their final status, for the API server's status manager (bounded).
+    terminated: Mutex<Vec<Pod>>,
 }
+
+/// The most finished pods kept for a status manager that does not collect them.
+const MAX_TERMINATED: usize = 256;
 
 impl PodManager {
     /// A manager running pods with `cri`; `manifests_dir` is what apply/delete write to.
@@ -46,7 +56,59 @@ impl PodManager {
             manifests_dir,
             pods: Mutex::new(BTreeMap::new()),
             replaced: Mutex::new(Vec::new()),
+            unsynced: AtomicUsize::new(1),
+            terminated: Mutex::new(Vec::new()),
         })
+    }
+
+    /// Announce one more pod source (beside the manifests folder) whose
+    /// [`SourceEvent::Synced`] the orphan clean-up must wait for. Call it before the
+    /// sources start.
+    pub fn add_source(&self) {
+        self.unsynced.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Whether every pod source has announced its first full listing.
+    pub fn synced(&self) -> bool {
+        self.unsynced.load(Ordering::SeqCst) == 0
+    }
+
+    /// A pod already running under the same UID changed in its metadata or spec (e.g. new
+    /// labels from the API server): keep it running and show the new object. A pod the
+    /// manager does not run under that UID is left alone.
+    pub fn refresh(&self, pod: Pod) {
+        let key = full_name(&pod);
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let Some(state) = self
+            .lock_pods()
+            .get(&key)
+            .filter(|e| e.uid == uid)
+            .map(|e| e.state.clone())
+        else {
+            return;
+        };
+        let mut state = lock(&state);
+        let metadata = &mut state.pod.metadata;
+        metadata.labels = pod.metadata.labels;
+        metadata.annotations = pod.metadata.annotations;
+        metadata.deletion_timestamp = pod.metadata.deletion_timestamp;
+        metadata.deletion_grace_period_seconds = pod.metadata.deletion_grace_period_seconds;
+        metadata.resource_version = pod.metadata.resource_version;
+        let pod = state.pod.clone();
+        drop(state);
+        self.cri.observer().changed();
+        // New labels and annotations reach the pod's downwardAPI volumes.
+        let cri = self.cri.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = cri.refresh_volumes(&pod) {
+                tracing::warn!(pod = %full_name(&pod), "refreshing the pod's volumes: {e}");
+            }
+        });
+    }
+
+    /// The pods whose workers finished since the last call, each with its final status.
+    pub fn take_terminated(&self) -> Vec<Pod> {
+        std::mem::take(&mut *lock(&self.terminated))
     }
 
     /// Where pod state changes and events are announced, for reporters to the API server.
@@ -89,6 +151,12 @@ impl PodManager {
                 tracing::error!(file = %file.display(), "{message}");
             }
             SourceEvent::Synced => {
+                let before = self
+                    .unsynced
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+                if before != Ok(1) {
+                    return;
+                }
                 let me = self.clone();
                 tokio::spawn(async move { me.remove_orphans().await });
             }
@@ -156,6 +224,7 @@ impl PodManager {
         let me = self.clone();
         let key = key.to_string();
         tokio::spawn(async move {
+            let mut announced = false;
             loop {
                 let finished = me
                     .lock_pods()
@@ -166,10 +235,18 @@ impl PodManager {
                     break;
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                // The worker marks the pod as deleting when it begins to stop it; say so
+                // once, so reporters (mirror pods, status) need not wait for the end.
+                if !announced {
+                    announced = true;
+                    me.cri.observer().changed();
+                }
             }
             let mut pods = me.lock_pods();
             if pods.get(&key).is_some_and(|e| e.uid == uid) {
-                pods.remove(&key);
+                if let Some(entry) = pods.remove(&key) {
+                    me.record_terminated(with_status(&mut lock(&entry.state)));
+                }
                 tracing::info!(pod = %key, "pod removed");
             }
             drop(pods);
@@ -213,6 +290,14 @@ impl PodManager {
             }
         })
         .await;
+    }
+
+    fn record_terminated(&self, pod: Pod) {
+        let mut terminated = lock(&self.terminated);
+        if terminated.len() >= MAX_TERMINATED {
+            terminated.remove(0);
+        }
+        terminated.push(pod);
     }
 
     fn lock_pods(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Entry>> {
