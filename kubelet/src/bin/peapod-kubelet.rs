@@ -116,6 +116,34 @@ struct Args {
     /// folder has none) and exit.
     #[arg(long)]
     print_default_cni_config: bool,
+    // The kubelet API on :10250 (kubelet::server), with upstream's flag names. It starts
+    // when there is a kubeconfig or a client CA, and --port is not 0.
+    /// The kubelet API's address.
+    #[arg(long, value_name = "IP", default_value = "0.0.0.0")]
+    address: std::net::IpAddr,
+    /// The kubelet API's port; 0 disables it.
+    #[arg(long, value_name = "PORT", default_value_t = 10250)]
+    port: u16,
+    /// The kubelet API's serving certificate (PEM) [default: self-signed, kept in
+    /// <--root>/pki].
+    #[arg(long, value_name = "FILE", requires = "tls_private_key_file")]
+    tls_cert_file: Option<PathBuf>,
+    /// The serving certificate's private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert_file")]
+    tls_private_key_file: Option<PathBuf>,
+    /// CA certificates (PEM) that client certificates are verified against; a verified
+    /// certificate's CN is the user and its O values the groups.
+    #[arg(long, value_name = "FILE")]
+    client_ca_file: Option<PathBuf>,
+    /// Serve requests without credentials as system:anonymous.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_value_t = false, default_missing_value = "true", action = clap::ArgAction::Set)]
+    anonymous_auth: bool,
+    /// Authenticate bearer tokens with TokenReview [default: true with --kubeconfig].
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = clap::ArgAction::Set)]
+    authentication_token_webhook: Option<bool>,
+    /// AlwaysAllow or Webhook (SubjectAccessReview) [default: Webhook with --kubeconfig].
+    #[arg(long, value_name = "MODE")]
+    authorization_mode: Option<kubelet::server::Mode>,
 }
 
 fn main() {
@@ -223,6 +251,16 @@ fn run(args: Args) -> anyhow::Result<()> {
         tokio::spawn(manager.clone().run(events_rx));
         let node: Arc<dyn kubelet::api::Node> = manager.clone();
         let server = tokio::spawn(kubelet::api::serve(listener, node));
+        // The kubelet API on :10250 (kubelet::server).
+        let kubelet_api = kubelet_api_settings(&args, &node_name, client.is_some());
+        let _kubelet_api = if kubelet_api.enabled(client.is_some()) {
+            let reviewer = client.clone().map(|c| {
+                Arc::new(kubelet::server::KubeReviewer::new(c)) as Arc<dyn kubelet::server::Reviewer>
+            });
+            Some(kubelet::server::start(kubelet_api, manager.clone(), reviewer).await.context("starting the kubelet API")?)
+        } else {
+            None
+        };
         // The cluster's parts (registration, lease, pods, status, events, the kubelet
         // API) start here when a kubeconfig is given.
         let _client = client;
@@ -232,6 +270,31 @@ fn run(args: Args) -> anyhow::Result<()> {
         let _ = std::fs::remove_file(&args.socket);
         Ok(())
     })
+}
+
+/// The kubelet API's settings from the flags (kubelet::server).
+fn kubelet_api_settings(
+    args: &Args,
+    node_name: &str,
+    has_client: bool,
+) -> kubelet::server::Settings {
+    let defaults = kubelet::server::Settings::new(node_name, &args.root, has_client);
+    kubelet::server::Settings {
+        address: args.address,
+        port: args.port,
+        tls_cert_file: args.tls_cert_file.clone(),
+        tls_private_key_file: args.tls_private_key_file.clone(),
+        client_ca_file: args.client_ca_file.clone(),
+        anonymous_auth: args.anonymous_auth,
+        token_webhook: args
+            .authentication_token_webhook
+            .unwrap_or(defaults.token_webhook),
+        authorization_mode: args
+            .authorization_mode
+            .unwrap_or(defaults.authorization_mode),
+        node_ips: args.node_ip.clone(),
+        ..defaults
+    }
 }
 
 /// SIGTERM or SIGINT.
