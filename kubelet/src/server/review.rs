@@ -211,3 +211,80 @@ impl Reviewer for MemoryReviewer {
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::routing::post;
+    use axum::Json;
+    use serde_json::{json, Value};
+
+    /// A kube client for a loopback HTTP server answering both reviews as the API server
+    /// does: the token `good` is alice's, and only alice may use `nodes/proxy`.
+    async fn client() -> kube::Client {
+        let app = axum::Router::new()
+            .route(
+                "/apis/authentication.k8s.io/v1/tokenreviews",
+                post(|Json(review): Json<Value>| async move {
+                    let good = review["spec"]["token"] == "good";
+                    let user = json!({"username": "alice", "uid": "u-1", "groups": ["devs"],
+                        "extra": {"scopes": ["a"]}});
+                    Json(
+                        json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+                        "status": if good { json!({"authenticated": true, "user": user}) }
+                                  else { json!({"authenticated": false}) }}),
+                    )
+                }),
+            )
+            .route(
+                "/apis/authorization.k8s.io/v1/subjectaccessreviews",
+                post(|Json(review): Json<Value>| async move {
+                    let spec = &review["spec"];
+                    let attrs = &spec["resourceAttributes"];
+                    let allowed = spec["user"] == "alice"
+                        && spec["groups"] == json!(["devs"])
+                        && attrs["resource"] == "nodes"
+                        && attrs["subresource"] == "proxy"
+                        && attrs["name"] == "node-a"
+                        && attrs["verb"] == "create";
+                    Json(json!({"apiVersion": "authorization.k8s.io/v1",
+                        "kind": "SubjectAccessReview", "status": {"allowed": allowed}}))
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let config = kube::Config::new(format!("http://{address}").parse().unwrap());
+        kube::Client::try_from(config).unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_api_server_reviews_tokens_and_access() {
+        let reviewer = KubeReviewer::new(client().await);
+        let alice = reviewer.authenticate_token("good").await.unwrap().unwrap();
+        assert_eq!(alice.name, "alice");
+        assert_eq!(alice.uid.as_deref(), Some("u-1"));
+        assert_eq!(alice.extra["scopes"], ["a"]);
+        assert_eq!(reviewer.authenticate_token("bad").await.unwrap(), None);
+        let mut access = Access {
+            user: "alice".into(),
+            uid: alice.uid.clone(),
+            groups: vec!["devs".into()],
+            extra: BTreeMap::new(),
+            verb: "create".into(),
+            node: "node-a".into(),
+            subresource: "proxy".into(),
+        };
+        assert!(reviewer.authorize(&access).await.unwrap());
+        access.subresource = "stats".into();
+        assert!(!reviewer.authorize(&access).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn an_absent_api_server_is_a_review_error() {
+        let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
+        let reviewer = KubeReviewer::new(kube::Client::try_from(config).unwrap());
+        let err = reviewer.authenticate_token("good").await.unwrap_err();
+        assert_eq!(err.review, "TokenReview");
+    }
+}
