@@ -65,6 +65,7 @@ async fn start(ca: &Ca, reviewer: Arc<MemoryReviewer>) -> Api {
     std::fs::write(&ca_file, ca.cert.pem()).unwrap();
     let node = MemoryNode::new(&dir.path().join("manifests"));
     node.add_pod("default", "web", &["web"]);
+    node.set_container("web", "web", support::running("c1"));
     let settings = Settings {
         address: "127.0.0.1".parse().unwrap(),
         port: 0,
@@ -90,6 +91,18 @@ async fn get(
     path: &str,
     cert: Option<&(String, String)>,
     token: Option<&str>,
+) -> Result<(u16, String), String> {
+    request(api, method, path, cert, token, &[]).await
+}
+
+/// [`get`] with more headers.
+async fn request(
+    api: &Api,
+    method: &str,
+    path: &str,
+    cert: Option<&(String, String)>,
+    token: Option<&str>,
+    headers: &[(&str, &str)],
 ) -> Result<(u16, String), String> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut roots = rustls::RootCertStore::empty();
@@ -127,6 +140,9 @@ async fn get(
         .header("host", "localhost");
     if let Some(token) = token {
         request = request.header("authorization", format!("Bearer {token}"));
+    }
+    for (name, value) in headers {
+        request = request.header(*name, *value);
     }
     let response = sender
         .send_request(request.body(Empty::<Bytes>::new()).unwrap())
