@@ -408,7 +408,8 @@ fn cluster_node(
     };
     node.max_pods = args.max_pods;
     node.provider_id = args.provider_id.clone();
-    if let Some(port) = args.file.server.port {
+    // daemonEndpoints names the kubelet API's port (`--port`, else the file's).
+    if let Some(port) = args.port.or(args.file.server.port) {
         node.port = i32::from(port);
     }
     node.validate()?;
