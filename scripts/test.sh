@@ -34,10 +34,11 @@ trap finish EXIT
 # password; openssl: the key, certificate and token signatures of the
 # token-auth registry's token server and the HTTPS probe tests' server; jq: the
 # pod-*.sh debugging scripts read the JSON state with it; shellcheck: their test
-# lints them; nftables: the bridge plugins' macspoofchk rules.
+# lints them; nftables: the bridge plugins' macspoofchk rules; curl: the kubelet API
+# test's HTTPS client with a client certificate.
 mapfile -t build_deps < <(build_packages)
 ensure_packages busybox-static containerd containernetworking-plugins iproute2 iptables \
-  docker-registry skopeo apache2-utils openssl jq shellcheck nftables "${build_deps[@]}"
+  docker-registry skopeo apache2-utils openssl jq shellcheck nftables curl "${build_deps[@]}"
 ensure_cargo
 
 cd "$PEAPOD_ROOT"

@@ -13,6 +13,7 @@
 //!   status, events and volume data.
 //! - [`api`]: the local API on a unix socket that the `peapod` CLI talks to.
 //! - [`stream`]: exec and port-forward over WebSockets (server and CLI sides).
+//! - [`server`]: the kubelet API on :10250 over TLS (authn, authz, stats, metrics).
 //!
 //! Start reading at `source::folder`.
 #![warn(missing_docs)]
@@ -23,5 +24,6 @@ pub mod netns;
 pub mod network;
 pub mod node;
 pub mod pod;
+pub mod server;
 pub mod source;
 pub mod stream;

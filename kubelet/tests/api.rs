@@ -147,6 +147,57 @@ async fn logs_tail_timestamps_previous_and_follow() {
 }
 
 #[tokio::test]
+async fn logs_limit_bytes_and_since() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("logs/0.log");
+    std::fs::create_dir_all(log.parent().unwrap()).unwrap();
+    let old = "2020-01-01T00:00:00.000000000Z stdout F long ago\n";
+    std::fs::write(&log, old).unwrap();
+    write_log(&log, &["one", "two", "three"]);
+    let node = MemoryNode::new(&dir.path().join("manifests"));
+    node.add_pod("default", "web", &["web"]);
+    node.set_container(
+        "web",
+        "web",
+        ContainerRef {
+            log_path: Some(log.clone()),
+            ..running("c1")
+        },
+    );
+    let server = Server::start(dir.path(), node);
+    let base = "/containerLogs/default/web/web";
+    let body = |query: &str| {
+        let socket = server.socket.clone();
+        let uri = format!("{base}?{query}");
+        async move {
+            let (status, body) = request(&socket, "GET", &uri, b"").await;
+            (status, String::from_utf8(body).unwrap())
+        }
+    };
+    assert_eq!(body("limitBytes=6").await, (200, "long a".into()));
+    assert_eq!(
+        body("limitBytes=6&tailLines=1").await,
+        (200, "three\n".into())
+    );
+    assert_eq!(
+        body("sinceSeconds=3600").await,
+        (200, "one\ntwo\nthree\n".into())
+    );
+    assert_eq!(
+        body("sinceTime=2019-12-31T23:59:59Z&limitBytes=13").await,
+        (200, "long ago\none\n".into())
+    );
+    for bad in [
+        "limitBytes=0",
+        "sinceSeconds=-1",
+        "sinceTime=yesterday",
+        "sinceSeconds=1&sinceTime=2020-01-01T00:00:00Z",
+    ] {
+        assert_eq!(body(bad).await.0, 400, "{bad}");
+    }
+}
+
+#[tokio::test]
 async fn apply_writes_one_file_per_pod_atomically() {
     let dir = tempfile::tempdir().unwrap();
     let manifests = dir.path().join("manifests");

@@ -16,6 +16,6 @@ pub mod server;
 pub mod status;
 
 pub use manifests::{Action, Applied, ApplyResult};
-pub use node::{ContainerRef, Node, NodeError, RuntimeRef};
+pub use node::{ContainerCgroup, ContainerRef, Node, NodeError, PodCgroups, RuntimeRef};
 pub use server::{bind, router, serve};
 pub use status::{ApiError, ServerError};

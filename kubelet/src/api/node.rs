@@ -5,6 +5,7 @@
 
 use std::path::PathBuf;
 
+use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::{Event, Pod};
 
 /// One container of a pod, as the API needs it for logs and exec.
@@ -30,6 +31,36 @@ pub struct RuntimeRef {
     pub binary: PathBuf,
     /// The runtime's state root.
     pub root: PathBuf,
+}
+
+/// Where a running pod's usage is counted, for `/stats/summary` and `/metrics`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodCgroups {
+    /// The pod's namespace.
+    pub namespace: String,
+    /// The pod's name.
+    pub name: String,
+    /// The pod's UID.
+    pub uid: String,
+    /// When the node started the pod.
+    pub start_time: DateTime<Utc>,
+    /// The pod cgroup, from each hierarchy's root (`/kubepods/besteffort/pod<uid>`).
+    pub cgroup: PathBuf,
+    /// Its running containers.
+    pub containers: Vec<ContainerCgroup>,
+}
+
+/// Where a running container's usage is counted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerCgroup {
+    /// The container's name in the pod.
+    pub name: String,
+    /// When its current instance started.
+    pub start_time: DateTime<Utc>,
+    /// Its cgroup, from each hierarchy's root (the pod cgroup and the runtime's id).
+    pub cgroup: PathBuf,
+    /// Its current CRI log file.
+    pub log_path: Option<PathBuf>,
 }
 
 /// Why the node cannot answer; the API turns it into a Kubernetes `Status`.
@@ -82,4 +113,9 @@ pub trait Node: Send + Sync + 'static {
     /// The manifest file that defines a pod (by `namespace/name`), as the folder source
     /// last read it; None for a pod no file defines.
     fn manifest_file(&self, namespace: &str, name: &str) -> Option<PathBuf>;
+    /// The cgroups of the pods that have a sandbox and of their running containers (for
+    /// stats and metrics); none by default.
+    fn pod_cgroups(&self) -> Vec<PodCgroups> {
+        Vec::new()
+    }
 }

@@ -49,24 +49,31 @@ pub async fn serve(listener: UnixListener, node: Arc<dyn Node>) {
     let _ = axum::serve(listener, router(node)).await;
 }
 
-/// Every route of the local API.
+/// Every route of the local API: the node routes and the local-only ones (apply, delete,
+/// events).
 pub fn router(node: Arc<dyn Node>) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/pods", get(pods::list))
+    node_routes()
         .route(
             "/pods/{namespace}/{name}",
             get(pods::get).delete(manifests::delete),
         )
         .route("/events", get(pods::events))
         .route("/manifests", axum::routing::post(manifests::apply))
+        .with_state(node)
+}
+
+/// The routes the kubelet API on :10250 shares with the local API: health, pods, logs and
+/// the streaming ones. Nothing here changes what the node runs.
+pub fn node_routes() -> Router<Shared> {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/pods", get(pods::list))
         .route(
             "/containerLogs/{namespace}/{pod}/{container}",
             get(logs::container_logs),
         )
         .route("/exec/{namespace}/{pod}/{container}", get(exec))
         .route("/portForward/{namespace}/{pod}", get(port_forward))
-        .with_state(node)
 }
 
 /// `GET /exec/{ns}/{pod}/{container}?command=..&command=..&stdin=1&stdout=1&stderr=1&tty=1`.

@@ -148,6 +148,38 @@ struct Args {
     /// are zero) [default: upstream's].
     #[arg(long, value_name = "LIST", value_parser = kubelet::cluster::config::parse_eviction_hard)]
     eviction_hard: Option<kubelet::node::capacity::EvictionThresholds>,
+    // The kubelet API on :10250 (kubelet::server), with upstream's flag names (and the
+    // `--config` file's `address`, `port`, `tlsCertFile`, ..., `authentication`,
+    // `authorization` where a flag is not given). It starts when there is a kubeconfig or
+    // a client CA, and the port is not 0.
+    /// The kubelet API's address [default: 0.0.0.0].
+    #[arg(long, value_name = "IP")]
+    address: Option<std::net::IpAddr>,
+    /// The kubelet API's port; 0 disables it [default: 10250].
+    #[arg(long, value_name = "PORT")]
+    port: Option<u16>,
+    /// The kubelet API's serving certificate (PEM) [default: self-signed, kept in
+    /// <--root>/pki].
+    #[arg(long, value_name = "FILE", requires = "tls_private_key_file")]
+    tls_cert_file: Option<PathBuf>,
+    /// The serving certificate's private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert_file")]
+    tls_private_key_file: Option<PathBuf>,
+    /// CA certificates (PEM) that client certificates are verified against; a verified
+    /// certificate's CN is the user and its O values the groups.
+    #[arg(long, value_name = "FILE")]
+    client_ca_file: Option<PathBuf>,
+    /// Serve requests without credentials as system:anonymous [default: false].
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", action = clap::ArgAction::Set)]
+    anonymous_auth: Option<bool>,
+    /// Authenticate bearer tokens with TokenReview [default: true with --kubeconfig].
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", action = clap::ArgAction::Set)]
+    authentication_token_webhook: Option<bool>,
+    /// AlwaysAllow or Webhook (SubjectAccessReview) [default: Webhook with --kubeconfig].
+    #[arg(long, value_name = "MODE")]
+    authorization_mode: Option<kubelet::server::Mode>,
     /// The settings read from `--config` (for the parts whose flags are elsewhere, such
     /// as the kubelet API server's `server` settings).
     #[arg(skip)]
@@ -279,6 +311,17 @@ fn run(args: Args) -> anyhow::Result<()> {
         tokio::spawn(manager.clone().run(events_rx));
         let node: Arc<dyn kubelet::api::Node> = manager.clone();
         let server = tokio::spawn(kubelet::api::serve(listener, node));
+        // kubeapi: the kubelet API on :10250 (kubelet::server).
+        let kubelet_api = kubelet_api_settings(&args, &node_name, client.is_some())?;
+        let _kubelet_api = if kubelet_api.enabled(client.is_some()) {
+            let reviewer = client.clone().map(|c| {
+                Arc::new(kubelet::server::KubeReviewer::new(c)) as Arc<dyn kubelet::server::Reviewer>
+            });
+            let started = kubelet::server::start(kubelet_api, manager.clone(), reviewer);
+            Some(started.await.context("starting the kubelet API")?)
+        } else {
+            None
+        };
         // The cluster's parts (registration, lease, pods, status, events, the kubelet
         // API) start here when a kubeconfig is given.
         if let Some(client) = &client {
@@ -379,7 +422,8 @@ fn cluster_node(
     };
     node.max_pods = args.max_pods;
     node.provider_id = args.provider_id.clone();
-    if let Some(port) = args.file.server.port {
+    // daemonEndpoints names the kubelet API's port (`--port`, else the file's).
+    if let Some(port) = args.port.or(args.file.server.port) {
         node.port = i32::from(port);
     }
     node.validate()?;
@@ -410,6 +454,49 @@ fn cluster_node(
             .unwrap_or(kubelet::node::lease::LEASE_DURATION_SECONDS),
     };
     Ok((settings, probe, lease))
+}
+
+/// The kubelet API's settings (kubelet::server): flags, else the `--config` file, else
+/// upstream's defaults (webhook authentication and authorisation with a kubeconfig).
+fn kubelet_api_settings(
+    args: &Args,
+    node_name: &str,
+    has_client: bool,
+) -> anyhow::Result<kubelet::server::Settings> {
+    let file = &args.file.server;
+    let defaults = kubelet::server::Settings::new(node_name, &args.root, has_client);
+    let file_mode = match &file.authorization_mode {
+        Some(mode) => Some(
+            mode.parse::<kubelet::server::Mode>()
+                .map_err(anyhow::Error::msg)
+                .context("--config: authorization.mode")?,
+        ),
+        None => None,
+    };
+    Ok(kubelet::server::Settings {
+        address: args.address.or(file.address).unwrap_or(defaults.address),
+        port: args.port.or(file.port).unwrap_or(defaults.port),
+        tls_cert_file: args.tls_cert_file.clone().or(file.tls_cert_file.clone()),
+        tls_private_key_file: args
+            .tls_private_key_file
+            .clone()
+            .or(file.tls_private_key_file.clone()),
+        client_ca_file: args.client_ca_file.clone().or(file.client_ca_file.clone()),
+        anonymous_auth: args
+            .anonymous_auth
+            .or(file.anonymous_auth)
+            .unwrap_or(defaults.anonymous_auth),
+        token_webhook: args
+            .authentication_token_webhook
+            .or(file.webhook_authn.filter(|_| has_client))
+            .unwrap_or(defaults.token_webhook),
+        authorization_mode: args
+            .authorization_mode
+            .or(file_mode)
+            .unwrap_or(defaults.authorization_mode),
+        node_ips: args.node_ip.clone(),
+        ..defaults
+    })
 }
 
 /// SIGTERM or SIGINT.

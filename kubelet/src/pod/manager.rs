@@ -16,7 +16,7 @@ use crate::api::{ContainerRef, Node, NodeError, RuntimeRef};
 use crate::source::{full_name, SourceEvent};
 
 use super::cri::{sandbox_name, Cri};
-use super::state::{lock, PodState};
+use super::state::{lock, Current, PodState};
 use super::status;
 use super::worker::{Command, Worker};
 
@@ -331,6 +331,45 @@ fn with_status(state: &mut PodState) -> Pod {
     pod
 }
 
+/// Where a pod with a sandbox, and its running containers, are counted: the pod cgroup as
+/// the sandbox made it (QoS parent, `pod<uid>`) and the runtime's id below it.
+fn cgroups_of(state: &PodState, cgroup_root: &std::path::Path) -> Option<crate::api::PodCgroups> {
+    state.sandbox.as_ref()?;
+    let uid = state.pod.metadata.uid.clone()?;
+    let qos = match status::qos_class(&state.pod) {
+        "Guaranteed" => runtime::sandbox::Qos::Guaranteed,
+        "Burstable" => runtime::sandbox::Qos::Burstable,
+        _ => runtime::sandbox::Qos::BestEffort,
+    };
+    let cgroup = runtime::sandbox::pod_path(cgroup_root, qos, &uid);
+    let containers = state
+        .containers
+        .iter()
+        .filter_map(|c| match (&c.id, &c.current) {
+            (Some(id), Current::Running { started_at }) => Some(crate::api::ContainerCgroup {
+                name: c.name.clone(),
+                start_time: *started_at,
+                cgroup: cgroup.join(id),
+                log_path: c.log_path.clone(),
+            }),
+            _ => None,
+        })
+        .collect();
+    Some(crate::api::PodCgroups {
+        namespace: state
+            .pod
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into()),
+        name: state.pod.metadata.name.clone().unwrap_or_default(),
+        uid,
+        start_time: state.start_time,
+        cgroup,
+        containers,
+    })
+}
+
 impl Node for PodManager {
     fn node_name(&self) -> String {
         self.cri.config().node_name.clone()
@@ -400,5 +439,15 @@ impl Node for PodManager {
             namespace,
             name,
         )
+    }
+
+    fn pod_cgroups(&self) -> Vec<crate::api::PodCgroups> {
+        let cgroup_root = self.cri.config().sandbox.cgroup_root.clone();
+        let states: Vec<Arc<Mutex<PodState>>> =
+            self.lock_pods().values().map(|e| e.state.clone()).collect();
+        states
+            .iter()
+            .filter_map(|s| cgroups_of(&lock(s), &cgroup_root))
+            .collect()
     }
 }

@@ -23,6 +23,9 @@ pub struct ReadOptions {
     pub follow: bool,
     /// How often a followed log is checked for new lines.
     pub poll: Duration,
+    /// Only lines written at or after this time (`--since`, `--since-time`); applied after
+    /// `tail`, as the kubelet applies it.
+    pub since: Option<DateTime<Utc>>,
 }
 
 impl Default for ReadOptions {
@@ -32,6 +35,7 @@ impl Default for ReadOptions {
             timestamps: false,
             follow: false,
             poll: Duration::from_millis(100),
+            since: None,
         }
     }
 }
@@ -48,6 +52,7 @@ struct Line {
 struct Sink<'a> {
     out: &'a mut dyn Write,
     timestamps: bool,
+    since: Option<DateTime<Utc>>,
     tail: Option<(usize, VecDeque<Line>)>,
     /// The partial line of stdout and of stderr, waiting for its final piece.
     partial: [Option<Line>; 2],
@@ -83,6 +88,9 @@ impl Sink<'_> {
     }
 
     fn print(&mut self, line: &Line) -> Result<(), LogError> {
+        if self.since.is_some_and(|since| line.time < since) {
+            return Ok(());
+        }
         let out = &mut self.out;
         if self.timestamps {
             write!(out, "{} ", timestamp(line.time)).map_err(LogError::Output)?;
@@ -171,6 +179,7 @@ pub fn read(
     let mut sink = Sink {
         out,
         timestamps: options.timestamps,
+        since: options.since,
         tail: options.tail.map(|n| (n, VecDeque::new())),
         partial: [None, None],
     };
@@ -286,6 +295,30 @@ mod tests {
             ..ReadOptions::default()
         };
         assert_eq!(read_all(&path, none), "");
+    }
+
+    #[test]
+    fn since_drops_older_lines_after_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("0.log");
+        let lines = [
+            "2024-05-01T10:00:00.000000000Z stdout F old\n",
+            "2024-05-01T10:00:05.000000000Z stdout F edge\n",
+            "2024-05-01T10:00:09.000000000Z stderr F new\n",
+        ];
+        std::fs::write(&path, lines.concat()).unwrap();
+        let since = "2024-05-01T10:00:05Z".parse().unwrap();
+        let recent = ReadOptions {
+            since: Some(since),
+            ..ReadOptions::default()
+        };
+        assert_eq!(read_all(&path, recent), "edge\nnew\n");
+        let tail_first = ReadOptions {
+            tail: Some(1),
+            since: Some(since),
+            ..ReadOptions::default()
+        };
+        assert_eq!(read_all(&path, tail_first), "new\n");
     }
 
     #[test]
