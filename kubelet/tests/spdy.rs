@@ -6,6 +6,8 @@
 //!
 //! Needs root, busybox-static, and the binaries built (`cargo build --workspace --bins`).
 
+mod support;
+
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,7 +23,7 @@ use kubelet::stream::ExecRequest;
 use peapod_tests::cli::runtime_path;
 use peapod_tests::pod::{TestPod, NAMESPACE};
 use runtime::sandbox::Qos;
-use tempfile::TempDir;
+use support::served::Served;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, WriteHalf};
 use tokio::net::UnixStream;
 use tokio::sync::mpsc;
@@ -86,14 +88,11 @@ impl Node for PodNode {
 }
 
 /// The kubelet's router for a pod, on a unix socket in a temp dir.
-struct Server {
-    dir: TempDir,
-    runtime: tokio::runtime::Runtime,
-}
+type Server = Served;
 
-impl Server {
+impl Served {
     /// Serve `pod`; `logs` gives containers a CRI log and an exit file.
-    fn start(pod: &TestPod, logs: &[(&str, PathBuf, PathBuf)]) -> Server {
+    fn start(pod: &TestPod, logs: &[(&str, PathBuf, PathBuf)]) -> Served {
         let containers = pod
             .containers()
             .iter()
@@ -118,33 +117,7 @@ impl Server {
             netns: pod.sandbox.pins().net.clone(),
             containers,
         });
-        let dir = tempfile::Builder::new()
-            .prefix("pp-spdy-api-")
-            .tempdir()
-            .expect("a socket dir");
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("a tokio runtime");
-        let listener = {
-            let _entered = runtime.enter();
-            tokio::net::UnixListener::bind(dir.path().join("kubelet.sock")).expect("binding")
-        };
-        runtime.spawn(async move { axum::serve(listener, kubelet::api::router(node)).await });
-        Server { dir, runtime }
-    }
-
-    fn socket(&self) -> PathBuf {
-        self.dir.path().join("kubelet.sock")
-    }
-
-    fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
-        self.runtime.block_on(async {
-            tokio::time::timeout(Duration::from_secs(30), f)
-                .await
-                .expect("the exchange finished within 30 s")
-        })
+        Served::serve("pp-spdy-api-", kubelet::api::router(node))
     }
 }
 
@@ -469,6 +442,41 @@ fn exec_over_spdy_streams_output_and_reports_exit_codes_per_protocol() {
     let code = server.block_on(client::exec(&socket, &target, &request, io));
     assert_eq!(code.map_err(|e| e.to_string()), Ok(5));
     assert_eq!(stdout, b"ws\n");
+    let path = exec_path(&pod, "web", &["true"], false, false);
+    let (last, close) = server.block_on(websocket_ending(&socket, &path));
+    assert_eq!(last.first(), Some(&3), "the Status on the error channel");
+    assert_eq!(
+        close,
+        Some(1000),
+        "kubectl takes any other close as an error"
+    );
+}
+
+/// The last binary message of a WebSocket exec and its close code.
+async fn websocket_ending(socket: &Path, path: &str) -> (Vec<u8>, Option<u16>) {
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message;
+    let stream = UnixStream::connect(socket).await.expect("connecting");
+    let mut request = format!("ws://localhost{path}")
+        .into_client_request()
+        .expect("a request");
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        "v5.channel.k8s.io".parse().expect("a header"),
+    );
+    let (mut ws, _) = tokio_tungstenite::client_async(request, stream)
+        .await
+        .expect("upgraded");
+    let mut last = Vec::new();
+    while let Some(Ok(message)) = ws.next().await {
+        match message {
+            Message::Binary(data) => last = data.to_vec(),
+            Message::Close(frame) => return (last, frame.map(|f| u16::from(f.code))),
+            _ => {}
+        }
+    }
+    (last, None)
 }
 
 #[test]

@@ -70,6 +70,9 @@ pub enum Input {
     Resize(Size),
 }
 
+/// One chunk of output: its channel ([`STDOUT`], [`STDERR`]) and bytes.
+pub type Chunk = (u8, Vec<u8>);
+
 /// One exec's client, as a transport hands it over: its input, and where the output
 /// goes by channel ([`STDOUT`], [`STDERR`]). The input channel closing, or the output
 /// channel refusing a chunk, means the client went away.
@@ -77,13 +80,13 @@ pub struct Client {
     /// The client's input.
     pub input: mpsc::Receiver<Input>,
     /// The command's output, by channel.
-    pub output: mpsc::Sender<(u8, Vec<u8>)>,
+    pub output: mpsc::Sender<Chunk>,
 }
 
 impl Client {
     /// A client and the transport's ends of it: where to put input, and where the
     /// output comes out.
-    pub fn channels() -> (Client, mpsc::Sender<Input>, mpsc::Receiver<(u8, Vec<u8>)>) {
+    pub fn channels() -> (Client, mpsc::Sender<Input>, mpsc::Receiver<Chunk>) {
         let (input_tx, input) = mpsc::channel(QUEUE);
         let (output, output_rx) = mpsc::channel(QUEUE);
         (Client { input, output }, input_tx, output_rx)
@@ -157,7 +160,7 @@ struct Session {
     /// What the client types, to the stdin writer; dropping it is stdin's EOF.
     input: Option<mpsc::UnboundedSender<Vec<u8>>>,
     /// The command's output, by channel, from the reader tasks.
-    output: mpsc::Receiver<(u8, Vec<u8>)>,
+    output: mpsc::Receiver<Chunk>,
     pty: Option<Arc<Master>>,
 }
 
@@ -429,7 +432,7 @@ fn exit_code(status: ExitStatus) -> i32 {
 }
 
 /// Copy a pipe's chunks into the output queue until it ends.
-fn pump<R>(mut from: R, channel: u8, to: mpsc::Sender<(u8, Vec<u8>)>)
+fn pump<R>(mut from: R, channel: u8, to: mpsc::Sender<Chunk>)
 where
     R: AsyncRead + Unpin + Send + 'static,
 {
@@ -444,7 +447,7 @@ where
 }
 
 /// Copy the terminal's output into the queue as stdout until every slave is closed.
-fn pump_pty(master: Arc<Master>, to: mpsc::Sender<(u8, Vec<u8>)>) {
+fn pump_pty(master: Arc<Master>, to: mpsc::Sender<Chunk>) {
     tokio::spawn(async move {
         let mut buf = vec![0; 32 * 1024];
         while let Ok(n @ 1..) = master.read(&mut buf).await {

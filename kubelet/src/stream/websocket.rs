@@ -6,7 +6,7 @@
 use std::future::Future;
 use std::path::PathBuf;
 
-use axum::extract::ws::{Message, WebSocket};
+use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket};
 use futures::{SinkExt, StreamExt};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
 use tokio::sync::mpsc;
@@ -87,7 +87,7 @@ where
     let _ = sink
         .send(Message::Binary(channel::frame(ERROR, &json).into()))
         .await;
-    let _ = sink.send(Message::Close(None)).await;
+    let _ = sink.send(normal_close()).await;
 }
 
 /// Forward one connection to `127.0.0.1:port` inside the network namespace pinned at
@@ -140,5 +140,14 @@ pub async fn port_forward(mut socket: WebSocket, netns: PathBuf, port: u16) {
         let message = channel::frame(PORT_ERROR, text.as_bytes());
         let _ = socket.send(Message::Binary(message.into())).await;
     }
-    let _ = socket.send(Message::Close(None)).await;
+    let _ = socket.send(normal_close()).await;
+}
+
+/// A close with status 1000: kubectl (gorilla/websocket) reads a close without a status
+/// (1005) as an error, and would fail the exec while reading its error channel.
+fn normal_close() -> Message {
+    Message::Close(Some(CloseFrame {
+        code: close_code::NORMAL,
+        reason: "".into(),
+    }))
 }

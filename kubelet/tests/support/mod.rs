@@ -4,6 +4,8 @@
 //! the tests serve.
 #![allow(dead_code)]
 
+pub mod served;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

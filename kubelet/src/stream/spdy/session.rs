@@ -557,7 +557,7 @@ async fn open(
 ) -> io::Result<()> {
     let refusal = {
         let state = shared.lock();
-        if id % 2 == 0 || id <= state.last_stream {
+        if id.is_multiple_of(2) || id <= state.last_stream {
             Some(if state.streams.contains_key(&id) {
                 STREAM_IN_USE
             } else {
