@@ -136,21 +136,18 @@ async fn port_forward(
     upgrade: stream::Upgrade,
 ) -> Result<Response, ApiError> {
     let port = match query.iter().find(|(k, _)| k == "port") {
-        Some((_, port)) => port
-            .parse::<u16>()
-            .ok()
-            .filter(|p| *p != 0)
-            .ok_or_else(|| ApiError::bad_request(format!("invalid port {port:?}")))?,
-        None if upgrade.is_websocket() => {
-            return Err(ApiError::bad_request(
-                "a port to forward is required (?port=N)",
-            ))
-        }
-        // SPDY names the port in each request's streams.
-        None => 0,
+        Some((_, port)) => Some(
+            port.parse::<u16>()
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| ApiError::bad_request(format!("invalid port {port:?}")))?,
+        ),
+        None => None,
     };
     let netns = node.netns(&namespace, &pod)?;
-    Ok(upgrade.port_forward(netns, port))
+    upgrade
+        .port_forward(netns, port)
+        .map_err(ApiError::bad_request)
 }
 
 /// A query flag as the kubelet reads it: `1` and `true` (any case) are set.

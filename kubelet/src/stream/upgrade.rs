@@ -106,18 +106,20 @@ impl Upgrade {
     }
 
     /// Switch and forward connections into the network namespace pinned at `netns`: a
-    /// WebSocket carries one connection to `port` (the caller makes sure the query
-    /// named one); a SPDY session names the port in each request's streams.
-    pub fn port_forward(self, netns: PathBuf, port: u16) -> Response {
-        match self {
-            Upgrade::WebSocket(ws) => ws
-                .protocols(PORT_FORWARD_PROTOCOLS.iter().copied())
-                .on_upgrade(move |socket| websocket::port_forward(socket, netns, port))
-                .into_response(),
+    /// WebSocket carries one connection to `port` (so it needs one: Err otherwise); a
+    /// SPDY session names the port in each request's streams.
+    pub fn port_forward(self, netns: PathBuf, port: Option<u16>) -> Result<Response, String> {
+        Ok(match self {
+            Upgrade::WebSocket(ws) => {
+                let port = port.ok_or("a port to forward is required (?port=N)")?;
+                ws.protocols(PORT_FORWARD_PROTOCOLS.iter().copied())
+                    .on_upgrade(move |socket| websocket::port_forward(socket, netns, port))
+                    .into_response()
+            }
             Upgrade::Spdy(upgrade) => upgrade
                 .on_upgrade(spdy::port_forward::PROTOCOLS, move |session, _| {
                     spdy::port_forward::serve(session, netns)
                 }),
-        }
+        })
     }
 }
