@@ -19,6 +19,9 @@ pub mod remote_command;
 pub mod session;
 pub mod window;
 
+#[cfg(test)]
+mod test_peer;
+
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use hyper_util::rt::TokioIo;

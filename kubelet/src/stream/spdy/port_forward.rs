@@ -162,3 +162,47 @@ async fn read_data(mut data: StreamReader, to: mpsc::Sender<Vec<u8>>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_peer::Peer;
+    use super::*;
+
+    /// Serve port-forward on a fresh session whose pod network cannot be entered.
+    fn start() -> Peer {
+        let (peer, session) = Peer::connect();
+        tokio::spawn(serve(session, PathBuf::from("/nonexistent/netns")));
+        peer
+    }
+
+    #[tokio::test]
+    async fn requests_pair_by_id_and_failures_go_to_their_error_stream() {
+        let mut peer = start();
+        let request = |kind, port, id| [("streamType", kind), ("port", port), ("requestID", id)];
+        peer.open_with(1, &request("error", "80", "0")).await;
+        peer.open_with(3, &request("error", "nope", "1")).await;
+        peer.open_with(5, &request("data", "nope", "1")).await;
+        let invalid = peer.until_fin(3).await;
+        assert!(invalid.contains("invalid port \"nope\""), "{invalid}");
+        peer.open_with(7, &request("data", "80", "0")).await;
+        let dial = peer.until_fin(1).await;
+        assert!(
+            dial.contains("error forwarding port 80 to pod") && dial.contains("/nonexistent/netns"),
+            "{dial}"
+        );
+    }
+
+    #[tokio::test]
+    async fn clients_without_request_ids_pair_by_stream_id() {
+        let mut peer = start();
+        peer.open_with(1, &[("streamType", "error"), ("port", "80")])
+            .await;
+        peer.open_with(3, &[("streamType", "data"), ("port", "80")])
+            .await;
+        let dial = peer.until_fin(1).await;
+        assert!(dial.contains("/nonexistent/netns"), "{dial}");
+        peer.open_with(5, &[("streamType", "bogus"), ("requestID", "9")])
+            .await;
+        assert_eq!(peer.until_fin(5).await, "RST");
+    }
+}

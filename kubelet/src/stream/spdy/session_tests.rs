@@ -2,70 +2,11 @@
 
 use std::time::Duration;
 
-use tokio::io::{AsyncWriteExt, DuplexStream, ReadHalf, WriteHalf};
+use tokio::io::AsyncWriteExt;
 
 use super::super::frame::Setting;
+use super::super::test_peer::Peer;
 use super::*;
-
-/// The client's end of a session, speaking frames.
-struct Peer {
-    read: ReadHalf<DuplexStream>,
-    write: WriteHalf<DuplexStream>,
-    compressor: Compressor,
-    decompressor: Decompressor,
-}
-
-impl Peer {
-    fn connect() -> (Peer, Session) {
-        let (ours, theirs) = tokio::io::duplex(1 << 20);
-        let (read, write) = tokio::io::split(ours);
-        let peer = Peer {
-            read,
-            write,
-            compressor: Compressor::new().unwrap(),
-            decompressor: Decompressor::default(),
-        };
-        (peer, Session::new(theirs))
-    }
-
-    async fn send(&mut self, frame: Frame) {
-        let bytes = frame.encode(&mut self.compressor).unwrap();
-        self.write.write_all(&bytes).await.unwrap();
-    }
-
-    async fn open(&mut self, stream: u32, kind: &str) {
-        self.send(Frame::SynStream {
-            stream,
-            associated: 0,
-            priority: 0,
-            flags: 0,
-            headers: vec![("streamType".into(), kind.into())],
-        })
-        .await;
-    }
-
-    /// The next frame, if one comes within a moment.
-    async fn next(&mut self) -> Option<Frame> {
-        let read = Frame::read(&mut self.read, &mut self.decompressor);
-        tokio::time::timeout(Duration::from_millis(300), read)
-            .await
-            .ok()?
-            .unwrap()
-    }
-
-    /// The data of stream 1 until `n` bytes came (other frames skipped).
-    async fn data(&mut self, n: usize) -> Vec<u8> {
-        let mut got = Vec::new();
-        while got.len() < n {
-            match self.next().await {
-                Some(Frame::Data { data, .. }) => got.extend(data),
-                Some(_) => {}
-                None => break,
-            }
-        }
-        got
-    }
-}
 
 #[tokio::test]
 async fn streams_are_accepted_and_carry_data_both_ways() {
