@@ -20,6 +20,9 @@
 //! - [`kubelet`]: [`kubelet::Kubelet`], a `peapod-kubelet` with a node of its own and
 //!   its pod network in a private host network namespace.
 //! - [`proxy`]: [`proxy::CuttingProxy`], a loopback proxy that cuts a download midway.
+//! - [`apiserver`]: [`apiserver::ApiServer`], a fake Kubernetes API server (a test double)
+//!   that kube-rs and the real `kubectl` talk to, proxying pod streams to kubelets.
+//! - [`pki`]: [`pki::Pki`], a throwaway CA with the API server's kubelet-client certificate.
 //! - [`oci`]: test images built from a description (OCI layouts, docker-save
 //!   and OCI archives) and pushed with skopeo.
 //!
@@ -28,6 +31,7 @@
 //! `sh -c '...'` in the foreground and reading its standard output.
 #![warn(missing_docs)]
 
+pub mod apiserver;
 pub mod bundle;
 pub mod cli;
 pub mod console;
@@ -36,6 +40,7 @@ pub mod host;
 pub mod kubelet;
 pub mod oci;
 pub mod peapod;
+pub mod pki;
 pub mod pod;
 pub mod proxy;
 pub mod registry;

@@ -354,7 +354,7 @@ fn basic_credentials(value: &str) -> Option<Credentials> {
 }
 
 /// Decodes `%XX` escapes and `+` (a space in query strings).
-fn percent_decode(text: &str) -> String {
+pub(crate) fn percent_decode(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

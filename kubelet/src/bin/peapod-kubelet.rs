@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::Parser;
+use clap::{CommandFactory as _, FromArgMatches as _, Parser};
 use tokio::sync::mpsc;
 
 use kubelet::pod::security::NodeSecurity;
@@ -116,6 +116,42 @@ struct Args {
     /// folder has none) and exit.
     #[arg(long)]
     print_default_cni_config: bool,
+
+    // Node registration, status and lease (cluster::{config, registration, lease}).
+    /// A KubeletConfiguration file (kubelet.config.k8s.io/v1beta1, YAML or JSON); flags
+    /// given on the command line win over it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Labels to register the node with: `key=value,...`.
+    #[arg(long, value_name = "LIST", default_value = "")]
+    node_labels: String,
+    /// Taints to register the node with: `key=value:Effect,...` (at registration only).
+    #[arg(long, value_name = "LIST", default_value = "")]
+    register_with_taints: String,
+    /// The most pods the node runs (its `pods` capacity).
+    #[arg(long, value_name = "N", default_value_t = kubelet::node::config::DEFAULT_MAX_PODS)]
+    max_pods: i64,
+    /// Register the node with the API server (`--register-node=false`: report the status
+    /// of a Node made by someone else).
+    #[arg(long, value_name = "BOOL", default_value_t = true, num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", action = clap::ArgAction::Set)]
+    register_node: bool,
+    /// How often the node's status is computed, and posted when it changed.
+    #[arg(long, value_name = "DURATION", default_value = "10s",
+          value_parser = kubelet::cluster::config::parse_duration)]
+    node_status_update_frequency: Duration,
+    /// The node's `spec.providerID`.
+    #[arg(long, value_name = "ID")]
+    provider_id: Option<String>,
+    /// Hard eviction thresholds, which lower allocatable and raise the pressure
+    /// conditions: `memory.available<100Mi,nodefs.available<10%,...` (signals left out
+    /// are zero) [default: upstream's].
+    #[arg(long, value_name = "LIST", value_parser = kubelet::cluster::config::parse_eviction_hard)]
+    eviction_hard: Option<kubelet::node::capacity::EvictionThresholds>,
+    /// The settings read from `--config` (for the parts whose flags are elsewhere, such
+    /// as the kubelet API server's `server` settings).
+    #[arg(skip)]
+    file: kubelet::cluster::config::KubeletConfig,
 }
 
 fn main() {
@@ -127,12 +163,13 @@ fn main() {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let args = Args::parse();
+    let matches = Args::command().get_matches();
+    let mut args = Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     if args.print_default_cni_config {
         print!("{}", kubelet::network::DEFAULT_CONFLIST);
         return;
     }
-    if let Err(err) = run(args) {
+    if let Err(err) = apply_config_file(&mut args, &matches).and_then(|()| run(args)) {
         eprintln!("peapod-kubelet: {err:#}");
         std::process::exit(1);
     }
@@ -199,6 +236,11 @@ fn run(args: Args) -> anyhow::Result<()> {
         .map_err(anyhow::Error::msg)?,
     };
     config.security.check().map_err(anyhow::Error::msg)?;
+    let (node_settings, host_probe, lease_settings) = cluster_node(
+        &args,
+        &node_name,
+        vec![config.runtime_binary.clone(), config.shim_binary.clone()],
+    )?;
     std::fs::create_dir_all(&args.manifests)
         .with_context(|| format!("creating the manifests folder {}", args.manifests.display()))?;
     let cri = Cri::open(config)?;
@@ -225,13 +267,135 @@ fn run(args: Args) -> anyhow::Result<()> {
         let server = tokio::spawn(kubelet::api::serve(listener, node));
         // The cluster's parts (registration, lease, pods, status, events, the kubelet
         // API) start here when a kubeconfig is given.
-        let _client = client;
+        if let Some(client) = &client {
+            // node: the Node, its status reports and its Lease.
+            let node_uid = kubelet::cluster::registration::spawn(
+                client.clone(),
+                node_settings,
+                Arc::new(host_probe),
+            );
+            tokio::spawn(kubelet::cluster::lease::keep(
+                client.clone(),
+                lease_settings,
+                node_uid,
+            ));
+            // apidata: configMaps, secrets and service account tokens for volumes and env
+            // from the API server, and the pods' events posted to it.
+            use kubelet::cluster::{events, objects};
+            objects::serve(client.clone(), &manager);
+            let recorded = manager.observer().events();
+            tokio::spawn(events::post(client.clone(), recorded, node_name.clone()));
+        }
         shutdown_signal().await;
         tracing::info!("stopping; pods keep running under their shims");
         server.abort();
         let _ = std::fs::remove_file(&args.socket);
         Ok(())
     })
+}
+
+/// `--config`: the file's settings, where no flag was given on the command line.
+fn apply_config_file(args: &mut Args, matches: &clap::ArgMatches) -> anyhow::Result<()> {
+    use kubelet::cluster::config::{choose, load};
+    let Some(path) = args.config.clone() else {
+        return Ok(());
+    };
+    let loaded = load(&path)?;
+    for field in &loaded.ignored {
+        tracing::warn!(
+            "{}: {field}: peapod has no such setting; ignored",
+            path.display()
+        );
+    }
+    let file = loaded.config;
+    let given = |id: &str| matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
+    macro_rules! from_file {
+        ($field:ident, $value:expr) => {
+            args.$field = choose(
+                given(stringify!($field)),
+                std::mem::take(&mut args.$field),
+                $value,
+            )
+        };
+    }
+    from_file!(manifests, file.static_pod_path.clone());
+    from_file!(cluster_dns, file.cluster_dns.clone());
+    from_file!(cluster_domain, file.cluster_domain.clone());
+    from_file!(resolv_conf, file.resolv_conf.clone());
+    from_file!(max_pods, file.max_pods);
+    from_file!(pod_max_pids, file.pod_pids_limit);
+    from_file!(register_node, file.register_node);
+    from_file!(
+        node_status_update_frequency,
+        file.node_status_update_frequency
+    );
+    from_file!(container_log_max_size, file.container_log_max_size);
+    from_file!(container_log_max_files, file.container_log_max_files);
+    from_file!(seccomp_default, file.seccomp_default);
+    from_file!(allowed_unsafe_sysctls, file.allowed_unsafe_sysctls.clone());
+    from_file!(provider_id, file.provider_id.clone().map(Some));
+    // The flag's taints win; the file's are used (by `cluster_node`) when none was given.
+    let file_taints = file
+        .register_with_taints
+        .clone()
+        .filter(|_| !given("register_with_taints"));
+    args.file = kubelet::cluster::config::KubeletConfig {
+        register_with_taints: file_taints,
+        ..file
+    };
+    Ok(())
+}
+
+/// The node's registration, status and lease settings from the flags and `--config`.
+fn cluster_node(
+    args: &Args,
+    node_name: &str,
+    runtime_binaries: Vec<PathBuf>,
+) -> anyhow::Result<(
+    kubelet::cluster::registration::NodeSettings,
+    kubelet::cluster::registration::HostProbe,
+    kubelet::cluster::lease::LeaseSettings,
+)> {
+    use kubelet::node::config::{parse_labels, parse_taints};
+    let mut node = kubelet::node::config::NodeConfig::new(node_name, args.node_ip.clone());
+    node.labels = parse_labels(&args.node_labels)?;
+    node.taints = match &args.file.register_with_taints {
+        Some(taints) => taints.clone(),
+        None => parse_taints(&args.register_with_taints)?,
+    };
+    node.max_pods = args.max_pods;
+    node.provider_id = args.provider_id.clone();
+    if let Some(port) = args.file.server.port {
+        node.port = i32::from(port);
+    }
+    node.validate()?;
+    let settings = kubelet::cluster::registration::NodeSettings {
+        node,
+        register: args.register_node,
+        update_frequency: args.node_status_update_frequency,
+        report_frequency: args
+            .file
+            .node_status_report_frequency
+            .unwrap_or(Duration::from_secs(5 * 60)),
+        // The flag has a value only when given, so it wins over the file.
+        thresholds: args
+            .eviction_hard
+            .or(args.file.eviction_hard)
+            .unwrap_or_default(),
+    };
+    let probe = kubelet::cluster::registration::HostProbe {
+        paths: kubelet::node::host::HostPaths::linux(&args.root, None),
+        node_ips: args.node_ip.clone(),
+        runtime_binaries,
+    };
+    let lease = kubelet::cluster::lease::LeaseSettings {
+        node_name: node_name.to_string(),
+        duration_seconds: args
+            .file
+            .node_lease_duration_seconds
+            .unwrap_or(kubelet::node::lease::LEASE_DURATION_SECONDS),
+    };
+    Ok((settings, probe, lease))
 }
 
 /// SIGTERM or SIGINT.

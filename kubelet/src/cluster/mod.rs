@@ -6,5 +6,17 @@
 //! serves the data their volumes need.
 //!
 //! - [`client`]: the API client from `--kubeconfig`.
+//! - [`config`]: the KubeletConfiguration file (`--config`).
+//! - [`registration`]: the Node's registration and status reports.
+//! - [`lease`]: the node Lease, the kubelet's heartbeat.
+//! - [`objects`]: configMaps, secrets and tokens for volumes and env, watched per object.
+//! - [`tokens`]: service account tokens (TokenRequest), renewed before they expire.
+//! - [`events`]: the pods' events posted as core/v1 Events, counted and rate-limited.
 
 pub mod client;
+pub mod config;
+pub mod events;
+pub mod lease;
+pub mod objects;
+pub mod registration;
+pub mod tokens;

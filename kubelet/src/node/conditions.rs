@@ -16,6 +16,26 @@ pub struct Conditions {
 }
 
 impl Conditions {
+    /// Take the transition times of `existing` conditions (the registered Node's, after a
+    /// kubelet restart), so a condition that keeps its status keeps its time, as upstream's
+    /// setters keep the existing node's.
+    pub fn seed(&mut self, existing: &[NodeCondition]) {
+        for condition in existing {
+            let Some(since) = condition.last_transition_time.as_ref() else {
+                continue;
+            };
+            let nanos = u32::try_from(since.0.subsec_nanosecond()).unwrap_or(0);
+            let since = DateTime::from_timestamp(since.0.as_second(), nanos).unwrap_or_default();
+            let status = condition.status == "True";
+            self.transitions
+                .seen
+                .retain(|(kind, _, _)| *kind != condition.type_);
+            self.transitions
+                .seen
+                .push((condition.type_.clone(), status, since));
+        }
+    }
+
     /// The conditions for `pressure` and readiness at `now`, in upstream's order.
     /// `not_ready`: why the node is not ready (empty: it is). `lastHeartbeatTime` is
     /// `now`, as upstream stamps every status it posts; `lastTransitionTime` is when the
@@ -139,6 +159,25 @@ mod tests {
             find(&conditions, "PIDPressure").reason.as_deref(),
             Some("KubeletHasSufficientPID")
         );
+    }
+
+    #[test]
+    fn seeded_transition_times_survive_a_restart() {
+        let before = Conditions::default().observe(Pressure::default(), &[], at(5));
+        let mut restarted = Conditions::default();
+        restarted.seed(&before);
+        let after = restarted.observe(Pressure::default(), &[], at(30));
+        assert_eq!(
+            find(&after, "Ready").last_transition_time,
+            Some(time(at(5)))
+        );
+        let pressed = Pressure {
+            memory: true,
+            ..Pressure::default()
+        };
+        let changed = restarted.observe(pressed, &[], at(40));
+        let memory = find(&changed, "MemoryPressure");
+        assert_eq!(memory.last_transition_time, Some(time(at(40))));
     }
 
     #[test]

@@ -88,6 +88,8 @@ pub struct NodeConfig {
     pub version: String,
     /// The kubelet API's port.
     pub port: i32,
+    /// `--provider-id`: the Node's `spec.providerID`, if any.
+    pub provider_id: Option<String>,
 }
 
 impl NodeConfig {
@@ -101,6 +103,7 @@ impl NodeConfig {
             node_ips,
             version: env!("CARGO_PKG_VERSION").to_string(),
             port: KUBELET_PORT,
+            provider_id: None,
         }
     }
 

@@ -8,12 +8,18 @@ use crate::pod::status::time;
 
 /// The namespace holding node leases.
 pub const LEASE_NAMESPACE: &str = "kube-node-lease";
-/// How long the lease holds without renewal (upstream's `nodeLeaseDurationSeconds`).
+/// How long the lease holds without renewal (upstream's default `nodeLeaseDurationSeconds`).
 pub const LEASE_DURATION_SECONDS: i32 = 40;
 
-/// The lease of node `node_name` renewed at `now`. `node_uid`: the registered Node's uid,
-/// once known, so the lease is owned by (and deleted with) the Node, as upstream does.
-pub fn node_lease(node_name: &str, node_uid: Option<&str>, now: DateTime<Utc>) -> Lease {
+/// The lease of node `node_name` renewed at `now`, holding for `duration_seconds`.
+/// `node_uid`: the registered Node's uid, once known, so the lease is owned by (and
+/// deleted with) the Node, as upstream does.
+pub fn node_lease(
+    node_name: &str,
+    node_uid: Option<&str>,
+    duration_seconds: i32,
+    now: DateTime<Utc>,
+) -> Lease {
     Lease {
         metadata: ObjectMeta {
             name: Some(node_name.to_string()),
@@ -31,7 +37,7 @@ pub fn node_lease(node_name: &str, node_uid: Option<&str>, now: DateTime<Utc>) -
         },
         spec: Some(LeaseSpec {
             holder_identity: Some(node_name.to_string()),
-            lease_duration_seconds: Some(LEASE_DURATION_SECONDS),
+            lease_duration_seconds: Some(duration_seconds),
             renew_time: Some(MicroTime(time(now).0)),
             ..LeaseSpec::default()
         }),
@@ -47,7 +53,13 @@ mod tests {
     #[test]
     fn lease_names_its_holder_and_owner() {
         let now = Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap();
-        let json = serde_json::to_value(node_lease("node-a", Some("uid-1"), now)).unwrap();
+        let json = serde_json::to_value(node_lease(
+            "node-a",
+            Some("uid-1"),
+            LEASE_DURATION_SECONDS,
+            now,
+        ))
+        .unwrap();
         let expected = serde_json::json!({
             "apiVersion": "coordination.k8s.io/v1",
             "kind": "Lease",
@@ -65,7 +77,7 @@ mod tests {
             }
         });
         assert_eq!(json, expected);
-        let unowned = node_lease("node-a", None, now);
+        let unowned = node_lease("node-a", None, LEASE_DURATION_SECONDS, now);
         assert!(unowned.metadata.owner_references.is_none());
     }
 }

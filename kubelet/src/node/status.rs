@@ -51,6 +51,7 @@ pub fn node(config: &NodeConfig, host: &HostFacts, status: NodeStatus) -> Node {
         },
         spec: Some(NodeSpec {
             taints: (!config.taints.is_empty()).then(|| config.taints.clone()),
+            provider_id: config.provider_id.clone(),
             ..NodeSpec::default()
         }),
         status: Some(status),

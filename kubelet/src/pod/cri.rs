@@ -210,8 +210,8 @@ impl Cri {
         &self.observer
     }
 
-    /// Take configMaps and secrets (for volumes and env) from `objects`.
-    pub fn set_object_source(&mut self, objects: std::sync::Arc<dyn ObjectSource>) {
+    /// Take configMaps, secrets (for volumes and env) and tokens from `objects`.
+    pub fn set_object_source(&self, objects: std::sync::Arc<dyn ObjectSource>) {
         self.volumes.set_objects(objects);
     }
 

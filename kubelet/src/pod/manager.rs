@@ -54,6 +54,11 @@ impl PodManager {
         self.cri.observer().clone()
     }
 
+    /// The node's container operations (the API data source refreshes volumes with it).
+    pub fn cri(&self) -> Arc<Cri> {
+        self.cri.clone()
+    }
+
     /// Apply the source's events until it ends.
     pub async fn run(self: Arc<Self>, mut events: mpsc::Receiver<SourceEvent>) {
         while let Some(event) = events.recv().await {

@@ -223,7 +223,9 @@ fn object_data(
     name: &str,
     optional: bool,
 ) -> Result<Option<BTreeMap<String, Vec<u8>>>, ConfigError> {
-    match source::data(inputs.volumes.objects(), kind, namespace, name).map_err(ConfigError)? {
+    match source::data(inputs.volumes.objects().as_ref(), kind, namespace, name)
+        .map_err(ConfigError)?
+    {
         Some(data) => Ok(Some(data)),
         None if optional => Ok(None),
         None => Err(ConfigError(kind.not_found(name))),

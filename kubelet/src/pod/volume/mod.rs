@@ -18,7 +18,7 @@ pub mod source;
 use std::collections::HashSet;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use k8s_openapi::api::core::v1::{Pod, Volume};
 
@@ -39,7 +39,8 @@ pub struct VolumeError {
 
 /// The node's volume manager.
 pub struct Volumes {
-    objects: Arc<dyn ObjectSource>,
+    /// Swapped once when the API client starts, after the pod manager owns the node.
+    objects: RwLock<Arc<dyn ObjectSource>>,
     node: Allocatable,
     mountinfo: PathBuf,
     /// The pods (by UID) whose volumes are set up.
@@ -51,7 +52,7 @@ impl Volumes {
     /// volumes and answers `resourceFieldRef`s of containers without limits.
     pub fn new(objects: Arc<dyn ObjectSource>, node: Allocatable) -> Volumes {
         Volumes {
-            objects,
+            objects: RwLock::new(objects),
             node,
             mountinfo: PathBuf::from("/proc/self/mountinfo"),
             ready: Mutex::new(HashSet::new()),
@@ -59,13 +60,16 @@ impl Volumes {
     }
 
     /// Where configMaps and secrets come from (the API server client sets itself here).
-    pub fn set_objects(&mut self, objects: Arc<dyn ObjectSource>) {
-        self.objects = objects;
+    pub fn set_objects(&self, objects: Arc<dyn ObjectSource>) {
+        *self.objects.write().unwrap_or_else(PoisonError::into_inner) = objects;
     }
 
     /// The configMaps and secrets (env `valueFrom` reads them too).
-    pub fn objects(&self) -> &dyn ObjectSource {
-        self.objects.as_ref()
+    pub fn objects(&self) -> Arc<dyn ObjectSource> {
+        self.objects
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// The node's allocatable resources.
@@ -93,10 +97,12 @@ impl Volumes {
 
     /// Rewrite the pod's configMap, secret, downwardAPI and projected volumes from the
     /// pod as it is now (labels, annotations) and the current objects. The worker calls
-    /// it when the pod changes; an unchanged payload leaves the files alone.
+    /// it when the pod changes; an unchanged payload leaves the files alone. The volumes
+    /// of a pod this kubelet adopted after a restart (set up by its predecessor: the
+    /// directory exists) are refreshed too, so their tokens and objects stay current.
     pub fn refresh(&self, pod: &Pod, dir: &Path) -> Result<(), VolumeError> {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
-        if !self.lock().contains(&uid) {
+        if !self.lock().contains(&uid) && !dir.is_dir() {
             return Ok(());
         }
         for volume in pod_volumes(pod) {
@@ -200,7 +206,7 @@ impl Volumes {
             node_name: "",
             allocatable: self.node,
         };
-        let payload = projection::payload(volume, &ctx, self.objects.as_ref())?;
+        let payload = projection::payload(volume, &ctx, self.objects().as_ref())?;
         fs::create_dir_all(&path).map_err(|e| format!("creating {}: {e}", path.display()))?;
         if kind.in_memory() {
             empty_dir::tmpfs(&path, empty_dir::memory_size(pod, None, self.node))?;

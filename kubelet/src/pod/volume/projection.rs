@@ -1,5 +1,6 @@
-//! The payloads of API-data volumes: configMap, secret, downwardAPI and projected
-//! sources turned into files (items key → path, modes, `optional`) as upstream does.
+//! The payloads of API-data volumes: configMap, secret, downwardAPI and projected (with
+//! serviceAccountToken) sources turned into files (items key → path, modes, `optional`)
+//! as upstream does.
 
 use std::collections::BTreeMap;
 
@@ -134,8 +135,17 @@ fn project(
         object.project(objects, namespace, mode, out)
     } else if let Some(api) = &projection.downward_api {
         downward_files(api.items.as_deref().unwrap_or_default(), ctx, mode, out)
-    } else if projection.service_account_token.is_some() {
-        Err("serviceAccountToken projections need an API server (TokenRequest)".into())
+    } else if let Some(token) = &projection.service_account_token {
+        let data = objects.service_account_token(ctx.pod, token)?.into_bytes();
+        // Upstream writes tokens with the volume's mode (0644 by default) as well.
+        out.insert(
+            token.path.clone(),
+            FileProjection {
+                data,
+                mode: mode as u32,
+            },
+        );
+        Ok(())
     } else {
         Err("unsupported projected volume source".into())
     }

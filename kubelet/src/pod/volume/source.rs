@@ -1,16 +1,29 @@
-//! Where configMaps and secrets come from: a trait the API server client implements;
-//! without one, none exist.
+//! Where configMaps, secrets and service account tokens come from: a trait the API
+//! server client implements; without one, no object exists and no token can be had.
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, ServiceAccountTokenProjection};
 
-/// The configMaps and secrets of the pods' namespaces.
+/// The configMaps and secrets of the pods' namespaces, and their service accounts' tokens.
+///
+/// Called from blocking threads (volume set-up and container start run under
+/// `spawn_blocking`): an implementation may wait for the API server, with a timeout.
 pub trait ObjectSource: Send + Sync {
     /// The configMap `namespace/name`; `Ok(None)` when it does not exist.
     fn config_map(&self, namespace: &str, name: &str) -> Result<Option<ConfigMap>, String>;
     /// The secret `namespace/name`; `Ok(None)` when it does not exist.
     fn secret(&self, namespace: &str, name: &str) -> Result<Option<Secret>, String>;
+    /// A token of `pod`'s service account for a projected `serviceAccountToken` source,
+    /// bound to the pod. Without an API server there is none.
+    fn service_account_token(
+        &self,
+        pod: &Pod,
+        projection: &ServiceAccountTokenProjection,
+    ) -> Result<String, String> {
+        let _ = (pod, projection);
+        Err("failed to fetch token: the node has no API server (no --kubeconfig)".into())
+    }
 }
 
 /// A node without an API server: no configMap or secret exists.
@@ -28,7 +41,7 @@ impl ObjectSource for NoApiServer {
 }
 
 /// The kind of object a reference names, with upstream's wording for messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kind {
     /// A configMap.
     ConfigMap,

@@ -117,6 +117,35 @@ fn refresh_follows_labels_and_config_map_changes() {
 }
 
 #[test]
+fn a_restarted_kubelet_refreshes_the_volumes_it_adopted_but_not_unset_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    let objects = Arc::new(Fake::default());
+    let data = |v: &str| BTreeMap::from([("mode".to_string(), v.to_string())]);
+    objects
+        .0
+        .lock()
+        .unwrap()
+        .insert("settings".into(), data("fast"));
+    let never_set_up = tmp.path().join("other");
+    let adopted = pod(&[("app", "web")], "settings", false);
+    Volumes::new(objects.clone(), node())
+        .set_up(&adopted, tmp.path())
+        .unwrap();
+
+    objects
+        .0
+        .lock()
+        .unwrap()
+        .insert("settings".into(), data("slow"));
+    let restarted = Volumes::new(objects.clone(), node());
+    restarted.refresh(&adopted, tmp.path()).unwrap();
+    let cfg = tmp.path().join("kubernetes.io~configmap/cfg/mode");
+    assert_eq!(fs::read_to_string(cfg).unwrap(), "slow");
+    restarted.refresh(&adopted, &never_set_up).unwrap();
+    assert!(!never_set_up.exists(), "a pod not set up yet is left alone");
+}
+
+#[test]
 fn missing_config_maps_fail_unless_optional() {
     let tmp = tempfile::tempdir().unwrap();
     let volumes = Volumes::new(Arc::new(NoApiServer), node());
