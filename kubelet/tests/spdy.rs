@@ -2,7 +2,8 @@
 //! real sandbox behind the kubelet's real router (`kubelet::api::router`), driven by a
 //! small SPDY client written for the tests on the kubelet's own frame codec, as kubectl
 //! (with `KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false`) and the API server's stream tunnel
-//! speak it. The same routes still answer WebSockets (checked with the CLI's client).
+//! speak it, and by the real `kubectl` through the fake API server's proxy (SPDY, its
+//! WebSocket port-forward tunnel unwrapped into SPDY, and WebSockets passed through).
 //!
 //! Needs root, busybox-static, and the binaries built (`cargo build --workspace --bins`).
 
@@ -24,12 +25,10 @@ use peapod_tests::cli::runtime_path;
 use peapod_tests::pod::{TestPod, NAMESPACE};
 use runtime::sandbox::Qos;
 use support::served::Served;
+use support::web::{run_web, PORT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, WriteHalf};
 use tokio::net::UnixStream;
 use tokio::sync::mpsc;
-
-/// The port busybox httpd serves on inside the pod.
-const PORT: u16 = 8080;
 
 /// What kubectl offers for exec and attach over SPDY.
 const REMOTE_COMMAND: &[&str] = &[
@@ -93,32 +92,37 @@ type Server = Served;
 impl Served {
     /// Serve `pod`; `logs` gives containers a CRI log and an exit file.
     fn start(pod: &TestPod, logs: &[(&str, PathBuf, PathBuf)]) -> Served {
-        let containers = pod
-            .containers()
-            .iter()
-            .map(|c| {
-                let log = logs.iter().find(|(name, ..)| *name == c.name);
-                let found = ContainerRef {
-                    id: Some(c.id.clone()),
-                    running: true,
-                    log_path: log.map(|(_, log, _)| log.clone()),
-                    previous_log_path: None,
-                    exit_file: log.map(|(.., exit)| exit.clone()),
-                };
-                (c.name.clone(), found)
-            })
-            .collect();
-        let node = Arc::new(PodNode {
-            pod: pod.name().to_owned(),
-            runtime: RuntimeRef {
-                binary: runtime_path().to_path_buf(),
-                root: pod.runtime_root().to_path_buf(),
-            },
-            netns: pod.sandbox.pins().net.clone(),
-            containers,
-        });
-        Served::serve("pp-spdy-api-", kubelet::api::router(node))
+        Served::serve("pp-spdy-api-", pod_router(pod, logs))
     }
+}
+
+/// The kubelet's router for `pod`; `logs` gives containers a CRI log and an exit file.
+fn pod_router(pod: &TestPod, logs: &[(&str, PathBuf, PathBuf)]) -> axum::Router {
+    let containers = pod
+        .containers()
+        .iter()
+        .map(|c| {
+            let log = logs.iter().find(|(name, ..)| *name == c.name);
+            let found = ContainerRef {
+                id: Some(c.id.clone()),
+                running: true,
+                log_path: log.map(|(_, log, _)| log.clone()),
+                previous_log_path: None,
+                exit_file: log.map(|(.., exit)| exit.clone()),
+            };
+            (c.name.clone(), found)
+        })
+        .collect();
+    let node = Arc::new(PodNode {
+        pod: pod.name().to_owned(),
+        runtime: RuntimeRef {
+            binary: runtime_path().to_path_buf(),
+            root: pod.runtime_root().to_path_buf(),
+        },
+        netns: pod.sandbox.pins().net.clone(),
+        containers,
+    });
+    kubelet::api::router(node)
 }
 
 /// A SPDY/3.1 client: opens streams, sends data, and collects what comes back.
@@ -527,17 +531,7 @@ fn exec_over_spdy_passes_stdin_and_follows_terminal_resizes() {
 #[test]
 fn port_forward_over_spdy_serves_many_requests_and_reports_a_closed_port() {
     let mut pod = TestPod::new("pp-spdy", Qos::BestEffort);
-    pod.run(
-        "web",
-        &format!(
-            "mkdir -p /tmp/www && echo hello from web > /tmp/www/index.html && \
-             exec httpd -f -p 127.0.0.1:{PORT} -h /tmp/www"
-        ),
-    );
-    pod.wait_for(
-        "web",
-        &format!("wget -q -O /dev/null http://127.0.0.1:{PORT}/"),
-    );
+    run_web(&mut pod);
     let server = Server::start(&pod, &[]);
     let socket = server.socket();
     let path = format!("/portForward/{NAMESPACE}/{}", pod.name());
@@ -701,4 +695,247 @@ fn attach_over_spdy_streams_new_output_apart_and_refuses_stdin() {
         .expect("stdin is refused");
     assert!(refusal.starts_with("HTTP/1.1 400"), "{refusal}");
     assert!(refusal.contains("without a stdin pipe"), "{refusal}");
+}
+
+/// The kubelet's router over TLS on loopback, as the API server's proxy reaches kubelets.
+struct TlsListener {
+    tcp: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((tcp, address)) = self.tcp.accept().await else {
+                continue;
+            };
+            if let Ok(tls) = self.acceptor.accept(tcp).await {
+                return (tls, address);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr()
+    }
+}
+
+/// Serve `router` over TLS (a serving certificate from `pki`) on a free loopback port.
+fn serve_tls(served: &Served, pki: &peapod_tests::pki::Pki, router: axum::Router) -> u16 {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    let serving = pki.server_cert(&["127.0.0.1"]).expect("a serving cert");
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![CertificateDer::from(serving.cert_der.clone())],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(serving.key_der.clone())),
+        )
+        .expect("a TLS config");
+    let tcp = served
+        .runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("a loopback port");
+    let port = tcp.local_addr().expect("its address").port();
+    let listener = TlsListener {
+        tcp,
+        acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+    };
+    served
+        .runtime
+        .spawn(async move { axum::serve(listener, router).await });
+    port
+}
+
+/// A kubectl run against `server`, with `env` set; its exit code, stdout and stderr.
+fn kubectl(
+    server: &peapod_tests::apiserver::ApiServer,
+    env: &[(&str, &str)],
+    stdin: &str,
+    args: &[&str],
+) -> (Option<i32>, String, String) {
+    let mut command = server.kubectl_command(args);
+    command
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = command.spawn().expect("kubectl runs");
+    let mut input = child.stdin.take().expect("kubectl's stdin");
+    std::io::Write::write_all(&mut input, stdin.as_bytes()).expect("kubectl's input");
+    drop(input);
+    let output = child.wait_with_output().expect("kubectl's output");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Run a kubectl that does not end by itself (attach, port-forward) until `until` says
+/// what it printed so far is enough (or 20 s passed), then stop it; its stdout and stderr.
+fn kubectl_until(
+    server: &peapod_tests::apiserver::ApiServer,
+    env: &[(&str, &str)],
+    args: &[&str],
+    until: impl Fn(&str, &str) -> bool,
+) -> (String, String) {
+    use std::io::Read;
+    let mut child = server
+        .kubectl_command(args)
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("kubectl runs");
+    let collect = |mut from: Box<dyn Read + Send>| {
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let into = seen.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = from.read(&mut buf) {
+                into.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        seen
+    };
+    let out = collect(Box::new(child.stdout.take().expect("stdout")));
+    let err = collect(Box::new(child.stderr.take().expect("stderr")));
+    let text = |seen: &Arc<std::sync::Mutex<Vec<u8>>>| {
+        String::from_utf8_lossy(&seen.lock().unwrap()).into_owned()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !until(&text(&out), &text(&err)) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // kubectl is ours (spawned above): stopped by its own handle.
+    let _ = child.kill();
+    let _ = child.wait();
+    (text(&out), text(&err))
+}
+
+/// GET / through a port kubectl forwards; the answer.
+fn fetch(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).expect("the forwarded port");
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    tcp.write_all(b"GET / HTTP/1.0\r\n\r\n").expect("a request");
+    let mut answer = String::new();
+    let _ = tcp.read_to_string(&mut answer);
+    answer
+}
+
+#[test]
+fn the_real_kubectl_execs_attaches_and_forwards_through_the_api_server() {
+    let mut pod = TestPod::new("pp-spdy", Qos::BestEffort);
+    run_web(&mut pod);
+    let logs = tempfile::Builder::new()
+        .prefix("pp-spdy-logs-")
+        .tempdir()
+        .expect("a log dir");
+    let log = logs.path().join("0.log");
+    pod.start(
+        "talker",
+        "i=0; while true; do i=$((i+1)); echo tick $i; echo tock $i >&2; sleep 0.2; done",
+        log.clone(),
+    );
+    let talker = [("talker", log, logs.path().join("exit.json"))];
+    let served = Server::start(&pod, &talker);
+    let api = peapod_tests::apiserver::ApiServer::start();
+    let port = serve_tls(&served, api.pki(), pod_router(&pod, &talker));
+    api.create(&format!(
+        r#"{{"apiVersion": "v1", "kind": "Node", "metadata": {{"name": "spdy-node"}},
+            "status": {{"addresses": [{{"type": "InternalIP", "address": "127.0.0.1"}}],
+                        "daemonEndpoints": {{"kubeletEndpoint": {{"Port": {port}}}}}}}}}"#
+    ))
+    .expect("the node");
+    let name = pod.name().to_owned();
+    api.create(&format!(
+        r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "{name}", "namespace": "default"}},
+            "spec": {{"nodeName": "spdy-node", "containers": [
+                {{"name": "web", "image": "busybox"}}, {{"name": "talker", "image": "busybox"}}]}}}}"#
+    ))
+    .expect("the pod");
+    api.set_status(
+        &format!("/api/v1/namespaces/default/pods/{name}"),
+        serde_json::json!({"phase": "Running"}),
+    )
+    .expect("running");
+
+    let spdy_exec = [("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", "false")];
+    let exec = ["exec", name.as_str(), "-c", "web", "--"];
+    let args = |command: &[&'static str]| [&exec[..], command].concat();
+    let ran = kubectl(
+        &api,
+        &spdy_exec,
+        "",
+        &args(&["sh", "-c", "hostname; echo err >&2; exit 3"]),
+    );
+    assert_eq!(ran.0, Some(3), "{ran:?}");
+    assert_eq!(ran.1.trim(), name, "{ran:?}");
+    assert!(ran.2.contains("err"), "{ran:?}");
+    let ran = kubectl(
+        &api,
+        &spdy_exec,
+        "typed\n",
+        &[
+            &["exec", "-i", name.as_str(), "-c", "web", "--"][..],
+            &["cat"],
+        ]
+        .concat(),
+    );
+    assert_eq!((ran.0, ran.1.as_str()), (Some(0), "typed\n"), "{ran:?}");
+    // kubectl's default, WebSocket, passed through to the kubelet.
+    let ran = kubectl(&api, &[], "", &args(&["sh", "-c", "echo ws; exit 4"]));
+    assert_eq!((ran.0, ran.1.as_str()), (Some(4), "ws\n"), "{ran:?}");
+
+    for env in [&spdy_exec[..], &[]] {
+        let (out, err) =
+            kubectl_until(&api, env, &["attach", &name, "-c", "talker"], |out, err| {
+                out.contains("tick") && err.contains("tock")
+            });
+        assert!(
+            out.lines().any(|l| l.starts_with("tick ")),
+            "{out:?} {err:?}"
+        );
+        assert!(
+            err.lines().any(|l| l.starts_with("tock ")),
+            "{out:?} {err:?}"
+        );
+    }
+
+    // Port-forward over SPDY, and kubectl's default WebSocket tunnel, which the API
+    // server unwraps into SPDY towards the kubelet.
+    let spdy_forward = [("KUBECTL_PORT_FORWARD_WEBSOCKETS", "false")];
+    for env in [&spdy_forward[..], &[]] {
+        let answers = std::sync::Mutex::new(Vec::new());
+        kubectl_until(
+            &api,
+            env,
+            &["port-forward", &format!("pod/{name}"), ":8080"],
+            |out, _| {
+                let Some(local) = out
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Forwarding from 127.0.0.1:"))
+                    .and_then(|l| l.split(' ').next())
+                    .and_then(|p| p.parse::<u16>().ok())
+                else {
+                    return false;
+                };
+                let mut answers = answers.lock().unwrap();
+                answers.push(fetch(local));
+                answers.len() == 2
+            },
+        );
+        let answers = answers.into_inner().unwrap();
+        assert_eq!(answers.len(), 2, "{answers:?}");
+        for answer in answers {
+            assert!(answer.ends_with("hello from web\n"), "{answer:?}");
+        }
+    }
 }

@@ -28,11 +28,9 @@ use peapod_tests::pod::{TestPod, NAMESPACE};
 use runtime::sandbox::Qos;
 use serde_json::json;
 use support::served::Served;
+use support::web::{run_web, PORT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
-
-/// The port busybox httpd serves on inside the pod.
-const PORT: u16 = 8080;
 
 /// A pod in throwaway locations, with its own runtime root; taken down on drop.
 #[track_caller]
@@ -46,23 +44,6 @@ fn runtime_ref(pod: &TestPod) -> RuntimeRef {
         binary: runtime_path().to_path_buf(),
         root: pod.runtime_root().to_path_buf(),
     }
-}
-
-/// Runs container `web`: busybox httpd serving "hello from web" on the pod's loopback,
-/// and waits until it answers.
-#[track_caller]
-fn run_web(pod: &mut TestPod) {
-    pod.run(
-        "web",
-        &format!(
-            "mkdir -p /tmp/www && echo hello from web > /tmp/www/index.html && \
-             exec httpd -f -p 127.0.0.1:{PORT} -h /tmp/www"
-        ),
-    );
-    pod.wait_for(
-        "web",
-        &format!("wget -q -O /dev/null http://127.0.0.1:{PORT}/"),
-    );
 }
 
 /// What the test router knows of the pod.

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod served;
+pub mod web;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
