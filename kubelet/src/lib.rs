@@ -12,7 +12,7 @@
 //! - [`cluster`]: the API server side: registration, lease, pods bound to the node, their
 //!   status, events and volume data.
 //! - [`api`]: the local API on a unix socket that the `peapod` CLI talks to.
-//! - [`stream`]: exec and port-forward over WebSockets (server and CLI sides).
+//! - [`stream`]: exec, attach and port-forward over WebSocket and SPDY/3.1 (server and CLI sides).
 //! - [`server`]: the kubelet API on :10250 over TLS (authn, authz, stats, metrics).
 //!
 //! Start reading at `source::folder`.

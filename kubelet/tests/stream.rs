@@ -6,6 +6,8 @@
 //! Each test has its own sandbox (state dir and cgroup root of its own), runtime root
 //! and socket dir, all removed at the end even when the test fails.
 
+mod support;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -25,12 +27,10 @@ use peapod_tests::cli::{binary_path, runtime_path};
 use peapod_tests::pod::{TestPod, NAMESPACE};
 use runtime::sandbox::Qos;
 use serde_json::json;
-use tempfile::TempDir;
+use support::served::Served;
+use support::web::{run_web, PORT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
-
-/// The port busybox httpd serves on inside the pod.
-const PORT: u16 = 8080;
 
 /// A pod in throwaway locations, with its own runtime root; taken down on drop.
 #[track_caller]
@@ -46,23 +46,6 @@ fn runtime_ref(pod: &TestPod) -> RuntimeRef {
     }
 }
 
-/// Runs container `web`: busybox httpd serving "hello from web" on the pod's loopback,
-/// and waits until it answers.
-#[track_caller]
-fn run_web(pod: &mut TestPod) {
-    pod.run(
-        "web",
-        &format!(
-            "mkdir -p /tmp/www && echo hello from web > /tmp/www/index.html && \
-             exec httpd -f -p 127.0.0.1:{PORT} -h /tmp/www"
-        ),
-    );
-    pod.wait_for(
-        "web",
-        &format!("wget -q -O /dev/null http://127.0.0.1:{PORT}/"),
-    );
-}
-
 /// What the test router knows of the pod.
 #[derive(Clone)]
 struct Node {
@@ -73,13 +56,10 @@ struct Node {
 }
 
 /// A minimal local API: the pod, exec and port-forward, on a unix socket in a temp dir.
-struct Server {
-    dir: TempDir,
-    runtime: tokio::runtime::Runtime,
-}
+type Server = Served;
 
-impl Server {
-    fn start(pod: &TestPod) -> Server {
+impl Served {
+    fn start(pod: &TestPod) -> Served {
         let mut containers: Vec<_> = pod
             .containers()
             .iter()
@@ -92,43 +72,17 @@ impl Server {
             netns: pod.sandbox.pins().net.clone(),
             containers,
         };
-        let dir = tempfile::Builder::new()
-            .prefix("pp-stream-api-")
-            .tempdir()
-            .expect("a socket dir");
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("a tokio runtime");
-        let listener = {
-            let _entered = runtime.enter();
-            tokio::net::UnixListener::bind(dir.path().join("kubelet.sock")).expect("binding")
-        };
         let app = Router::new()
             .route("/pods/{ns}/{name}", get(get_pod))
             .route("/exec/{ns}/{pod}/{container}", get(exec))
             .route("/portForward/{ns}/{pod}", get(port_forward))
             .with_state(node);
-        runtime.spawn(async move { axum::serve(listener, app).await });
-        Server { dir, runtime }
-    }
-
-    fn socket(&self) -> PathBuf {
-        self.dir.path().join("kubelet.sock")
+        Served::serve("pp-stream-api-", app)
     }
 
     /// A plain exec: no stdin, no terminal.
     fn exec(&self, target: &Target, command: &[&str]) -> Ran {
         run_exec(self, target, command, false, None, vec![])
-    }
-
-    fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
-        self.runtime.block_on(async {
-            tokio::time::timeout(Duration::from_secs(30), f)
-                .await
-                .expect("the stream finished within 30 s")
-        })
     }
 }
 

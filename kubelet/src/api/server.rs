@@ -5,9 +5,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
 
-use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Path as Params, Query, State};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
 use tokio::net::UnixListener;
@@ -72,16 +71,24 @@ pub fn node_routes() -> Router<Shared> {
             "/containerLogs/{namespace}/{pod}/{container}",
             get(logs::container_logs),
         )
-        .route("/exec/{namespace}/{pod}/{container}", get(exec))
-        .route("/portForward/{namespace}/{pod}", get(port_forward))
+        .route("/exec/{namespace}/{pod}/{container}", get(exec).post(exec))
+        .route(
+            "/attach/{namespace}/{pod}/{container}",
+            get(attach).post(attach),
+        )
+        .route(
+            "/portForward/{namespace}/{pod}",
+            get(port_forward).post(port_forward),
+        )
 }
 
-/// `GET /exec/{ns}/{pod}/{container}?command=..&command=..&stdin=1&stdout=1&stderr=1&tty=1`.
+/// `GET|POST /exec/{ns}/{pod}/{container}?command=..&command=..&stdin=1&stdout=1&stderr=1&tty=1`,
+/// over WebSocket or SPDY/3.1.
 async fn exec(
     State(node): State<Shared>,
     Params((namespace, pod, container)): Params<(String, String, String)>,
     axum::extract::RawQuery(query): axum::extract::RawQuery,
-    upgrade: WebSocketUpgrade,
+    upgrade: stream::Upgrade,
 ) -> Result<Response, ApiError> {
     let request = stream::ExecRequest::from_query(query.as_deref().unwrap_or_default())
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
@@ -94,35 +101,60 @@ async fn exec(
             )))
         }
     };
-    let runtime = node.runtime();
-    Ok(upgrade
-        .protocols(stream::EXEC_PROTOCOLS.iter().copied())
-        .on_upgrade(move |socket| stream::exec(socket, runtime, id, request))
-        .into_response())
+    Ok(upgrade.exec(node.runtime(), id, request))
 }
 
-/// `GET /portForward/{ns}/{pod}?port=N`.
+/// `GET|POST /attach/{ns}/{pod}/{container}?stdout=1&stderr=1`: the container's new
+/// output, over WebSocket or SPDY/3.1. peapod's containers have no stdin pipe, so
+/// `stdin=1` is refused.
+async fn attach(
+    State(node): State<Shared>,
+    Params((namespace, pod, container)): Params<(String, String, String)>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+    upgrade: stream::Upgrade,
+) -> Result<Response, ApiError> {
+    let request = stream::StreamFlags::from_query(query.as_deref().unwrap_or_default())
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    if request.stdin {
+        return Err(ApiError::bad_request(format!(
+            "cannot attach to the stdin of container {container} in pod {pod}: peapod runs \
+             containers without a stdin pipe (attach streams their output only; drop -i/--stdin)"
+        )));
+    }
+    let found = node.container(&namespace, &pod, &container)?;
+    let (Some(log_path), true) = (found.log_path, found.running) else {
+        return Err(ApiError::bad_request(format!(
+            "container {container} is not running in pod {pod}"
+        )));
+    };
+    let target = stream::attach::AttachTarget {
+        log_path,
+        exit_file: found.exit_file,
+    };
+    Ok(upgrade.attach(target, request))
+}
+
+/// `GET|POST /portForward/{ns}/{pod}[?port=N]`: one connection to port N over a
+/// WebSocket, or, over SPDY/3.1, any number of connections naming their ports.
 async fn port_forward(
     State(node): State<Shared>,
     Params((namespace, pod)): Params<(String, String)>,
     Query(query): Query<Vec<(String, String)>>,
-    upgrade: WebSocketUpgrade,
+    upgrade: stream::Upgrade,
 ) -> Result<Response, ApiError> {
-    let port = query
-        .iter()
-        .find(|(k, _)| k == "port")
-        .ok_or_else(|| ApiError::bad_request("a port to forward is required (?port=N)"))?;
-    let port: u16 = port
-        .1
-        .parse()
-        .ok()
-        .filter(|p| *p != 0)
-        .ok_or_else(|| ApiError::bad_request(format!("invalid port {:?}", port.1)))?;
+    let port = match query.iter().find(|(k, _)| k == "port") {
+        Some((_, port)) => Some(
+            port.parse::<u16>()
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| ApiError::bad_request(format!("invalid port {port:?}")))?,
+        ),
+        None => None,
+    };
     let netns = node.netns(&namespace, &pod)?;
-    Ok(upgrade
-        .protocols(stream::PORT_FORWARD_PROTOCOLS.iter().copied())
-        .on_upgrade(move |socket| stream::port_forward(socket, netns, port))
-        .into_response())
+    upgrade
+        .port_forward(netns, port)
+        .map_err(ApiError::bad_request)
 }
 
 /// A query flag as the kubelet reads it: `1` and `true` (any case) are set.

@@ -1,6 +1,7 @@
-//! Exec's server side: runs a command in a container through the runtime CLI
-//! (`<runtime> --root <root> exec ...`) and streams it over a WebSocket in the
-//! kubelet's channel framing, ending with a v1 `Status` on the error channel.
+//! Exec's server side, whatever the transport: runs a command in a container through
+//! the runtime CLI (`<runtime> --root <root> exec ...`) and pipes it to a [`Client`]
+//! (channels a transport fills and drains), ending with the v1 `Status` to report.
+//! [`super::websocket`] and [`super::spdy::remote_command`] carry it.
 
 use std::io;
 use std::os::fd::AsFd;
@@ -12,14 +13,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{Message, WebSocket};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixListener;
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::mpsc;
 
-use super::channel::{self, Protocol, Size, CLOSE, ERROR, RESIZE, STDERR, STDIN, STDOUT};
+use super::channel::{Size, STDERR, STDOUT};
 use super::pty::Master;
 use super::{status, ExecRequest};
 use crate::api::RuntimeRef;
@@ -34,8 +34,8 @@ const START_CHECK: Duration = Duration::from_millis(100);
 /// How long killing waits for the runtime to name the command's pid.
 const PID_WAIT: Duration = Duration::from_secs(2);
 
-/// Output chunks the readers may queue ahead of the WebSocket.
-const QUEUE: usize = 32;
+/// Output chunks the readers may queue ahead of the client.
+pub(crate) const QUEUE: usize = 32;
 
 /// Why an exec did not get to run its command.
 #[derive(Debug, thiserror::Error)]
@@ -59,34 +59,53 @@ fn io_err(op: impl Into<String>) -> impl FnOnce(io::Error) -> ExecError {
     move |source| ExecError::Io { op, source }
 }
 
-/// Run `request.command` in container `container_id` and stream it over `socket`:
-/// stdin from channel 0, stdout/stderr on 1/2, resizes from 4, and the final `Status`
-/// on 3, then close. The command is killed if the client goes away.
-pub async fn exec(
-    mut socket: WebSocket,
-    runtime: RuntimeRef,
-    container_id: String,
-    request: ExecRequest,
-) {
-    let protocol = socket
-        .protocol()
-        .and_then(|p| p.to_str().ok())
-        .and_then(Protocol::from_name)
-        .unwrap_or(Protocol::V4);
-    let status = match Session::start(&runtime, &container_id, &request).await {
-        Ok(session) => match session.run(&mut socket, protocol, &request).await {
-            Some(status) => status,
-            // The client is gone: nobody to tell.
-            None => return,
-        },
-        Err(e) => status::internal(&e.to_string()),
-    };
-    // Serializing a Status cannot fail; an empty message would still end the exec.
-    let json = serde_json::to_vec(&status).unwrap_or_default();
-    let _ = socket
-        .send(Message::Binary(channel::frame(ERROR, &json).into()))
-        .await;
-    let _ = socket.send(Message::Close(None)).await;
+/// What an exec's (or attach's) client sends, whatever carries it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// Bytes for the command's standard input.
+    Stdin(Vec<u8>),
+    /// The client closed its standard input.
+    StdinClosed,
+    /// The client's terminal has a new size.
+    Resize(Size),
+}
+
+/// One chunk of output: its channel ([`STDOUT`], [`STDERR`]) and bytes.
+pub type Chunk = (u8, Vec<u8>);
+
+/// One exec's client, as a transport hands it over: its input, and where the output
+/// goes by channel ([`STDOUT`], [`STDERR`]). The input channel closing, or the output
+/// channel refusing a chunk, means the client went away.
+pub struct Client {
+    /// The client's input.
+    pub input: mpsc::Receiver<Input>,
+    /// The command's output, by channel.
+    pub output: mpsc::Sender<Chunk>,
+}
+
+impl Client {
+    /// A client and the transport's ends of it: where to put input, and where the
+    /// output comes out.
+    pub fn channels() -> (Client, mpsc::Sender<Input>, mpsc::Receiver<Chunk>) {
+        let (input_tx, input) = mpsc::channel(QUEUE);
+        let (output, output_rx) = mpsc::channel(QUEUE);
+        (Client { input, output }, input_tx, output_rx)
+    }
+}
+
+/// Run `request.command` in container `container_id` for `client`: stdin and resizes
+/// in, stdout/stderr out. Returns the `Status` to report (the exit code, or why the
+/// command did not run); None if the client went away (the command is killed then).
+pub async fn run(
+    runtime: &RuntimeRef,
+    container_id: &str,
+    request: &ExecRequest,
+    client: Client,
+) -> Option<Status> {
+    match Session::start(runtime, container_id, request).await {
+        Ok(session) => session.run(client, request).await,
+        Err(e) => Some(status::internal(&e.to_string())),
+    }
 }
 
 /// A private directory for one exec's pid file and console socket, removed on drop
@@ -141,7 +160,7 @@ struct Session {
     /// What the client types, to the stdin writer; dropping it is stdin's EOF.
     input: Option<mpsc::UnboundedSender<Vec<u8>>>,
     /// The command's output, by channel, from the reader tasks.
-    output: mpsc::Receiver<(u8, Vec<u8>)>,
+    output: mpsc::Receiver<Chunk>,
     pty: Option<Arc<Master>>,
 }
 
@@ -256,12 +275,7 @@ impl Session {
 
     /// Stream until the command ends and its output is drained; None if the client went
     /// away (the command is killed then).
-    async fn run(
-        mut self,
-        socket: &mut WebSocket,
-        protocol: Protocol,
-        request: &ExecRequest,
-    ) -> Option<Status> {
+    async fn run(mut self, mut client: Client, request: &ExecRequest) -> Option<Status> {
         let mut held = HeldStderr::default();
         let mut exited: Option<ExitStatus> = None;
         let mut outputs_open = true;
@@ -272,16 +286,15 @@ impl Session {
         while exited.is_none() || outputs_open {
             // What to send the client after this step, if anything.
             let outgoing = tokio::select! {
-                message = socket.recv(), if exited.is_none() => match message {
-                    Some(Ok(Message::Binary(data))) => {
-                        self.input(&data, protocol);
+                input = client.input.recv(), if exited.is_none() => match input {
+                    Some(input) => {
+                        self.input(input);
                         None
                     }
-                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
+                    None => {
                         self.kill().await;
                         return None;
                     }
-                    Some(Ok(_)) => None,
                 },
                 chunk = self.output.recv(), if outputs_open => match chunk {
                     Some((STDERR, data)) => held.add(&data, &self.scratch).map(|data| (STDERR, data)),
@@ -306,7 +319,7 @@ impl Session {
             };
             let wanted =
                 (channel == STDOUT && request.stdout) || (channel == STDERR && request.stderr);
-            if wanted && !send(socket, channel, &data).await {
+            if wanted && client.output.send((channel, data)).await.is_err() {
                 self.kill().await;
                 return None;
             }
@@ -322,7 +335,7 @@ impl Session {
             return Some(status::internal(&reason));
         }
         if !held.bytes.is_empty() && request.stderr {
-            send(socket, STDERR, &held.bytes).await;
+            let _ = client.output.send((STDERR, held.bytes)).await;
         }
         Some(if code == 0 {
             status::success()
@@ -331,24 +344,23 @@ impl Session {
         })
     }
 
-    /// One message from the client: stdin, a resize, or (v5) the close of stdin.
-    fn input(&mut self, message: &[u8], protocol: Protocol) {
-        match channel::split(message) {
-            Ok((STDIN, data)) => {
-                if let Some(input) = &self.input {
-                    if input.send(data.to_vec()).is_err() {
+    /// One input from the client: stdin, its end, or a resize.
+    fn input(&mut self, input: Input) {
+        match input {
+            Input::Stdin(data) => {
+                if let Some(to) = &self.input {
+                    if to.send(data).is_err() {
                         self.input = None;
                     }
                 }
             }
-            Ok((RESIZE, data)) => {
-                // A bad resize message is the client's problem; the exec goes on.
-                if let (Some(pty), Ok(size)) = (&self.pty, Size::parse(data)) {
+            // A resize the terminal refuses is the client's problem; the exec goes on.
+            Input::Resize(size) => {
+                if let Some(pty) = &self.pty {
                     let _ = pty.resize(size);
                 }
             }
-            Ok((CLOSE, [STDIN])) if protocol == Protocol::V5 => self.input = None,
-            _ => {}
+            Input::StdinClosed => self.input = None,
         }
     }
 
@@ -419,16 +431,8 @@ fn exit_code(status: ExitStatus) -> i32 {
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
 }
 
-/// Send one channel message; false if the client is gone.
-async fn send(socket: &mut WebSocket, channel: u8, data: &[u8]) -> bool {
-    socket
-        .send(Message::Binary(channel::frame(channel, data).into()))
-        .await
-        .is_ok()
-}
-
 /// Copy a pipe's chunks into the output queue until it ends.
-fn pump<R>(mut from: R, channel: u8, to: mpsc::Sender<(u8, Vec<u8>)>)
+fn pump<R>(mut from: R, channel: u8, to: mpsc::Sender<Chunk>)
 where
     R: AsyncRead + Unpin + Send + 'static,
 {
@@ -443,7 +447,7 @@ where
 }
 
 /// Copy the terminal's output into the queue as stdout until every slave is closed.
-fn pump_pty(master: Arc<Master>, to: mpsc::Sender<(u8, Vec<u8>)>) {
+fn pump_pty(master: Arc<Master>, to: mpsc::Sender<Chunk>) {
     tokio::spawn(async move {
         let mut buf = vec![0; 32 * 1024];
         while let Ok(n @ 1..) = master.read(&mut buf).await {

@@ -1,27 +1,60 @@
-//! Exec and port-forward over WebSockets, in the kubelet's channel framing: the server
-//! side the local API routes to, and the client side the `peapod` CLI uses.
+//! Exec, attach and port-forward: the server side the kubelet's APIs route to, over
+//! WebSocket (the kubelet's channel framing) or SPDY/3.1 (one stream per channel), and
+//! the client side the `peapod` CLI uses.
 //!
+//! - [`upgrade`]: picks the transport from the request's `Upgrade` header.
+//! - [`exec`](mod@exec), [`attach`](mod@attach), [`port_forward`](mod@port_forward): the
+//!   work, transport-agnostic (a command through the runtime CLI; a container's live
+//!   output from its log; a port dialed inside a pod's network namespace).
+//! - [`websocket`] and [`spdy`]: the two transports.
 //! - [`channel`]: the v4/v5 channel framing (channel byte, resize JSON, port header).
 //! - [`status`]: the v1 `Status` an exec ends with, and reading its exit code back.
-//! - [`exec`](mod@exec): runs a command in a container through the runtime CLI.
-//! - [`port_forward`](mod@port_forward): dials a port inside a pod's network namespace.
-//! - [`client`]: the CLI's side of both, over the kubelet's unix socket.
+//! - [`client`]: the CLI's side of exec and port-forward, over the kubelet's unix socket.
 
+pub mod attach;
 pub mod channel;
 pub mod client;
 pub mod exec;
 pub mod port_forward;
 mod pty;
+pub mod spdy;
 pub mod status;
+pub mod upgrade;
+pub mod websocket;
 
-pub use exec::exec;
-pub use port_forward::port_forward;
+pub use upgrade::Upgrade;
+pub use websocket::{exec, port_forward};
 
-/// The subprotocols exec speaks, preferred first.
+/// The WebSocket subprotocols exec and attach speak, preferred first.
 pub const EXEC_PROTOCOLS: &[&str] = &["v5.channel.k8s.io", "v4.channel.k8s.io"];
 
 /// The subprotocols port-forward speaks (the kubelet's WebSocket port-forward framing).
 pub const PORT_FORWARD_PROTOCOLS: &[&str] = &["v4.channel.k8s.io"];
+
+/// Which streams a remote command (exec or attach) asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StreamFlags {
+    /// Pass the client's standard input.
+    pub stdin: bool,
+    /// Send standard output.
+    pub stdout: bool,
+    /// Send standard error (never with a tty: it shares stdout).
+    pub stderr: bool,
+    /// A terminal.
+    pub tty: bool,
+}
+
+impl StreamFlags {
+    /// Parse an attach query (`?stdin=1&stdout=1&stderr=1&tty=1`) as the kubelet does.
+    pub fn from_query(query: &str) -> Result<StreamFlags, ExecRequestError> {
+        let request = ExecRequest::parse(query);
+        let flags = request.flags();
+        if !(flags.stdin || flags.stdout || flags.stderr) {
+            return Err(ExecRequestError::NoStreams);
+        }
+        Ok(flags)
+    }
+}
 
 /// An exec request's query (`?command=sh&command=-c&command=...&stdin=1&tty=1`).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -53,6 +86,28 @@ impl ExecRequest {
     /// Parse a raw query string as the kubelet does: `command` may repeat, the stream
     /// flags are on when `1` or `true`, and a tty has no separate stderr.
     pub fn from_query(query: &str) -> Result<ExecRequest, ExecRequestError> {
+        let request = ExecRequest::parse(query);
+        if request.command.is_empty() {
+            return Err(ExecRequestError::NoCommand);
+        }
+        if !(request.stdin || request.stdout || request.stderr) {
+            return Err(ExecRequestError::NoStreams);
+        }
+        Ok(request)
+    }
+
+    /// The streams this request asks for.
+    pub fn flags(&self) -> StreamFlags {
+        StreamFlags {
+            stdin: self.stdin,
+            stdout: self.stdout,
+            stderr: self.stderr,
+            tty: self.tty,
+        }
+    }
+
+    /// The query's fields, unchecked (a tty has no separate stderr).
+    fn parse(query: &str) -> ExecRequest {
         let mut request = ExecRequest::default();
         for (key, value) in form_urlencoded::parse(query.as_bytes()) {
             let on = matches!(value.as_ref(), "1" | "true");
@@ -65,16 +120,10 @@ impl ExecRequest {
                 _ => {}
             }
         }
-        if request.command.is_empty() {
-            return Err(ExecRequestError::NoCommand);
-        }
         if request.tty {
             request.stderr = false;
         }
-        if !(request.stdin || request.stdout || request.stderr) {
-            return Err(ExecRequestError::NoStreams);
-        }
-        Ok(request)
+        request
     }
 
     /// The query string for this request (what the client sends).

@@ -4,6 +4,9 @@
 //! the tests serve.
 #![allow(dead_code)]
 
+pub mod served;
+pub mod web;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
