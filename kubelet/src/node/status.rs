@@ -23,11 +23,12 @@ pub fn architecture() -> &'static str {
 }
 
 /// The labels the kubelet sets on its Node: hostname, os and arch (GA and the beta ones
-/// upstream still sets), then the operator's `--node-labels`, which win on a clash.
-pub fn labels(config: &NodeConfig, host: &HostFacts) -> BTreeMap<String, String> {
+/// upstream still sets), then the operator's `--node-labels`, which win on a clash. The
+/// node name is the hostname here: `--node-name` plays upstream's `--hostname-override`.
+pub fn labels(config: &NodeConfig, _host: &HostFacts) -> BTreeMap<String, String> {
     let arch = architecture().to_string();
     let mut labels = BTreeMap::from([
-        ("kubernetes.io/hostname".to_string(), host.hostname.clone()),
+        ("kubernetes.io/hostname".to_string(), config.name.clone()),
         ("kubernetes.io/os".to_string(), "linux".to_string()),
         ("kubernetes.io/arch".to_string(), arch.clone()),
         ("beta.kubernetes.io/os".to_string(), "linux".to_string()),
@@ -76,7 +77,7 @@ pub fn node_status(
         .collect();
     addresses.push(NodeAddress {
         type_: "Hostname".to_string(),
-        address: host.hostname.clone(),
+        address: config.name.clone(),
     });
     NodeStatus {
         addresses: Some(addresses),
@@ -206,11 +207,7 @@ mod tests {
             .collect();
         assert_eq!(
             addresses,
-            [
-                "InternalIP=10.0.0.5",
-                "InternalIP=fd00::5",
-                "Hostname=node-a"
-            ]
+            ["InternalIP=10.0.0.5", "InternalIP=fd00::5", "Hostname=n"]
         );
         assert!(node(&config, &host, NodeStatus::default())
             .spec
