@@ -40,6 +40,9 @@ mapfile -t build_deps < <(build_packages)
 ensure_packages busybox-static containerd containernetworking-plugins iproute2 iptables \
   docker-registry skopeo apache2-utils openssl jq shellcheck nftables curl "${build_deps[@]}"
 ensure_cargo
+# The cluster tests drive the node with the real kubectl; machines without one get
+# Debian's (older, SPDY-only) kubernetes-client.
+command -v kubectl >/dev/null || ensure_packages kubernetes-client
 
 cd "$PEAPOD_ROOT"
 run_step() {

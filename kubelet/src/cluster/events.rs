@@ -109,17 +109,10 @@ pub struct Correlator {
 /// What makes two events the same: source, object (with field path), type, reason and
 /// message.
 pub fn repeat_key(event: &Event) -> String {
-    let source = event.source.clone().unwrap_or_default();
     let o = &event.involved_object;
     [
-        source.component.as_deref(),
-        source.host.as_deref(),
-        o.kind.as_deref(),
-        o.namespace.as_deref(),
-        o.name.as_deref(),
+        Some(spam_key(event).as_str()),
         o.field_path.as_deref(),
-        o.uid.as_deref(),
-        o.api_version.as_deref(),
         event.type_.as_deref(),
         event.reason.as_deref(),
         event.message.as_deref(),

@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::Pod;
 
-use super::summary::{CpuStats, MemoryStats, Summary};
+use super::summary::{CpuStats, MemoryStats, PodStats, Summary};
 
 /// The content type of the text exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -226,90 +226,17 @@ fn process_metrics(page: &mut Exposition, proc_self: &Path) {
 /// with the time they were read, as upstream's resource metrics endpoint.
 pub fn resource_metrics(summary: &Summary, now: DateTime<Utc>) -> String {
     let mut page = Exposition::default();
-    let cpu = |c: &Option<CpuStats>| {
-        c.as_ref()
-            .and_then(|c| Some((c.usage_core_nano_seconds? as f64 / 1e9, ms(&c.time))))
-    };
-    let memory = |m: &Option<MemoryStats>| {
-        m.as_ref()
-            .and_then(|m| Some((m.working_set_bytes? as f64, ms(&m.time))))
-    };
-
-    page.family(
-        "node_cpu_usage_seconds_total",
-        "counter",
-        "Cumulative cpu time consumed by the node in core-seconds",
-    );
-    if let Some((value, at)) = cpu(&Some(summary.node.cpu.clone())) {
-        page.sample("node_cpu_usage_seconds_total", &[], value, at);
-    }
-    page.family(
-        "node_memory_working_set_bytes",
-        "gauge",
-        "Current working set of the node in bytes",
-    );
-    if let Some((value, at)) = memory(&Some(summary.node.memory.clone())) {
-        page.sample("node_memory_working_set_bytes", &[], value, at);
-    }
-    page.family(
-        "pod_cpu_usage_seconds_total",
-        "counter",
-        "Cumulative cpu time consumed by the pod in core-seconds",
-    );
-    for pod in &summary.pods {
-        let labels = [
-            ("namespace", pod.pod_ref.namespace.as_str()),
-            ("pod", pod.pod_ref.name.as_str()),
-        ];
-        if let Some((value, at)) = cpu(&pod.cpu) {
-            page.sample("pod_cpu_usage_seconds_total", &labels, value, at);
-        }
-    }
-    page.family(
-        "pod_memory_working_set_bytes",
-        "gauge",
-        "Current working set of the pod in bytes",
-    );
-    for pod in &summary.pods {
-        let labels = [
-            ("namespace", pod.pod_ref.namespace.as_str()),
-            ("pod", pod.pod_ref.name.as_str()),
-        ];
-        if let Some((value, at)) = memory(&pod.memory) {
-            page.sample("pod_memory_working_set_bytes", &labels, value, at);
-        }
-    }
-    page.family(
-        "container_cpu_usage_seconds_total",
-        "counter",
-        "Cumulative cpu time consumed by the container in core-seconds",
-    );
-    for pod in &summary.pods {
-        for c in &pod.containers {
-            let labels = [
-                ("container", c.name.as_str()),
-                ("namespace", pod.pod_ref.namespace.as_str()),
-                ("pod", pod.pod_ref.name.as_str()),
-            ];
-            if let Some((value, at)) = cpu(&c.cpu) {
-                page.sample("container_cpu_usage_seconds_total", &labels, value, at);
-            }
-        }
-    }
-    page.family(
-        "container_memory_working_set_bytes",
-        "gauge",
-        "Current working set of the container in bytes",
-    );
-    for pod in &summary.pods {
-        for c in &pod.containers {
-            let labels = [
-                ("container", c.name.as_str()),
-                ("namespace", pod.pod_ref.namespace.as_str()),
-                ("pod", pod.pod_ref.name.as_str()),
-            ];
-            if let Some((value, at)) = memory(&c.memory) {
-                page.sample("container_memory_working_set_bytes", &labels, value, at);
+    for level in [Level::Node, Level::Pod, Level::Container] {
+        let scope = format!("the {}", level.name());
+        for measure in [Measure::Cpu, Measure::Memory] {
+            let name = format!("{}_{}", level.name(), measure.suffix());
+            page.family(&name, measure.kind(), &measure.help(&scope));
+            for (labels, value) in samples(summary, level, measure) {
+                let labels: Vec<(&str, &str)> =
+                    labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                if let Some((value, at)) = value {
+                    page.sample(&name, &labels, value, at);
+                }
             }
         }
     }
@@ -325,6 +252,109 @@ pub fn resource_metrics(summary: &Summary, now: DateTime<Utc>) -> String {
         Some(now.timestamp_millis()),
     );
     page.finish()
+}
+
+/// Whose resources a metric measures.
+#[derive(Clone, Copy)]
+enum Level {
+    Node,
+    Pod,
+    Container,
+}
+
+impl Level {
+    fn name(self) -> &'static str {
+        match self {
+            Level::Node => "node",
+            Level::Pod => "pod",
+            Level::Container => "container",
+        }
+    }
+}
+
+/// What a resource metric measures.
+#[derive(Clone, Copy)]
+enum Measure {
+    Cpu,
+    Memory,
+}
+
+impl Measure {
+    fn suffix(self) -> &'static str {
+        match self {
+            Measure::Cpu => "cpu_usage_seconds_total",
+            Measure::Memory => "memory_working_set_bytes",
+        }
+    }
+
+    fn kind(self) -> &'static str {
+        match self {
+            Measure::Cpu => "counter",
+            Measure::Memory => "gauge",
+        }
+    }
+
+    fn help(self, scope: &str) -> String {
+        match self {
+            Measure::Cpu => format!("Cumulative cpu time consumed by {scope} in core-seconds"),
+            Measure::Memory => format!("Current working set of {scope} in bytes"),
+        }
+    }
+
+    /// The value and its time (ms since the epoch) from a summary's stats.
+    fn read(
+        self,
+        cpu: Option<&CpuStats>,
+        memory: Option<&MemoryStats>,
+    ) -> Option<(f64, Option<i64>)> {
+        match self {
+            Measure::Cpu => {
+                cpu.and_then(|c| Some((c.usage_core_nano_seconds? as f64 / 1e9, ms(&c.time))))
+            }
+            Measure::Memory => {
+                memory.and_then(|m| Some((m.working_set_bytes? as f64, ms(&m.time))))
+            }
+        }
+    }
+}
+
+/// One label set and value per node, pod or container of the summary.
+type Sample = (Vec<(&'static str, String)>, Option<(f64, Option<i64>)>);
+
+fn samples(summary: &Summary, level: Level, measure: Measure) -> Vec<Sample> {
+    let pod_labels = |pod: &PodStats| {
+        vec![
+            ("namespace", pod.pod_ref.namespace.clone()),
+            ("pod", pod.pod_ref.name.clone()),
+        ]
+    };
+    match level {
+        Level::Node => vec![(
+            Vec::new(),
+            measure.read(Some(&summary.node.cpu), Some(&summary.node.memory)),
+        )],
+        Level::Pod => summary
+            .pods
+            .iter()
+            .map(|pod| {
+                (
+                    pod_labels(pod),
+                    measure.read(pod.cpu.as_ref(), pod.memory.as_ref()),
+                )
+            })
+            .collect(),
+        Level::Container => summary
+            .pods
+            .iter()
+            .flat_map(|pod| {
+                pod.containers.iter().map(move |c| {
+                    let mut labels = vec![("container", c.name.clone())];
+                    labels.extend(pod_labels(pod));
+                    (labels, measure.read(c.cpu.as_ref(), c.memory.as_ref()))
+                })
+            })
+            .collect(),
+    }
 }
 
 /// Milliseconds since the epoch of an RFC 3339 time.
