@@ -410,7 +410,7 @@ fn node_joins_runs_a_pod_and_serves_kubectl() {
     // Deleting stops the pod gracefully (its SIGTERM trap runs, seen by a following
     // `kubectl logs -f`), then the kubelet removes the object by UID.
     let mut follow = api.kubectl_command(&["logs", "-f", "web"]);
-    let follow = follow
+    let mut follow = follow
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -421,9 +421,15 @@ fn node_joins_runs_a_pod_and_serves_kubectl() {
         &["delete", "pod", "web", "--wait=true", "--timeout=60s"],
     );
     assert!(api.pod("default", "web").is_none());
-    let followed = follow
-        .wait_with_output()
-        .expect("kubectl logs -f ends with the container");
+    let ended = wait_until(LONG, || matches!(follow.try_wait(), Ok(Some(_))));
+    if !ended {
+        let _ = follow.kill();
+    }
+    let followed = follow.wait_with_output().expect("kubectl logs -f");
+    assert!(
+        ended,
+        "kubectl logs -f went on after the container ended: {followed:?}"
+    );
     assert!(
         String::from_utf8_lossy(&followed.stdout).contains("got-term"),
         "{followed:?}"

@@ -151,8 +151,11 @@ fn stream_log(
         remaining: limit,
     };
     // Stop following when the instance has ended, or nobody listens any more
-    // (a quiet log would otherwise be followed forever for a gone client).
-    let stop = || sender.is_closed() || exit_file.as_ref().is_some_and(|f| f.exists());
+    // (a quiet log would otherwise be followed forever for a gone client). An instance
+    // whose directory is gone has ended too: its pod was removed, exit record and all,
+    // perhaps between two looks.
+    let ended = |f: &PathBuf| f.exists() || f.parent().is_some_and(|dir| !dir.exists());
+    let stop = || sender.is_closed() || exit_file.as_ref().is_some_and(ended);
     let result = logs::read(&path, &options, &mut out, &stop)
         .and_then(|()| out.flush().map_err(logs::LogError::Output));
     // Reaching limitBytes ends the read with a write error: the body is complete.

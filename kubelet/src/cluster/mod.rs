@@ -13,13 +13,15 @@
 //! - [`tokens`]: service account tokens (TokenRequest), renewed before they expire.
 //! - [`events`]: the pods' events posted as core/v1 Events, counted and rate-limited.
 //! - [`pods`]: the pods bound to this node (`spec.nodeName`), a pod source; [`pods::start`].
-//! - [`pod_status`]: the status manager: `pods/status` patches, deletion of stopped pods.
+//! - [`pod_status`]: the status manager: `pods/status` patches, deletion of stopped pods;
+//!   [`diff`]: two-way strategic merge patches.
 //! - [`mirror`]: mirror pods for the static pods.
 //! - [`admission`]: whether a pod fits the node's allocatable (`OutOf*` rejections).
 
 pub mod admission;
 pub mod client;
 pub mod config;
+pub mod diff;
 pub mod events;
 pub mod lease;
 pub mod mirror;

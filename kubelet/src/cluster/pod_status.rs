@@ -22,6 +22,7 @@ use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use kube::Api;
 use serde_json::Value;
 
+use super::diff::{pod_status_merge_key, two_way};
 use super::mirror::MirrorPods;
 use super::pods::{ApiPods, Local, PodRunner, View};
 use crate::source::full_name;
@@ -45,6 +46,8 @@ pub enum Write {
         uid: String,
         /// The whole status.
         status: Box<PodStatus>,
+        /// The patch body: the UID precondition and what differs from the API's status.
+        patch: Value,
     },
     /// Delete the pod with this UID, grace 0.
     Delete {
@@ -207,14 +210,20 @@ fn status_write(api: &Pod, status: PodStatus, sent: &Sent) -> Option<Write> {
         namespace: api.metadata.namespace.clone().unwrap_or_default(),
         name: api.metadata.name.clone().unwrap_or_default(),
         uid: id.to_string(),
+        patch: status_patch(id, &wanted, shown.as_ref()),
         status: Box::new(status),
     })
 }
 
-/// The body of a status patch: the status, and the UID as precondition (the API server
-/// refuses a patch that would change it).
-pub fn status_patch(uid: &str, status: &PodStatus) -> Value {
-    serde_json::json!({"metadata": {"uid": uid}, "status": status})
+/// The body of a status patch: the UID as precondition (the API server refuses a patch
+/// that would change it), and the change from the status the API shows (`shown`) to
+/// `status`, removed fields as nulls.
+pub fn status_patch(uid: &str, status: &Value, shown: Option<&Value>) -> Value {
+    let change = match shown {
+        Some(shown) => two_way(shown, status, "status", &pod_status_merge_key),
+        None => status.clone(),
+    };
+    serde_json::json!({"metadata": {"uid": uid}, "status": change})
 }
 
 /// The delete options for a pod whose deletion the node has carried out.
@@ -321,9 +330,10 @@ impl StatusManager {
                     name,
                     uid,
                     status,
+                    patch,
                 } => {
                     let api: Api<Pod> = Api::namespaced(self.client.clone(), &namespace);
-                    let patch = Patch::Strategic(status_patch(&uid, &status));
+                    let patch = Patch::Strategic(patch);
                     match api
                         .patch_status(&name, &PatchParams::default(), &patch)
                         .await
@@ -474,7 +484,8 @@ mod tests {
     #[test]
     fn the_patch_carries_the_uid_precondition() {
         let status = pod("u1", "Running").status.expect("status");
-        let body = status_patch("u1", &status);
+        let status = serde_json::to_value(status).expect("JSON");
+        let body = status_patch("u1", &status, None);
         assert_eq!(body["metadata"]["uid"], "u1");
         assert_eq!(body["status"]["phase"], "Running");
         assert_eq!(body["status"]["startTime"], "2026-11-22T10:00:00Z");
