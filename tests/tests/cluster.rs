@@ -190,7 +190,14 @@ fn node_joins_runs_a_pod_and_serves_kubectl() {
             "{resource}"
         );
     }
-    let lease = api.lease(&node).expect("a node lease");
+    // The lease follows the registration (it names the Node as its owner).
+    let lease = api
+        .wait_for(
+            &format!("/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{node}"),
+            LONG,
+            |l| l.is_some(),
+        )
+        .unwrap_or_else(|| panic!("no node lease:\n{}", kubelet.log()));
     let first_renew = lease["spec"]["renewTime"].clone();
     assert_eq!(lease["spec"]["holderIdentity"], node);
     assert!(

@@ -286,6 +286,15 @@ fn run(args: Args) -> anyhow::Result<()> {
             None => None,
         };
         let manager = PodManager::new(cri, args.manifests.clone());
+        // apidata: configMaps, secrets and service account tokens for volumes and env
+        // from the API server (in place before any pod starts), and the pods' events
+        // posted to it.
+        if let Some(client) = &client {
+            use kubelet::cluster::{events, objects};
+            objects::serve(client.clone(), &manager);
+            let recorded = manager.observer().events();
+            tokio::spawn(events::post(client.clone(), recorded, node_name.clone()));
+        }
         // apipods: the pods bound to this node, their status, mirror pods, admission. It
         // starts before the folder source, whose first listing alone must not clean up.
         if let Some(client) = &client {
@@ -336,12 +345,6 @@ fn run(args: Args) -> anyhow::Result<()> {
                 lease_settings,
                 node_uid,
             ));
-            // apidata: configMaps, secrets and service account tokens for volumes and env
-            // from the API server, and the pods' events posted to it.
-            use kubelet::cluster::{events, objects};
-            objects::serve(client.clone(), &manager);
-            let recorded = manager.observer().events();
-            tokio::spawn(events::post(client.clone(), recorded, node_name.clone()));
         }
         shutdown_signal().await;
         tracing::info!("stopping; pods keep running under their shims");
