@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Times `RUNTIME --root TMP run ID` of /bin/true in a busybox bundle for
 # peapod-runtime, runc and crun, interleaved in one invocation, and prints
-# each runtime's median and the ratios peapod/runc and peapod/crun.
+# each runtime's median and the ratios peapod/runc and peapod/crun, then
+# each runtime's peak RSS during `run` (the median over RSS_RUNS untimed
+# runs of /usr/bin/time's %M: the maximum resident set of the runtime
+# process and of the processes it reaps, e.g. runc's `runc init`).
 #
 #   scripts/bench-runtime.sh [RUNS]        (default 50, at least 50)
 #
@@ -21,6 +24,9 @@ require_root
 runs=${1:-50}
 if [[ ! $runs =~ ^[0-9]+$ ]] || ((runs < 50)); then die "RUNS must be a number >= 50"; fi
 warmup=3
+rss_runs=11
+# GNU time reports the peak RSS that wait4 returns; bash's `time` cannot.
+ensure_packages time
 
 peapod=$(runtime_binary)
 if [[ -z $peapod ]]; then
@@ -120,12 +126,26 @@ median() {
   sort -n "$1" | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : int((v[NR / 2] + v[NR / 2 + 1]) / 2) }'
 }
 
-declare -A med
+# Peak RSS in KiB of $rss_runs runs each, untimed, again interleaved.
+for ((i = 1; i <= rss_runs; i++)); do
+  for name in "${usable[@]}"; do
+    id=rss-$name-$$-$i
+    read -r -a cmd <"$tmp/root-$name.cmd"
+    /usr/bin/time -f %M -o "$tmp/rss" "${cmd[@]}" --root "$tmp/root-$name" run --bundle "$tmp/bundle" "$id" </dev/null >"$tmp/out" 2>&1 ||
+      die "$name failed on RSS run $i: $(cat "$tmp/out")"
+    tail -n 1 "$tmp/rss" >>"$tmp/rss-$name"
+    "${cmd[@]}" --root "$tmp/root-$name" delete --force "$id" >/dev/null 2>&1 || true
+  done
+done
+
+declare -A med rss
 echo
-printf '%-8s %12s\n' runtime "median (ms)"
+printf '%-8s %12s %14s\n' runtime "median (ms)" "peak RSS (MB)"
 for name in "${usable[@]}"; do
   med[$name]=$(median "$tmp/times-$name")
-  printf '%-8s %12.2f\n' "$name" "$(awk -v us="${med[$name]}" 'BEGIN { print us / 1000 }')"
+  rss[$name]=$(median "$tmp/rss-$name")
+  printf '%-8s %12.2f %14.2f\n' "$name" "$(awk -v us="${med[$name]}" 'BEGIN { print us / 1000 }')" \
+    "$(awk -v kb="${rss[$name]}" 'BEGIN { print kb * 1024 / 1e6 }')"
 done
 echo
 for other in runc crun; do

@@ -178,6 +178,25 @@ pub enum CgroupError {
         source: io::Error,
     },
 
+    /// A new process could not join the cgroup itself (it reports through a channel that
+    /// carries only the message, hence the cause in it).
+    #[error("cannot join the cgroup through {file}: {source}")]
+    JoinSelf {
+        /// The `tasks` or `cgroup.procs` file written.
+        file: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+
+    /// The v2 cgroup directory could not be opened for `CLONE_INTO_CGROUP`.
+    #[error("cannot open cgroup directory {path}")]
+    OpenDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+
     /// A cgroup directory could not be removed (after retrying while processes exit).
     #[error("cannot remove cgroup directory {path}")]
     Remove {

@@ -26,6 +26,8 @@
 //! `InvalidLinuxResource` without saying which. Those parts are done here with file writes.
 //!
 //! # Joining and removing
+//! A container's processes enter it through an [`Entry`] (`entry`): born into the v2
+//! directory, joining each v1 hierarchy themselves, so no cgroup-wide lock is taken.
 //! Creating a cgroup that already exists joins it, as runc does: the limits are written to it
 //! even if it holds processes. [`Cgroup::remove`] removes only the directories
 //! [`Cgroup::create`] made (the container's own, and any ancestors it had to create), never a
@@ -38,6 +40,7 @@
 
 mod devices;
 mod dir;
+mod entry;
 mod error;
 mod file;
 pub mod hierarchy;
@@ -61,6 +64,7 @@ use oci_spec::runtime::LinuxResources;
 use serde::{Deserialize, Serialize};
 
 pub use devices::with_device_nodes;
+pub use entry::Entry;
 pub use error::CgroupError;
 pub use hierarchy::{detect, Layout, Mode, Version};
 

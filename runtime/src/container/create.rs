@@ -15,7 +15,7 @@ use crate::cgroup::Cgroup;
 use crate::namespace::Namespaces;
 use crate::process::channel::{channel, ChildReport};
 use crate::process::init::{container_init, InitConfig};
-use crate::process::{clone, Forked};
+use crate::process::{clone_into, Forked};
 
 /// The inputs of `create`.
 pub struct CreateOptions<'a> {
@@ -126,9 +126,16 @@ fn build(
 
     let (parent, child) = channel()?;
     namespaces.enter_for_children(&time_offsets(&linux))?;
-    let pid = match clone(namespaces.clone_flags())? {
+    // The init joins its cgroup itself (see `cgroup::Entry`): it is there before it does
+    // anything else, and no cgroup-wide lock is taken.
+    let mut entry = cgroup.entry()?;
+    let (forked, placed) = clone_into(namespaces.clone_flags(), entry.clone_target())?;
+    let pid = match forked {
         Forked::Child => {
             drop(parent);
+            if placed {
+                entry.placed_by_clone();
+            }
             container_init(
                 InitConfig {
                     container: &container,
@@ -141,6 +148,7 @@ fn build(
                     preserve_fds: opts.preserve_fds,
                     new_keyring: opts.new_keyring,
                     seccomp: seccomp.as_ref(),
+                    cgroup: Some(&entry),
                 },
                 child,
             )
@@ -151,8 +159,6 @@ fn build(
     drop(start);
     undo.pid = Some(pid);
     tracing::debug!(id = opts.id, pid = pid.as_raw(), "cloned the init");
-    cgroup.add_process(pid.as_raw())?;
-    tracing::debug!(id = opts.id, "init placed in its cgroup");
     if namespaces.creates(LinuxNamespaceType::User) {
         write_id_maps(pid, &linux)?;
     }

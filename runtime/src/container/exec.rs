@@ -10,7 +10,7 @@ use super::{write_pid_file, ContainerError, Store};
 use crate::namespace::{self, Namespaces};
 use crate::process::channel::{channel, ChildReport};
 use crate::process::init::{exec_init, ExecConfig};
-use crate::process::{clone, Forked};
+use crate::process::{clone_into, Forked};
 
 /// The inputs of `exec`.
 pub struct ExecOptions<'a> {
@@ -61,9 +61,16 @@ pub fn exec(store: &Store, opts: ExecOptions) -> Result<Spawned, ContainerError>
     let namespaces = Namespaces::joining(namespace::of_process(pid)?);
     let (parent, child) = channel()?;
     namespaces.enter_for_children(&[])?;
-    let child_pid = match clone(nix::sched::CloneFlags::empty())? {
+    // Like the init, the process joins the container's cgroup itself (see `cgroup::Entry`).
+    let mut entry = container.cgroup.as_ref().map(|c| c.entry()).transpose()?;
+    let target = entry.as_ref().and_then(|e| e.clone_target());
+    let (forked, placed) = clone_into(nix::sched::CloneFlags::empty(), target)?;
+    let child_pid = match forked {
         Forked::Child => {
             drop(parent);
+            if let Some(entry) = entry.as_mut().filter(|_| placed) {
+                entry.placed_by_clone();
+            }
             exec_init(
                 ExecConfig {
                     process: &opts.process,
@@ -74,6 +81,7 @@ pub fn exec(store: &Store, opts: ExecOptions) -> Result<Spawned, ContainerError>
                     console: opts.console,
                     preserve_fds: opts.preserve_fds,
                     seccomp: seccomp.as_ref(),
+                    cgroup: entry.as_ref(),
                 },
                 child,
             )
@@ -86,11 +94,6 @@ pub fn exec(store: &Store, opts: ExecOptions) -> Result<Spawned, ContainerError>
         let _ = nix::sys::wait::waitpid(child_pid, None);
         e
     };
-    if let Some(cgroup) = &container.cgroup {
-        cgroup
-            .add_process(child_pid.as_raw())
-            .map_err(|e| fail(e.into()))?;
-    }
     parent.go(child_pid.as_raw()).map_err(|e| fail(e.into()))?;
     match parent.report().map_err(|e| fail(e.into()))? {
         ChildReport::Closed => {}

@@ -49,6 +49,9 @@ pub enum InitError {
     /// The seccomp filter could not be loaded.
     #[error(transparent)]
     Seccomp(#[from] crate::seccomp::SeccompError),
+    /// The process could not join the container's cgroup.
+    #[error(transparent)]
+    Cgroup(#[from] crate::cgroup::CgroupError),
     /// A config field the runtime cannot honour.
     #[error("{0}")]
     Config(String),
@@ -89,6 +92,8 @@ pub struct InitConfig<'a> {
     pub new_keyring: bool,
     /// `linux.seccomp`, compiled by `create`.
     pub seccomp: Option<&'a Filter>,
+    /// The container's cgroup, joined first thing.
+    pub cgroup: Option<&'a crate::cgroup::Entry>,
 }
 
 /// What a process joining a container needs.
@@ -106,6 +111,8 @@ pub struct ExecConfig<'a> {
     /// The container's `linux.seccomp`, compiled by `exec`: it confines every process
     /// of the container, not only its init.
     pub seccomp: Option<&'a Filter>,
+    /// The container's cgroup, joined first thing.
+    pub cgroup: Option<&'a crate::cgroup::Entry>,
 }
 
 /// Run the init side and exec; on failure tell the runtime why and exit 1.
@@ -129,6 +136,9 @@ pub fn exec_init(cfg: ExecConfig, chan: ChildEnd) -> ! {
 }
 
 fn init(cfg: InitConfig, chan: &ChildEnd) -> Result<std::convert::Infallible, InitError> {
+    if let Some(cgroup) = cfg.cgroup {
+        cgroup.join_self()?;
+    }
     let host_pid = chan.wait_go()?;
     let spec = cfg.spec;
     let mut record = cfg.container.clone();
@@ -187,6 +197,9 @@ fn init(cfg: InitConfig, chan: &ChildEnd) -> Result<std::convert::Infallible, In
 }
 
 fn exec(cfg: ExecConfig, chan: &ChildEnd) -> Result<std::convert::Infallible, InitError> {
+    if let Some(cgroup) = cfg.cgroup {
+        cgroup.join_self()?;
+    }
     chan.wait_go()?;
     cfg.namespaces.join_all()?;
     if let Some(rootfs) = cfg.chroot {

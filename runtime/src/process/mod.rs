@@ -64,6 +64,66 @@ pub fn clone(flags: CloneFlags) -> Result<Forked, SpawnError> {
     }
 }
 
+/// [`clone`], but born in the cgroup v2 directory `cgroup` (`clone3` with
+/// `CLONE_INTO_CGROUP`), which spares the cgroup-wide lock a later move would take (see
+/// `cgroup::Entry`). Returns whether the child was placed that way: when `clone3` fails (a
+/// kernel before 5.7, a seccomp filter, a cgroup that refuses the child) it falls back to
+/// [`clone`], and the child must join by itself; the fallback also reports the real error of
+/// a clone that cannot work at all.
+pub fn clone_into(
+    flags: CloneFlags,
+    cgroup: Option<std::os::fd::BorrowedFd<'_>>,
+) -> Result<(Forked, bool), SpawnError> {
+    use std::os::fd::AsRawFd;
+    let Some(cgroup) = cgroup else {
+        return Ok((clone(flags)?, false));
+    };
+    // The kernel's `struct clone_args` up to the `cgroup` field (CLONE_ARGS_SIZE_VER2).
+    #[repr(C)]
+    struct CloneArgs {
+        flags: u64,
+        pidfd: u64,
+        child_tid: u64,
+        parent_tid: u64,
+        exit_signal: u64,
+        stack: u64,
+        stack_size: u64,
+        tls: u64,
+        set_tid: u64,
+        set_tid_size: u64,
+        cgroup: u64,
+    }
+    const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+    let args = CloneArgs {
+        flags: flags.bits() as u64 | CLONE_INTO_CGROUP,
+        pidfd: 0,
+        child_tid: 0,
+        parent_tid: 0,
+        exit_signal: libc::SIGCHLD as u64,
+        stack: 0,
+        stack_size: 0,
+        tls: 0,
+        set_tid: 0,
+        set_tid_size: 0,
+        cgroup: cgroup.as_raw_fd() as u64,
+    };
+    // SAFETY: `args` is a valid clone_args of the size passed. Without CLONE_VM and with no
+    // stack this is fork: the child gets a copy-on-write copy of our address space and
+    // continues from here; the caller is single-threaded (see `clone`).
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    match rc {
+        -1 => Ok((clone(flags)?, false)),
+        0 => Ok((Forked::Child, true)),
+        pid => Ok((Forked::Parent(Pid::from_raw(pid as i32)), true)),
+    }
+}
+
 /// Exit the child without running the parent's atexit handlers or destructors.
 pub fn child_exit(code: i32) -> ! {
     // SAFETY: _exit is always safe; it ends the process immediately.
