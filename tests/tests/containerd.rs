@@ -1,11 +1,40 @@
-//! containerd drives the runtime through its runc shim: import, run, exec, kill, delete.
+//! containerd drives the runtime through its runc shim: import, run, exec, kill,
+//! delete, and a container killed by the OOM killer that containerd reports.
 //!
 //! The test starts a private containerd (root, state, socket and runtime
 //! root all under one temp dir, its own ctr namespace), imports the busybox
-//! image that `scripts/oci-image.sh` builds, and runs a container with
-//! `ctr run --runc-binary <runtime>`. containerd 1.6's `containerd-shim-runc-v2`
-//! then calls the runtime exactly as it calls runc (`<ns>` is the ctr
-//! namespace, `<bundle>` is `<state>/io.containerd.runtime.v2.task/<ns>/<id>`):
+//! image that `scripts/oci-image.sh` builds, and runs containers on the
+//! `io.containerd.runc.v2` shim with `BinaryName` set to the runtime.
+//!
+//! # Where `BinaryName` comes from
+//! containerd 1.6 has no daemon-wide setting that points the runc v2 shim
+//! at another binary for every client. `BinaryName` is a field of the runc
+//! shim's options (`containerd.runc.v1.Options`), which travel with each
+//! container record and task request; the shim runs `runc` from its PATH
+//! when it is empty. Who fills them in:
+//!
+//! - **CRI** (the kubelet, crictl): from the daemon's config.toml,
+//!   `[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]`
+//!   `BinaryName = "/usr/bin/peapod-runtime"` (with `runtime_type =
+//!   "io.containerd.runc.v2"`). This is the route for Kubernetes users; it
+//!   applies only to containers the CRI plugin creates.
+//! - **ctr**: from its own flags. With `--runtime io.containerd.runc.v2` (the
+//!   default) `ctr run` always sends runc options built from `--runc-binary`,
+//!   `--runc-root` and `--runc-systemd-cgroup`, and ignores
+//!   `--runtime-config-path` (that one is only sent for other runtimes, as a
+//!   different options type the runc shim cannot read). The daemon's
+//!   `[plugins."io.containerd.runtime.v2.task"]` section only knows
+//!   `platforms` and `sched_core`, and `[plugins."io.containerd.runtime.v1.linux"]`
+//!   `runtime = ...` configures the deprecated v1 shim, not runc.v2.
+//!
+//! So a ctr user gets peapod-runtime per run, with `--runc-binary`, which is
+//! what this test does: it is the same `BinaryName` field the CRI config
+//! sets, read by the same shim code.
+//!
+//! # What the shim calls
+//! containerd 1.6's `containerd-shim-runc-v2` calls the runtime exactly as
+//! it calls runc (`<ns>` is the ctr namespace, `<bundle>` is
+//! `<state>/io.containerd.runtime.v2.task/<ns>/<id>`):
 //!
 //! ```text
 //! G = --root <runc-root>/<ns> --log <bundle>/log.json --log-format json
@@ -25,6 +54,14 @@
 //! process behind and exit), and on failure reports the `msg` of the last
 //! error line of `log.json`.
 //!
+//! # OOM
+//! On this host's cgroup v1 (and hybrid) layout the shim finds the task's
+//! cgroups from `/proc/<pid>/cgroup` once `start` returns and registers an
+//! eventfd on the memory cgroup's `memory.oom_control`; each OOM kill there
+//! becomes a `/tasks/oom` event. So the runtime must have put the init into
+//! the container's memory cgroup (with the limit) by then. The OOM container
+//! sleeps a moment before allocating, so that the shim is listening.
+//!
 //! The runtime under test is `$PEAPOD_RUNTIME`, else the `peapod-runtime`
 //! built next to this test (`target/<profile>/peapod-runtime`). The test
 //! needs root, containerd, ctr and containerd-shim-runc-v2; without them it
@@ -40,12 +77,19 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
+use sha2::{Digest, Sha256};
 use tempfile::TempDir;
 
 /// The reference `scripts/oci-image.sh` writes into the image's annotations.
 const IMAGE: &str = "peapod.test/busybox:latest";
-/// Container id; unique enough because the namespace is.
+/// Container ids; unique enough because the namespace is.
 const CONTAINER: &str = "busybox";
+/// The container that runs out of memory.
+const OOM_CONTAINER: &str = "oom";
+/// Every container the test makes, for the checks and the cleanup.
+const CONTAINERS: [&str; 2] = [CONTAINER, OOM_CONTAINER];
+/// The OOM container's memory limit: 32 MiB (busybox itself needs ~1 MiB).
+const OOM_LIMIT: &str = "33554432";
 /// Upper bound for one ctr call; each takes well under a second.
 const CTR_TIMEOUT: Duration = Duration::from_secs(15);
 /// Upper bound for each wait on containerd, the task or the shim.
@@ -77,26 +121,16 @@ fn scenario(cd: &mut Containerd) -> Result<()> {
     build_image(&archive)?;
     cd.ctr(&["images", "import", utf8(&archive)?])?;
 
-    let fifo_dir = cd.path.join("fifo");
-    let fifo_dir = utf8(&fifo_dir)?;
-    cd.ctr(&[
-        "run",
-        "--detach",
-        "--null-io",
-        "--runc-binary",
-        utf8(&cd.runtime)?,
-        "--runc-root",
-        utf8(&cd.runtime_root)?,
-        "--fifo-dir",
-        fifo_dir,
-        IMAGE,
-        CONTAINER,
-        "sleep",
-        "1000",
-    ])?;
+    let fifo_dir = utf8(&cd.fifo_dir)?;
+    cd.ctr(&cd.run_args(&["--detach"], CONTAINER, &["sleep", "1000"])?)?;
     cd.wait_for_task("RUNNING")?;
-    cd.shim_socket = cd.read_shim_socket();
-    ensure!(cd.shim_socket.is_some(), "the shim wrote no address file");
+    let address = cd.read_shim_address(CONTAINER);
+    let expected = cd.shim_socket(CONTAINER);
+    ensure!(
+        address.as_ref() == Some(&expected),
+        "the shim's address file says {address:?}, expected {}",
+        expected.display()
+    );
 
     let exec = |id: &str, script: &str| {
         cd.ctr_output(&[
@@ -138,7 +172,92 @@ fn scenario(cd: &mut Containerd) -> Result<()> {
         "runtime `delete` left its state dir {}",
         state.display()
     );
+    out_of_memory(cd)
+}
+
+/// A container with a memory limit allocates past it: the kernel kills it,
+/// `ctr run` exits 137 (128 + SIGKILL), and containerd publishes an OOM
+/// event and the task's exit with that status.
+fn out_of_memory(cd: &Containerd) -> Result<()> {
+    let events = Events::start(cd)?;
+    // busybox `tail` keeps a line that never ends (there is no newline in
+    // /dev/zero) in memory, so it grows until the limit stops it.
+    let out = cd.ctr_output(&cd.run_args(
+        &["--rm", "--memory-limit", OOM_LIMIT],
+        OOM_CONTAINER,
+        &["sh", "-c", "sleep 1; exec tail /dev/zero"],
+    )?)?;
+    ensure!(
+        out.status.code() == Some(137),
+        "OOM container: expected exit status 137, got {}",
+        describe(&out)
+    );
+    // Lines are `<time> <namespace> <topic> <event as JSON>`.
+    let id = format!(r#""container_id":"{OOM_CONTAINER}""#);
+    let mut seen = String::new();
+    wait_until("containerd's OOM, exit and delete events", || {
+        seen = events.read()?;
+        let has = |topic: &str, field: &str| {
+            seen.lines()
+                .any(|l| l.contains(topic) && l.contains(&id) && l.contains(field))
+        };
+        Ok(has(" /tasks/oom ", "")
+            && has(" /tasks/exit ", r#""exit_status":137"#)
+            && has(" /tasks/delete ", ""))
+    })
+    .with_context(|| format!("`ctr events` so far:\n{seen}"))?;
+    let state = cd.runtime_root.join(&cd.namespace).join(OOM_CONTAINER);
+    ensure!(
+        !state.exists(),
+        "runtime `delete` left its state dir {}",
+        state.display()
+    );
     Ok(())
+}
+
+/// `ctr events` running in the background, its output in a file; stopped
+/// (by its PID) when dropped.
+struct Events {
+    child: Child,
+    out: PathBuf,
+}
+
+impl Events {
+    /// Starts `ctr events` and waits until containerd serves its stream
+    /// (an event published before that would be missed).
+    fn start(cd: &Containerd) -> Result<Events> {
+        let out = cd.path.join("events.log");
+        let file = fs::File::create(&out)?;
+        let child = cd
+            .ctr_command(&["events"])
+            .stdin(Stdio::null())
+            .stdout(file)
+            .stderr(Stdio::null())
+            .spawn()
+            .context("cannot run `ctr events`")?;
+        let events = Events { child, out };
+        // Publish events of our own (image tags) until one comes through.
+        let mut attempt = 0;
+        wait_until("`ctr events` to subscribe", || {
+            attempt += 1;
+            let probe = format!("peapod.test/events-probe:{attempt}");
+            cd.ctr(&["images", "tag", IMAGE, &probe])?;
+            cd.ctr(&["images", "remove", &probe])?;
+            Ok(events.read()?.contains(&probe))
+        })?;
+        Ok(events)
+    }
+
+    fn read(&self) -> Result<String> {
+        Ok(fs::read_to_string(&self.out)?)
+    }
+}
+
+impl Drop for Events {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// A private containerd with its own root, state, socket and ctr namespace,
@@ -160,9 +279,8 @@ struct Containerd {
     runtime: PathBuf,
     /// The runtime's `--root` is this plus `/<namespace>`.
     runtime_root: PathBuf,
-    /// The shim's ttrpc socket; containerd 1.6 puts it in
-    /// `/run/containerd/s/`, whatever the state dir.
-    shim_socket: Option<PathBuf>,
+    /// Where ctr makes the fifos of a task's I/O.
+    fifo_dir: PathBuf,
 }
 
 impl Containerd {
@@ -200,12 +318,12 @@ impl Containerd {
             daemon: Some(daemon),
             dir: Some(dir),
             runtime_root: path.join("runtime"),
+            fifo_dir: path.join("fifo"),
             path,
             socket,
             namespace: format!("pp-test-{}", std::process::id()),
             log,
             runtime,
-            shim_socket: None,
         };
         containerd.wait_ready().with_context(|| {
             format!(
@@ -237,6 +355,12 @@ impl Containerd {
 
     /// Runs ctr like [`Containerd::ctr`] but returns its output as is.
     fn ctr_output(&self, args: &[&str]) -> Result<Output> {
+        output_within(&mut self.ctr_command(args), CTR_TIMEOUT)
+            .with_context(|| format!("`ctr {}`", args.join(" ")))
+    }
+
+    /// `ctr --address <socket> --namespace <ns> ARGS`, not started.
+    fn ctr_command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new("ctr");
         cmd.arg("--address")
             .arg(&self.socket)
@@ -245,7 +369,32 @@ impl Containerd {
             .args(args)
             // ctr would take the snapshotter from here.
             .env_remove("CONTAINERD_SNAPSHOTTER");
-        output_within(&mut cmd, CTR_TIMEOUT).with_context(|| format!("`ctr {}`", args.join(" ")))
+        cmd
+    }
+
+    /// `ctr run` arguments: `flags`, no I/O, the runc shim pointed at the
+    /// runtime under test (`BinaryName`, see the module documentation) with
+    /// its state under the temp dir, then the image, `id` and `argv`.
+    fn run_args<'a>(
+        &'a self,
+        flags: &[&'a str],
+        id: &'a str,
+        argv: &[&'a str],
+    ) -> Result<Vec<&'a str>> {
+        let mut args = vec!["run", "--null-io"];
+        args.extend_from_slice(flags);
+        args.extend([
+            "--runc-binary",
+            utf8(&self.runtime)?,
+            "--runc-root",
+            utf8(&self.runtime_root)?,
+            "--fifo-dir",
+            utf8(&self.fifo_dir)?,
+            IMAGE,
+            id,
+        ]);
+        args.extend_from_slice(argv);
+        Ok(args)
     }
 
     /// Waits until `ctr task ls` shows the container's task in `status`.
@@ -282,8 +431,10 @@ impl Containerd {
             );
         }
         left.extend(self.mounts().iter().map(|m| format!("mount {m}")));
-        if let Some(socket) = self.shim_socket.as_ref().filter(|s| s.exists()) {
-            left.push(format!("shim socket {}", socket.display()));
+        for socket in CONTAINERS.map(|id| self.shim_socket(id)) {
+            if socket.exists() {
+                left.push(format!("shim socket {}", socket.display()));
+            }
         }
         for cgroup in self.container_cgroups() {
             left.push(format!("cgroup {}", cgroup.display()));
@@ -345,14 +496,24 @@ impl Containerd {
             .collect()
     }
 
-    /// The shim's socket, from the `address` file (`unix://<path>`) in the
-    /// container's bundle, which exists from shim start to task delete.
-    fn read_shim_socket(&self) -> Option<PathBuf> {
+    /// The ttrpc socket of container `id`'s shim. containerd 1.6 puts it in
+    /// `/run/containerd/s/`, whatever the state dir, named by the SHA-256 of
+    /// `<containerd socket>/<namespace>/<id>`.
+    fn shim_socket(&self, id: &str) -> PathBuf {
+        let key = self.socket.join(&self.namespace).join(id);
+        let digest = Sha256::digest(key.as_os_str().as_bytes());
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        Path::new("/run/containerd/s").join(hex)
+    }
+
+    /// The shim's socket from the `address` file (`unix://<path>`) in
+    /// container `id`'s bundle, which exists from shim start to task delete.
+    fn read_shim_address(&self, id: &str) -> Option<PathBuf> {
         let bundle = self
             .path
             .join("state/io.containerd.runtime.v2.task")
             .join(&self.namespace)
-            .join(CONTAINER);
+            .join(id);
         let address = fs::read_to_string(bundle.join("address")).ok()?;
         let path = address.trim().strip_prefix("unix://")?;
         Some(PathBuf::from(path))
@@ -368,12 +529,12 @@ impl Containerd {
             .collect()
     }
 
-    /// The container's cgroup in every hierarchy where it still exists;
+    /// The containers' cgroups in every hierarchy where they still exist;
     /// containerd asks for cgroupsPath `/<namespace>/<id>`.
     fn container_cgroups(&self) -> Vec<PathBuf> {
         self.namespace_cgroups()
             .into_iter()
-            .map(|ns| ns.join(CONTAINER))
+            .flat_map(|ns| CONTAINERS.map(|id| ns.join(id)))
             .filter(|p| p.exists())
             .collect()
     }
@@ -400,12 +561,11 @@ impl Drop for Containerd {
     /// Best effort after a failure; after a passing run there is nothing
     /// left to do.
     fn drop(&mut self) {
-        if self.shim_socket.is_none() {
-            self.shim_socket = self.read_shim_socket();
-        }
         if self.daemon.is_some() {
-            let _ = self.ctr(&["task", "delete", "--force", CONTAINER]);
-            let _ = self.ctr(&["container", "delete", CONTAINER]);
+            for id in CONTAINERS {
+                let _ = self.ctr(&["task", "delete", "--force", id]);
+                let _ = self.ctr(&["container", "delete", id]);
+            }
             let _ = self.stop_daemon();
         }
         // The container's processes first: with its shim gone they would
@@ -438,7 +598,7 @@ impl Drop for Containerd {
         });
         // A shim killed above could not remove its socket; it is named
         // after this containerd's socket, so it is this test's.
-        if let Some(socket) = &self.shim_socket {
+        for socket in CONTAINERS.map(|id| self.shim_socket(id)) {
             let _ = fs::remove_file(socket);
         }
         // `dir` is removed when dropped.
