@@ -6,8 +6,8 @@
 //!   file per lifecycle operation (create, start, kill, delete, exec).
 //! - [`process`]: spawning the container's init with one `clone`, the typed
 //!   parent/child channel, and the in-container setup (`init`).
-//! - [`namespace`], [`rootfs`], [`cgroup`], [`capability`], [`seccomp`], [`terminal`]:
-//!   one OS concern each.
+//! - [`namespace`], [`idmap`], [`rootfs`], [`cgroup`], [`capability`], [`seccomp`],
+//!   [`terminal`]: one OS concern each.
 //! - [`image`]: the image store — pulls from registries, layers, container roots.
 //! - [`sandbox`]: pod sandboxes — the namespaces and cgroup a pod's containers share, and
 //!   their bundles.
@@ -23,6 +23,7 @@ pub mod cgroup;
 pub mod container;
 pub mod defaults;
 pub mod hooks;
+pub mod idmap;
 pub mod image;
 pub mod logs;
 pub mod namespace;

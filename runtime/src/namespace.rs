@@ -5,7 +5,7 @@
 //! mount namespace; the child then joins through the open fds, user namespace first
 //! (it grants the rights to join the others).
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 
 use nix::fcntl::{open, OFlag};
@@ -139,6 +139,14 @@ impl Namespaces {
         self.new.contains(flag(kind))
     }
 
+    /// The namespace of this type to join by path, if any.
+    pub fn joined(&self, kind: LinuxNamespaceType) -> Option<BorrowedFd<'_>> {
+        self.joins
+            .iter()
+            .find(|j| j.kind == kind)
+            .map(|j| j.fd.as_fd())
+    }
+
     /// Whether the container has a namespace of its own of this type, new or joined.
     pub fn has(&self, kind: LinuxNamespaceType) -> bool {
         self.creates(kind) || self.joins.iter().any(|j| j.kind == kind)
@@ -215,11 +223,29 @@ fn for_children(kind: LinuxNamespaceType) -> bool {
 }
 
 fn enter(j: &Join) -> Result<(), NamespaceError> {
+    // A container's init is cloned inside the user namespace it joins (see
+    // `process::clone_in_user_namespace`), and setns(2) refuses the caller's own one.
+    if j.kind == LinuxNamespaceType::User && is_current(&j.fd, "user") {
+        return Ok(());
+    }
     setns(&j.fd, flag(j.kind)).map_err(|errno| NamespaceError::Enter {
         op: "setns",
         kind: proc_name(j.kind),
         errno,
     })
+}
+
+/// Whether the namespace file `fd` is this process's namespace `name` (as in /proc/self/ns).
+fn is_current(fd: &OwnedFd, name: &str) -> bool {
+    let ours = std::fs::metadata(format!("/proc/self/ns/{name}"));
+    let theirs = nix::sys::stat::fstat(fd.as_fd());
+    match (ours, theirs) {
+        (Ok(ours), Ok(theirs)) => {
+            use std::os::unix::fs::MetadataExt;
+            ours.ino() == theirs.st_ino && ours.dev() == theirs.st_dev
+        }
+        _ => false,
+    }
 }
 
 /// The namespace a sysctl key (dotted) is confined to, if any: the IPC namespace's

@@ -15,7 +15,7 @@ use crate::cgroup::Cgroup;
 use crate::namespace::Namespaces;
 use crate::process::channel::{channel, ChildReport};
 use crate::process::init::{container_init, InitConfig};
-use crate::process::{clone, Forked};
+use crate::process::{clone, clone_in_user_namespace, Forked};
 
 /// The inputs of `create`.
 pub struct CreateOptions<'a> {
@@ -101,6 +101,7 @@ fn build(
     }
     let linux = spec.linux().clone().unwrap_or_default();
     let namespaces = Namespaces::from_spec(linux.namespaces().as_deref().unwrap_or_default())?;
+    crate::idmap::check(&linux, &namespaces)?;
     let seccomp = crate::seccomp::compile_for(linux.seccomp().as_ref(), opts.id)?;
     let start = start_listener(&store.start_socket(opts.id))?;
     tracing::debug!(id = opts.id, "bundle loaded");
@@ -126,7 +127,11 @@ fn build(
 
     let (parent, child) = channel()?;
     namespaces.enter_for_children(&time_offsets(&linux))?;
-    let pid = match clone(namespaces.clone_flags())? {
+    let forked = match namespaces.joined(LinuxNamespaceType::User) {
+        Some(userns) => clone_in_user_namespace(userns, namespaces.clone_flags())?,
+        None => clone(namespaces.clone_flags())?,
+    };
+    let pid = match forked {
         Forked::Child => {
             drop(parent);
             container_init(
@@ -154,7 +159,7 @@ fn build(
     cgroup.add_process(pid.as_raw())?;
     tracing::debug!(id = opts.id, "init placed in its cgroup");
     if namespaces.creates(LinuxNamespaceType::User) {
-        write_id_maps(pid, &linux)?;
+        crate::idmap::write(pid.as_raw(), &linux)?;
     }
     parent.go(pid.as_raw())?;
     container.pid = Some(pid.as_raw());
@@ -259,31 +264,4 @@ pub(super) fn with_short_path<T>(
         .join(dirfd.as_raw_fd().to_string())
         .join(name);
     f(&short)
-}
-
-fn write_id_maps(pid: Pid, linux: &oci_spec::runtime::Linux) -> Result<(), ContainerError> {
-    let lines = |maps: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>| -> String {
-        maps.iter()
-            .flatten()
-            .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()))
-            .collect()
-    };
-    for (file, text) in [
-        ("uid_map", lines(linux.uid_mappings())),
-        ("gid_map", lines(linux.gid_mappings())),
-    ] {
-        if text.is_empty() {
-            continue;
-        }
-        let path = format!("/proc/{pid}/{file}");
-        std::fs::write(&path, &text).map_err(ContainerError::io(format!(
-            "linux.{}: writing {path}",
-            if file == "uid_map" {
-                "uidMappings"
-            } else {
-                "gidMappings"
-            }
-        )))?;
-    }
-    Ok(())
 }

@@ -33,6 +33,9 @@ pub enum ContainerError {
     /// Namespaces are misconfigured.
     #[error(transparent)]
     Namespace(#[from] crate::namespace::NamespaceError),
+    /// User namespace id mappings are misconfigured or refused.
+    #[error(transparent)]
+    IdMap(#[from] crate::idmap::IdMapError),
     /// Cgroups could not be set up or removed.
     #[error(transparent)]
     Cgroup(#[from] crate::cgroup::CgroupError),

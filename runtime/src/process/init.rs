@@ -139,9 +139,16 @@ fn init(cfg: InitConfig, chan: &ChildEnd) -> Result<std::convert::Infallible, In
         .as_ref()
         .ok_or_else(|| InitError::Config("process: missing".into()))?;
     let ns = cfg.namespaces;
-    if ns.creates(LinuxNamespaceType::User) {
-        // The runtime has written our id maps: our host ids are not in them, so become
-        // root of the new namespace (uid and gid 0) before touching anything.
+    let mut rootfs = None;
+    // With a user namespace, new or joined, the init starts inside it.
+    if ns.has(LinuxNamespaceType::User) {
+        // Still the host's uid 0 here: reach the rootfs now, while directories only the
+        // host's root may enter can still be crossed (see `rootfs::attach`).
+        if ns.creates(LinuxNamespaceType::Mount) {
+            rootfs = Some(crate::rootfs::attach(spec, cfg.rootfs)?);
+        }
+        // The id maps are in place (a new namespace's written by the runtime): become
+        // root of the namespace (uid and gid 0) before creating anything, as runc does.
         let root = (nix::unistd::Gid::from_raw(0), nix::unistd::Uid::from_raw(0));
         nix::unistd::setresgid(root.0, root.0, root.0)
             .map_err(sys("setresgid 0 in the user namespace"))?;
@@ -154,7 +161,11 @@ fn init(cfg: InitConfig, chan: &ChildEnd) -> Result<std::convert::Infallible, In
     if cfg.new_keyring {
         session_keyring(&record.id)?;
     }
-    crate::rootfs::prepare(spec, cfg.rootfs, ns.creates(LinuxNamespaceType::Cgroup))?;
+    let rootfs = match rootfs {
+        Some(attached) => attached,
+        None => crate::rootfs::attach(spec, cfg.rootfs)?,
+    };
+    crate::rootfs::prepare(spec, &rootfs, ns.creates(LinuxNamespaceType::Cgroup))?;
     let hooks = spec.hooks().clone().unwrap_or_default();
     #[allow(deprecated)]
     if hooks.prestart().is_some() || hooks.create_runtime().is_some() {
@@ -165,7 +176,7 @@ fn init(cfg: InitConfig, chan: &ChildEnd) -> Result<std::convert::Infallible, In
         crate::hooks::run("createContainer", list, &state(Status::Creating))?;
     }
     if ns.has(LinuxNamespaceType::Mount) {
-        crate::rootfs::pivot(cfg.rootfs, cfg.no_pivot)?;
+        crate::rootfs::pivot(&rootfs, cfg.no_pivot)?;
     } else {
         crate::rootfs::chroot(cfg.rootfs)?;
     }

@@ -11,6 +11,8 @@ pub mod limits;
 pub mod pidfd;
 pub mod user;
 
+use std::os::fd::{BorrowedFd, OwnedFd};
+
 use nix::sched::CloneFlags;
 use nix::unistd::Pid;
 
@@ -22,6 +24,14 @@ pub enum SpawnError {
     Clone {
         /// The flags passed.
         flags: CloneFlags,
+        /// What the kernel said.
+        errno: nix::errno::Errno,
+    },
+    /// The helper that joins a user namespace for the child failed.
+    #[error("joining the container's user namespace ({step}): {errno}")]
+    Helper {
+        /// What the helper was doing.
+        step: &'static str,
         /// What the kernel said.
         errno: nix::errno::Errno,
     },
@@ -62,6 +72,83 @@ pub fn clone(flags: CloneFlags) -> Result<Forked, SpawnError> {
         0 => Ok(Forked::Child),
         pid => Ok(Forked::Parent(Pid::from_raw(pid as i32))),
     }
+}
+
+/// [`clone`], but from inside the user namespace `userns`: a short-lived helper joins it
+/// and clones the child as the caller's own child (`CLONE_PARENT`), so the new namespaces
+/// in `flags` belong to that user namespace (runc's intermediate process does the same).
+/// The caller cannot join it itself: it would lose its host privileges for good.
+///
+/// Same single-thread rule as [`clone`].
+pub fn clone_in_user_namespace(
+    userns: BorrowedFd,
+    flags: CloneFlags,
+) -> Result<Forked, SpawnError> {
+    let (read, write) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|errno| SpawnError::Helper {
+            step: "pipe",
+            errno,
+        })?;
+    let helper = match clone(CloneFlags::empty())? {
+        Forked::Child => {
+            drop(read);
+            // The helper reports (step, value): 0 and the child's pid, or the failing
+            // step and its errno.
+            let report = match nix::sched::setns(userns, CloneFlags::CLONE_NEWUSER) {
+                Err(errno) => [1, errno as i32],
+                Ok(()) => match clone(flags | CloneFlags::CLONE_PARENT) {
+                    Ok(Forked::Child) => {
+                        drop(write);
+                        return Ok(Forked::Child);
+                    }
+                    Ok(Forked::Parent(pid)) => [0, pid.as_raw()],
+                    Err(SpawnError::Clone { errno, .. }) => [2, errno as i32],
+                    Err(_) => [2, 0],
+                },
+            };
+            let bytes: Vec<u8> = report.iter().flat_map(|v| v.to_ne_bytes()).collect();
+            let code = i32::from(nix::unistd::write(&write, &bytes).is_err());
+            child_exit(code)
+        }
+        Forked::Parent(helper) => helper,
+    };
+    drop(write);
+    let mut bytes = [0u8; 8];
+    let got = read_full(&read, &mut bytes);
+    let _ = wait_exit_code(helper);
+    if !got {
+        return Err(SpawnError::Helper {
+            step: "report",
+            errno: nix::errno::Errno::EPIPE,
+        });
+    }
+    let step = i32::from_ne_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+    let value = i32::from_ne_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
+    match step {
+        0 => Ok(Forked::Parent(Pid::from_raw(value))),
+        1 => Err(SpawnError::Helper {
+            step: "setns into the user namespace",
+            errno: nix::errno::Errno::from_raw(value),
+        }),
+        _ => Err(SpawnError::Clone {
+            flags,
+            errno: nix::errno::Errno::from_raw(value),
+        }),
+    }
+}
+
+/// Fill `buf` from `fd`; false on EOF or error before it is full.
+fn read_full(fd: &OwnedFd, buf: &mut [u8]) -> bool {
+    let mut done = 0;
+    while done < buf.len() {
+        match nix::unistd::read(fd, &mut buf[done..]) {
+            Ok(0) => return false,
+            Ok(n) => done += n,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return false,
+        }
+    }
+    true
 }
 
 /// Exit the child without running the parent's atexit handlers or destructors.
