@@ -8,7 +8,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use serde_json::{json, Value};
 
 use peapod_tests::host::ns_link;
-use peapod_tests::{Bundle, Container};
+use peapod_tests::{Bundle, Container, Netns};
 
 /// The host uid and gid container root maps to (any range unused on the host).
 const HOST_BASE: u32 = 231_072;
@@ -88,30 +88,72 @@ fn root_of_a_user_namespace_runs_from_a_rootfs_under_a_private_bundle() {
     );
 }
 
+/// A script printing `<mount point> <fstype>` for the container's standard mounts, then
+/// whether the bound device nodes work.
+const MOUNTS_SCRIPT: &str = "for m in /proc /sys /sys/fs/cgroup /dev /dev/pts /dev/shm /dev/mqueue; do \
+       awk -v m=$m '$5 == m { for (i = 7; i < NF; i++) if ($i == \"-\") { print m, $(i + 1); exit } }' \
+         /proc/self/mountinfo; done; \
+     echo x > /dev/null && head -c 1 /dev/zero | wc -c";
+
+/// What [`MOUNTS_SCRIPT`] prints when every mount is in place.
+const MOUNTS: [&str; 8] = [
+    "/proc proc",
+    "/sys sysfs",
+    "/sys/fs/cgroup tmpfs",
+    "/dev tmpfs",
+    "/dev/pts devpts",
+    "/dev/shm tmpfs",
+    "/dev/mqueue mqueue",
+    "1",
+];
+
 #[test]
 fn mounts_work_inside_the_user_namespace() {
     let mut bundle = userns_bundle();
     bundle.namespace("cgroup", None);
-    bundle.sh(
-        "for m in /proc /sys /sys/fs/cgroup /dev /dev/pts /dev/shm /dev/mqueue; do \
-           awk -v m=$m '$5 == m { for (i = 7; i < NF; i++) if ($i == \"-\") { print m, $(i + 1); exit } }' \
-             /proc/self/mountinfo; done; \
-         echo x > /dev/null && head -c 1 /dev/zero | wc -c",
-    );
+    bundle.sh(MOUNTS_SCRIPT);
     let out = Container::new(bundle).run().ok();
-    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(out.stdout.lines().collect::<Vec<_>>(), MOUNTS, "{out}");
+}
+
+/// Without a network namespace of its own sysfs cannot be mounted: the host's /sys is bound
+/// (as runc does); without a cgroup namespace the cgroup directories are bound.
+#[test]
+fn mounts_work_in_a_user_namespace_sharing_the_hosts_network_and_cgroups() {
+    let mut bundle = userns_bundle();
+    bundle
+        .without_namespace("network")
+        .without_namespace("cgroup");
+    bundle.sh(MOUNTS_SCRIPT);
+    let out = Container::new(bundle).run().ok();
+    assert_eq!(out.stdout.lines().collect::<Vec<_>>(), MOUNTS, "{out}");
+}
+
+/// A network namespace joined by path belongs to the host's user namespace: sysfs cannot be
+/// mounted for it from the container's, and the host's /sys is bound instead (as runc).
+#[test]
+fn sysfs_is_bound_for_a_network_namespace_the_user_namespace_does_not_own() {
+    let netns = Netns::new();
+    let mut bundle = userns_bundle();
+    bundle.namespace("network", Some(&netns.path()));
+    bundle.sh(MOUNTS_SCRIPT);
+    let out = Container::new(bundle).run().ok();
+    assert_eq!(out.stdout.lines().collect::<Vec<_>>(), MOUNTS, "{out}");
+}
+
+#[test]
+fn exec_joins_the_user_namespace() {
+    let mut bundle = userns_bundle();
+    bundle.args(&["sleep", "1000"]);
+    let container = Container::new(bundle);
+    container.run_detached();
+    let pid = container.pid().to_string();
+    let out = container
+        .exec(&[], &["sh", "-c", "id -u; readlink /proc/self/ns/user"])
+        .ok();
     assert_eq!(
-        lines,
-        [
-            "/proc proc",
-            "/sys sysfs",
-            "/sys/fs/cgroup tmpfs",
-            "/dev tmpfs",
-            "/dev/pts devpts",
-            "/dev/shm tmpfs",
-            "/dev/mqueue mqueue",
-            "1"
-        ],
+        out.stdout,
+        format!("0\n{}\n", ns_link(&pid, "user")),
         "{out}"
     );
 }

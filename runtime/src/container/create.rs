@@ -15,7 +15,7 @@ use crate::cgroup::Cgroup;
 use crate::namespace::Namespaces;
 use crate::process::channel::{channel, ChildReport};
 use crate::process::init::{container_init, InitConfig};
-use crate::process::{clone, clone_in_user_namespace, Forked};
+use crate::process::{clone, clone_after_joining, Forked};
 
 /// The inputs of `create`.
 pub struct CreateOptions<'a> {
@@ -127,9 +127,11 @@ fn build(
 
     let (parent, child) = channel()?;
     namespaces.enter_for_children(&time_offsets(&linux))?;
-    let forked = match namespaces.joined(LinuxNamespaceType::User) {
-        Some(userns) => clone_in_user_namespace(userns, namespaces.clone_flags())?,
-        None => clone(namespaces.clone_flags())?,
+    let before = namespaces.before_clone();
+    let forked = if before.is_empty() {
+        clone(namespaces.clone_flags())?
+    } else {
+        clone_after_joining(&before, namespaces.clone_flags())?
     };
     let pid = match forked {
         Forked::Child => {

@@ -27,11 +27,11 @@ pub enum SpawnError {
         /// What the kernel said.
         errno: nix::errno::Errno,
     },
-    /// The helper that joins a user namespace for the child failed.
-    #[error("joining the container's user namespace ({step}): {errno}")]
+    /// The helper that joins namespaces for the child failed.
+    #[error("joining the container's namespaces before the clone ({step}): {errno}")]
     Helper {
         /// What the helper was doing.
-        step: &'static str,
+        step: String,
         /// What the kernel said.
         errno: nix::errno::Errno,
     },
@@ -74,36 +74,42 @@ pub fn clone(flags: CloneFlags) -> Result<Forked, SpawnError> {
     }
 }
 
-/// [`clone`], but from inside the user namespace `userns`: a short-lived helper joins it
-/// and clones the child as the caller's own child (`CLONE_PARENT`), so the new namespaces
-/// in `flags` belong to that user namespace (runc's intermediate process does the same).
-/// The caller cannot join it itself: it would lose its host privileges for good.
+/// [`clone`], but from inside the namespaces `joins` (type flag and open namespace file,
+/// in joining order): a short-lived helper joins them and clones the child as the caller's
+/// own child (`CLONE_PARENT`). The new namespaces in `flags` then belong to a joined user
+/// namespace, and namespaces joined before a new user namespace is created are entered with
+/// the host's privileges, as runc's intermediate process does. The caller cannot join them
+/// itself: joining a user namespace would cost it its host privileges for good.
 ///
 /// Same single-thread rule as [`clone`].
-pub fn clone_in_user_namespace(
-    userns: BorrowedFd,
+pub fn clone_after_joining(
+    joins: &[(CloneFlags, BorrowedFd)],
     flags: CloneFlags,
 ) -> Result<Forked, SpawnError> {
     let (read, write) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|errno| SpawnError::Helper {
-            step: "pipe",
+            step: "pipe".into(),
             errno,
         })?;
     let helper = match clone(CloneFlags::empty())? {
         Forked::Child => {
             drop(read);
-            // The helper reports (step, value): 0 and the child's pid, or the failing
-            // step and its errno.
-            let report = match nix::sched::setns(userns, CloneFlags::CLONE_NEWUSER) {
-                Err(errno) => [1, errno as i32],
-                Ok(()) => match clone(flags | CloneFlags::CLONE_PARENT) {
+            // The helper reports (step, value): -1 and the child's pid, the index of the
+            // namespace it could not join and the errno, or `joins.len()` and clone's errno.
+            let joined = joins
+                .iter()
+                .enumerate()
+                .find_map(|(i, (kind, fd))| nix::sched::setns(fd, *kind).err().map(|e| (i, e)));
+            let report = match joined {
+                Some((i, errno)) => [i as i32, errno as i32],
+                None => match clone(flags | CloneFlags::CLONE_PARENT) {
                     Ok(Forked::Child) => {
                         drop(write);
                         return Ok(Forked::Child);
                     }
-                    Ok(Forked::Parent(pid)) => [0, pid.as_raw()],
-                    Err(SpawnError::Clone { errno, .. }) => [2, errno as i32],
-                    Err(_) => [2, 0],
+                    Ok(Forked::Parent(pid)) => [-1, pid.as_raw()],
+                    Err(SpawnError::Clone { errno, .. }) => [joins.len() as i32, errno as i32],
+                    Err(_) => [joins.len() as i32, 0],
                 },
             };
             let bytes: Vec<u8> = report.iter().flat_map(|v| v.to_ne_bytes()).collect();
@@ -118,22 +124,20 @@ pub fn clone_in_user_namespace(
     let _ = wait_exit_code(helper);
     if !got {
         return Err(SpawnError::Helper {
-            step: "report",
+            step: "report".into(),
             errno: nix::errno::Errno::EPIPE,
         });
     }
     let step = i32::from_ne_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
     let value = i32::from_ne_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
-    match step {
-        0 => Ok(Forked::Parent(Pid::from_raw(value))),
-        1 => Err(SpawnError::Helper {
-            step: "setns into the user namespace",
-            errno: nix::errno::Errno::from_raw(value),
+    let errno = nix::errno::Errno::from_raw(value);
+    match usize::try_from(step).ok().map(|i| joins.get(i)) {
+        None => Ok(Forked::Parent(Pid::from_raw(value))),
+        Some(Some((kind, _))) => Err(SpawnError::Helper {
+            step: format!("setns {kind:?}"),
+            errno,
         }),
-        _ => Err(SpawnError::Clone {
-            flags,
-            errno: nix::errno::Errno::from_raw(value),
-        }),
+        Some(None) => Err(SpawnError::Clone { flags, errno }),
     }
 }
 
