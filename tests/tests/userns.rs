@@ -107,13 +107,19 @@ const MOUNTS: [&str; 8] = [
     "1",
 ];
 
+/// Runs [`MOUNTS_SCRIPT`] in a container of `bundle` and checks it prints [`MOUNTS`].
+#[track_caller]
+fn assert_mounts(mut bundle: Bundle) {
+    bundle.sh(MOUNTS_SCRIPT);
+    let out = Container::new(bundle).run().ok();
+    assert_eq!(out.stdout.lines().collect::<Vec<_>>(), MOUNTS, "{out}");
+}
+
 #[test]
 fn mounts_work_inside_the_user_namespace() {
     let mut bundle = userns_bundle();
     bundle.namespace("cgroup", None);
-    bundle.sh(MOUNTS_SCRIPT);
-    let out = Container::new(bundle).run().ok();
-    assert_eq!(out.stdout.lines().collect::<Vec<_>>(), MOUNTS, "{out}");
+    assert_mounts(bundle);
 }
 
 /// Without a network namespace of its own sysfs cannot be mounted: the host's /sys is bound
@@ -124,9 +130,7 @@ fn mounts_work_in_a_user_namespace_sharing_the_hosts_network_and_cgroups() {
     bundle
         .without_namespace("network")
         .without_namespace("cgroup");
-    bundle.sh(MOUNTS_SCRIPT);
-    let out = Container::new(bundle).run().ok();
-    assert_eq!(out.stdout.lines().collect::<Vec<_>>(), MOUNTS, "{out}");
+    assert_mounts(bundle);
 }
 
 /// A network namespace joined by path belongs to the host's user namespace: sysfs cannot be
@@ -136,18 +140,23 @@ fn sysfs_is_bound_for_a_network_namespace_the_user_namespace_does_not_own() {
     let netns = Netns::new();
     let mut bundle = userns_bundle();
     bundle.namespace("network", Some(&netns.path()));
-    bundle.sh(MOUNTS_SCRIPT);
-    let out = Container::new(bundle).run().ok();
-    assert_eq!(out.stdout.lines().collect::<Vec<_>>(), MOUNTS, "{out}");
+    assert_mounts(bundle);
 }
 
-#[test]
-fn exec_joins_the_user_namespace() {
+/// A detached container in a new user namespace, sleeping, and its init's pid.
+#[track_caller]
+fn sleeping_in_a_user_namespace() -> (Container, String) {
     let mut bundle = userns_bundle();
     bundle.args(&["sleep", "1000"]);
     let container = Container::new(bundle);
     container.run_detached();
     let pid = container.pid().to_string();
+    (container, pid)
+}
+
+#[test]
+fn exec_joins_the_user_namespace() {
+    let (container, pid) = sleeping_in_a_user_namespace();
     let out = container
         .exec(&[], &["sh", "-c", "id -u; readlink /proc/self/ns/user"])
         .ok();
@@ -160,11 +169,7 @@ fn exec_joins_the_user_namespace() {
 
 #[test]
 fn join_a_user_namespace_by_path() {
-    let mut first = userns_bundle();
-    first.args(&["sleep", "1000"]);
-    let first = Container::new(first);
-    first.run_detached();
-    let pid = first.pid().to_string();
+    let (_first, pid) = sleeping_in_a_user_namespace();
 
     let mut second = Bundle::new();
     for (kind, file) in [("user", "user"), ("network", "net"), ("ipc", "ipc")] {

@@ -3,7 +3,8 @@
 //!
 //! peapod never re-executes itself: the child is a copy of the runtime made by a raw
 //! `clone` (fork semantics, namespace flags added), which is why `create` and `run`
-//! cost one process creation instead of runc's several.
+//! cost one process creation instead of runc's several (two when namespaces must be joined
+//! around a user namespace: see [`clone_after_joining`]).
 
 pub mod channel;
 pub mod init;
