@@ -228,6 +228,7 @@ pub fn attach(spec: &Spec, rootfs: &Path) -> Result<Handle, RootfsError> {
 pub fn prepare(spec: &Spec, rootfs: &Handle, cgroup_ns: bool) -> Result<(), RootfsError> {
     let host = HostPaths::system();
     let root = &rootfs.root;
+    searchable(root)?;
     let context = mount::Context {
         cgroup_ns,
         new_netns: has_namespace(spec, LinuxNamespaceType::Network),
@@ -330,6 +331,23 @@ pub fn finalize(spec: &Spec) -> Result<(), RootfsError> {
         mount::set_propagation(Path::new("/"), flags)?;
     }
     Ok(())
+}
+
+/// The rootfs must be searchable with the init's credentials. In a user namespace whose
+/// maps leave the directory's owner out, only its mode counts: say so instead of failing on
+/// the first lookup inside.
+fn searchable(root: &resolve::Root) -> Result<(), RootfsError> {
+    let flags = nix::fcntl::AtFlags::AT_EMPTY_PATH | nix::fcntl::AtFlags::AT_EACCESS;
+    match nix::unistd::faccessat(root.fd(), "", nix::unistd::AccessFlags::X_OK, flags) {
+        Err(Errno::EACCES) => Err(RootfsError::Rootfs {
+            path: root.path().to_path_buf(),
+            reason: "the container's user cannot enter it (in a user namespace, a rootfs whose \
+                     owner is not mapped must be searchable by others, e.g. mode 0755)"
+                .into(),
+        }),
+        // Anything else (an old kernel without faccessat2) is left to the lookups.
+        _ => Ok(()),
+    }
 }
 
 fn canonical_rootfs(rootfs: &Path) -> Result<PathBuf, RootfsError> {

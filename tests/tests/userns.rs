@@ -214,3 +214,11 @@ fn a_user_namespace_without_mappings_is_refused() {
     bundle.spec["linux"]["gidMappings"] = json!([]);
     refused(bundle, "linux.uidMappings");
 }
+
+/// The rootfs itself unreachable for the mapped root: a clear error, not a failed lookup.
+#[test]
+fn a_rootfs_the_mapped_root_cannot_enter_is_refused_clearly() {
+    let bundle = userns_bundle();
+    fs::set_permissions(bundle.rootfs(), fs::Permissions::from_mode(0o700)).expect("chmod");
+    refused(bundle, "the container's user cannot enter it");
+}
