@@ -222,3 +222,13 @@ fn a_rootfs_the_mapped_root_cannot_enter_is_refused_clearly() {
     fs::set_permissions(bundle.rootfs(), fs::Permissions::from_mode(0o700)).expect("chmod");
     refused(bundle, "the container's user cannot enter it");
 }
+
+#[test]
+fn no_pivot_in_a_user_namespace() {
+    let mut bundle = userns_bundle();
+    fs::set_permissions(bundle.path(), fs::Permissions::from_mode(0o700)).expect("chmod bundle");
+    bundle.sh("id -u; ls /");
+    let out = Container::new(bundle).run_with(&["--no-pivot"]).ok();
+    assert_eq!(out.stdout.lines().next(), Some("0"), "{out}");
+    assert!(out.stdout.contains("bin\n"), "{out}");
+}
