@@ -94,7 +94,7 @@ pub fn exec(store: &Store, opts: ExecOptions) -> Result<Spawned, ContainerError>
     parent.go(child_pid.as_raw()).map_err(|e| fail(e.into()))?;
     match parent.report().map_err(|e| fail(e.into()))? {
         ChildReport::Closed => {}
-        ChildReport::Failed(message) => {
+        ChildReport::Failed(message) | ChildReport::HookFailed(message) => {
             let _ = nix::sys::wait::waitpid(child_pid, None);
             return Err(ContainerError::Setup(message));
         }
