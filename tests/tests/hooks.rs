@@ -20,6 +20,7 @@ pid=$(echo "$state" | sed -n 's/.*"pid":\([0-9]*\).*/\1/p')
   echo "$state"
   echo "mnt $(readlink /proc/self/ns/mnt)"
   echo "uts $(readlink /proc/self/ns/uts)"
+  echo "pidns $(readlink /proc/self/ns/pid)"
   echo "hostname $(cat /proc/sys/kernel/hostname)"
   echo "env $HOOK_VAR"
   echo "exe $(readlink /proc/$pid/exe)"
@@ -216,6 +217,28 @@ fn all_six_run_once_in_order_with_their_state_and_namespaces() {
         "{}",
         exe("poststart")
     );
+}
+
+#[test]
+fn runtime_hooks_stay_in_the_runtime_pid_namespace_when_the_container_joins_one() {
+    let holder = Container::with_args(&["sleep", "1000"]);
+    holder.run_detached();
+    let joined = format!("/proc/{}/ns/pid", holder.pid());
+    let (mut bundle, shared) = recording_bundle();
+    bundle.namespace("pid", Some(Path::new(&joined)));
+    bundle.spec["hooks"] = json!({
+        "createRuntime": [record_hook(&bundle, &shared, "createRuntime")],
+        "poststart": [record_hook(&bundle, &shared, "poststart")],
+    });
+    let ctr = Container::new(bundle);
+    // `run` creates and starts in one process: poststart must be back home too.
+    ctr.run_detached();
+    let host = ns_link("self", "pid");
+    assert_ne!(ns_link(&ctr.pid().to_string(), "pid"), host);
+    for name in ["createRuntime", "poststart"] {
+        assert_eq!(Seen::read(&shared, name).fact("pidns"), host, "{name}");
+    }
+    fs::write(shared.join("go"), "").unwrap();
 }
 
 #[test]
