@@ -21,6 +21,7 @@ pid=$(echo "$state" | sed -n 's/.*"pid":\([0-9]*\).*/\1/p')
   echo "mnt $(readlink /proc/self/ns/mnt)"
   echo "uts $(readlink /proc/self/ns/uts)"
   echo "pidns $(readlink /proc/self/ns/pid)"
+  echo "timens $(readlink /proc/self/ns/time)"
   echo "hostname $(cat /proc/sys/kernel/hostname)"
   echo "env $HOOK_VAR"
   echo "exe $(readlink /proc/$pid/exe)"
@@ -220,12 +221,14 @@ fn all_six_run_once_in_order_with_their_state_and_namespaces() {
 }
 
 #[test]
-fn runtime_hooks_stay_in_the_runtime_pid_namespace_when_the_container_joins_one() {
+fn runtime_hooks_stay_in_the_runtime_pid_and_time_namespaces() {
     let holder = Container::with_args(&["sleep", "1000"]);
     holder.run_detached();
     let joined = format!("/proc/{}/ns/pid", holder.pid());
     let (mut bundle, shared) = recording_bundle();
+    // Both only change the runtime's namespaces for its children, hooks included.
     bundle.namespace("pid", Some(Path::new(&joined)));
+    bundle.namespace("time", None);
     bundle.spec["hooks"] = json!({
         "createRuntime": [record_hook(&bundle, &shared, "createRuntime")],
         "poststart": [record_hook(&bundle, &shared, "poststart")],
@@ -233,10 +236,12 @@ fn runtime_hooks_stay_in_the_runtime_pid_namespace_when_the_container_joins_one(
     let ctr = Container::new(bundle);
     // `run` creates and starts in one process: poststart must be back home too.
     ctr.run_detached();
-    let host = ns_link("self", "pid");
-    assert_ne!(ns_link(&ctr.pid().to_string(), "pid"), host);
-    for name in ["createRuntime", "poststart"] {
-        assert_eq!(Seen::read(&shared, name).fact("pidns"), host, "{name}");
+    for (ns, fact) in [("pid", "pidns"), ("time", "timens")] {
+        let host = ns_link("self", ns);
+        assert_ne!(ns_link(&ctr.pid().to_string(), ns), host, "{ns}");
+        for name in ["createRuntime", "poststart"] {
+            assert_eq!(Seen::read(&shared, name).fact(fact), host, "{name}: {ns}");
+        }
     }
     fs::write(shared.join("go"), "").unwrap();
 }
