@@ -165,6 +165,8 @@ fn pause_stops_the_processes_and_resume_lets_them_run() {
     assert!(out.stderr.contains("paused"), "{out}");
     let out = ctr.cmd(["delete", ctr.id()]).failed();
     assert!(out.stderr.contains("paused"), "{out}");
+    let out = ctr.exec(&[], &["true"]).failed();
+    assert!(out.stderr.contains("paused"), "{out}");
 
     ctr.cmd(["resume", ctr.id()]).ok();
     assert_eq!(ctr.status(), "running");

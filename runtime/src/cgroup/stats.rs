@@ -572,14 +572,19 @@ mod tests {
         ("hugetlb.1GB.current", "0\n"),
     ];
 
-    #[test]
-    fn v2_stats_are_read_and_converted_to_runcs_units() {
+    /// The statistics of a cgroup v2 directory holding [`V2_FILES`].
+    fn v2_fixture_stats() -> Stats {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("c1");
         write(&dir, V2_FILES);
-        let stats = cgroup(Mode::Unified, &[("", Version::V2, dir)])
+        cgroup(Mode::Unified, &[("", Version::V2, dir)])
             .stats()
-            .unwrap();
+            .unwrap()
+    }
+
+    #[test]
+    fn v2_stats_are_read_and_converted_to_runcs_units() {
+        let stats = v2_fixture_stats();
         assert_eq!(stats.cpu.usage.total, 2_500_000);
         assert_eq!(stats.cpu.usage.user, 2_000_000);
         assert_eq!(stats.cpu.usage.kernel, 500_000);
@@ -621,13 +626,7 @@ mod tests {
 
     #[test]
     fn stats_serialize_with_runcs_names_and_omissions() {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("c1");
-        write(&dir, V2_FILES);
-        let stats = cgroup(Mode::Unified, &[("", Version::V2, dir)])
-            .stats()
-            .unwrap();
-        let json = serde_json::to_value(&stats).unwrap();
+        let json = serde_json::to_value(v2_fixture_stats()).unwrap();
         assert_eq!(json["pids"], serde_json::json!({"current": 3}));
         assert_eq!(json["memory"]["usage"]["usage"], 8 << 20);
         assert_eq!(

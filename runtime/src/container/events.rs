@@ -104,9 +104,59 @@ fn sample(container: &Container) -> Result<Event, ContainerError> {
     })
 }
 
+/// A duration as Go writes it (runc's `--interval`): numbers with units `ns`, `us`, `ms`,
+/// `s`, `m`, `h`, e.g. `5s`, `250ms`, `1m30s`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let bad = || format!("{text:?}: expected a duration such as 5s, 500ms or 1m30s");
+    let mut rest = text.trim();
+    let mut seconds = 0f64;
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let split = rest
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .ok_or_else(bad)?;
+        let number: f64 = rest[..split].parse().map_err(|_| bad())?;
+        let unit_end = rest[split..]
+            .find(|c: char| c.is_ascii_digit())
+            .map_or(rest.len(), |i| split + i);
+        let scale = match &rest[split..unit_end] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(bad()),
+        };
+        seconds += number * scale;
+        rest = &rest[unit_end..];
+    }
+    Duration::try_from_secs_f64(seconds).map_err(|_| bad())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn intervals_parse_as_go_durations() {
+        let ms = Duration::from_millis;
+        let cases = [
+            ("5s", ms(5000)),
+            ("250ms", ms(250)),
+            ("1m30s", ms(90_000)),
+            ("1.5s", ms(1500)),
+            ("1h", ms(3_600_000)),
+        ];
+        for (text, duration) in cases {
+            assert_eq!(parse_duration(text), Ok(duration), "{text}");
+        }
+        for bad in ["", "5", "s", "5x", "-1s", "1s5"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn events_serialize_as_runc_prints_them() {

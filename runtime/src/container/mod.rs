@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 pub use create::{create, CreateOptions, Created};
 pub use delete::delete;
-pub use events::{events, stats, Event};
+pub use events::{events, parse_duration, stats, Event};
 pub use exec::{exec, ExecOptions, Spawned};
 pub use kill::{kill, parse_signal};
 pub use pause::{pause, resume};

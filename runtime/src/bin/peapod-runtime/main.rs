@@ -167,7 +167,7 @@ enum Command {
         #[arg(long)]
         stats: bool,
         /// How often to print statistics (e.g. 5s, 500ms, 1m).
-        #[arg(long, default_value = "5s", value_parser = parse_duration)]
+        #[arg(long, default_value = "5s", value_parser = container::parse_duration)]
         interval: std::time::Duration,
         /// The container id.
         id: String,
@@ -729,36 +729,4 @@ fn events(
         container::events(store, id, interval, emit)?;
     }
     Ok(0)
-}
-
-/// A duration as Go writes it (runc's `--interval`): numbers with units `ns`, `us`, `ms`,
-/// `s`, `m`, `h`, e.g. `5s`, `250ms`, `1m30s`.
-fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
-    let bad = || format!("{text:?}: expected a duration such as 5s, 500ms or 1m30s");
-    let mut rest = text.trim();
-    let mut seconds = 0f64;
-    if rest.is_empty() {
-        return Err(bad());
-    }
-    while !rest.is_empty() {
-        let split = rest
-            .find(|c: char| !c.is_ascii_digit() && c != '.')
-            .ok_or_else(bad)?;
-        let number: f64 = rest[..split].parse().map_err(|_| bad())?;
-        let unit_end = rest[split..]
-            .find(|c: char| c.is_ascii_digit())
-            .map_or(rest.len(), |i| split + i);
-        let scale = match &rest[split..unit_end] {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return Err(bad()),
-        };
-        seconds += number * scale;
-        rest = &rest[unit_end..];
-    }
-    std::time::Duration::try_from_secs_f64(seconds).map_err(|_| bad())
 }
