@@ -40,9 +40,12 @@ mod devices;
 mod dir;
 mod error;
 mod file;
+mod freezer;
 pub mod hierarchy;
 mod limits;
 mod path;
+pub mod stats;
+mod update;
 mod v1;
 mod v2;
 
@@ -62,7 +65,9 @@ use serde::{Deserialize, Serialize};
 
 pub use devices::with_device_nodes;
 pub use error::CgroupError;
+pub use freezer::FreezeError;
 pub use hierarchy::{detect, Layout, Mode, Version};
+pub use stats::Stats;
 
 use limits::Limits;
 use path::InnerPath;

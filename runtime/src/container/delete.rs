@@ -31,6 +31,7 @@ pub fn delete(store: &Store, id: &str, force: bool) -> Result<(), ContainerError
     if status != Status::Stopped {
         if let (Some(pid), Some(start)) = (container.pid, container.pid_start) {
             let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+            super::pause::thaw_after_kill(&container, status)?;
             wait_gone(pid, start);
         }
     }

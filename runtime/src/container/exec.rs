@@ -37,7 +37,9 @@ pub struct Spawned {
 pub fn exec(store: &Store, opts: ExecOptions) -> Result<Spawned, ContainerError> {
     let container = store.load(opts.id)?;
     let status = container.status(store);
-    let Some(pid) = container.pid.filter(|_| status.can_kill()) else {
+    // A process joining a frozen cgroup would freeze before it could exec.
+    let can_exec = status.can_kill() && status != super::Status::Paused;
+    let Some(pid) = container.pid.filter(|_| can_exec) else {
         return Err(ContainerError::State(format!(
             "cannot exec in a {} container",
             status.as_str()
