@@ -4,6 +4,9 @@
 //! runc appends two things to the config's rules, and so do we: an allow rule for each
 //! `linux.devices` node, and its default allowlist (the standard /dev nodes, ptys,
 //! mknod of any device), so a config that denies everything still gets a usable /dev.
+//!
+//! cgroup v1 takes the rules as lines in `devices.allow`/`devices.deny`; cgroup v2 takes them
+//! as an eBPF program ([`super::device_filter`]) attached to the container's directory.
 
 use std::path::Path;
 
@@ -143,6 +146,14 @@ pub fn apply_v1(dir: &Path, rules: &[DeviceRule]) -> Result<(), CgroupError> {
         write(dir, file, &rule.v1_line())?;
     }
     Ok(())
+}
+
+/// Put the rules on a cgroup v2 directory as a device filter program (see
+/// [`super::device_filter`]), beside any filter already there: all of them must allow an
+/// access. The program stays attached until the cgroup is removed.
+pub fn apply_v2(dir: &Path, rules: &[DeviceRule]) -> Result<(), CgroupError> {
+    let program = super::device_filter::program(rules)?;
+    super::bpf::DeviceProgram::load(&program)?.attach(dir)
 }
 
 #[cfg(test)]
