@@ -482,3 +482,39 @@ fn what_this_host_cannot_honour_is_refused_and_nothing_is_left() {
         );
     }
 }
+
+#[test]
+fn on_a_v2_only_host_the_device_rules_become_an_attached_filter() {
+    // The hybrid host's cgroup2 mount, taken as the cgroup root, is a v2-only host to
+    // `Cgroup`: the same code path as on /sys/fs/cgroup of a unified host.
+    let layout = super::Host::default().layout().unwrap();
+    let v2 = layout.v2().expect("a cgroup2 hierarchy");
+    let host = super::Host {
+        root: v2.mount_point.clone(),
+        ..super::Host::default()
+    };
+    let deny_all = oci_spec::runtime::LinuxDeviceCgroupBuilder::default()
+        .allow(false)
+        .access("rwm")
+        .build()
+        .unwrap();
+    let resources = LinuxResourcesBuilder::default()
+        .devices(vec![deny_all])
+        .build()
+        .unwrap();
+    let name = unique_name();
+    let path = format!("/{name}");
+    let cgroup = Cgroup::create_on(&host, Some(Path::new(&path)), &name, Some(&resources)).unwrap();
+    let guard = Guard {
+        cgroup: Some(cgroup.clone()),
+        child: None,
+    };
+    assert_eq!(cgroup.mode(), Mode::Unified);
+    let dir = UnifiedDir(cgroup.placements()[0].path.clone());
+    let (out, err) = dir.run(
+        "cat /dev/null && echo null-ok; dd if=/dev/kmsg count=0 2>/dev/null || echo kmsg-denied",
+    );
+    drop((dir, guard));
+    assert!(out.contains("null-ok"), "{out} {err}");
+    assert!(out.contains("kmsg-denied"), "{out} {err}");
+}

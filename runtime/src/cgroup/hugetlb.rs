@@ -45,9 +45,14 @@ pub fn limits(config: &[LinuxHugepageLimit]) -> Result<Vec<HugePageLimit>, Cgrou
                     reason: "use a size such as 2MB or 1GB",
                 });
             }
+            let limit = u64::try_from(h.limit()).map_err(|_| CgroupError::InvalidValue {
+                field: "hugepageLimits[].limit",
+                value: h.limit().to_string(),
+                reason: "use a byte count of 0 or more",
+            })?;
             Ok(HugePageLimit {
                 size: size.clone(),
-                limit: h.limit() as u64,
+                limit,
             })
         })
         .collect()
@@ -91,6 +96,10 @@ mod tests {
         let ok = limits(&[limit("2MB"), limit("1GB")]).unwrap();
         assert_eq!(ok[0].file(false), "hugetlb.2MB.limit_in_bytes");
         assert_eq!(ok[1].file(true), "hugetlb.1GB.max");
+        let mut negative = limit("2MB");
+        negative.set_limit(-1);
+        let err = limits(&[negative]).unwrap_err().to_string();
+        assert!(err.contains("hugepageLimits[].limit -1"), "{err}");
         for bad in ["2M", "MB", "2 MB", "../x", "2mb"] {
             let err = limits(&[limit(bad)]).unwrap_err().to_string();
             assert!(err.contains("pageSize"), "{err}");
