@@ -139,7 +139,7 @@ pub enum CgroupError {
     },
 
     /// The device filter could not be attached to (or detached from) a cgroup.
-    #[error("cannot attach the device filter to {dir} (BPF_PROG_ATTACH)")]
+    #[error("cannot attach the device filter to (or detach it from) the cgroup {dir}")]
     DeviceFilterAttach {
         /// The cgroup v2 directory.
         dir: PathBuf,
