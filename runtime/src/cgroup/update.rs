@@ -24,7 +24,19 @@ impl Cgroup {
                 Some(placement) => v2::apply(&placement.path, &limits),
                 None => Ok(()),
             },
-            Mode::Legacy | Mode::Hybrid => v1::apply(&self.placements, &limits, &self.root()),
+            Mode::Legacy | Mode::Hybrid => {
+                v1::apply(&self.placements, &limits, &self.root())?;
+                // A hybrid host may have hugetlb on the unified hierarchy only, where
+                // `create` put the limits.
+                let on_v1 = self.placements.iter().any(|p| p.has("hugetlb"));
+                let unified = self.placements.iter().find(|p| p.version == Version::V2);
+                match unified {
+                    Some(p) if !on_v1 && !limits.hugepages.is_empty() => {
+                        super::hugetlb::apply(&p.path, &limits.hugepages, true)
+                    }
+                    _ => Ok(()),
+                }
+            }
         }
     }
 
@@ -56,7 +68,7 @@ mod tests {
     use std::fs;
 
     use oci_spec::runtime::{
-        LinuxBlockIoBuilder, LinuxMemoryBuilder, LinuxPidsBuilder, LinuxResourcesBuilder,
+        LinuxCpuBuilder, LinuxMemoryBuilder, LinuxPidsBuilder, LinuxResourcesBuilder,
     };
 
     use super::super::Placement;
@@ -84,15 +96,18 @@ mod tests {
                     .unwrap(),
             )
             .pids(LinuxPidsBuilder::default().limit(7).build().unwrap())
-            .block_io(
-                LinuxBlockIoBuilder::default()
-                    .weight(500_u16)
+            .cpu(
+                LinuxCpuBuilder::default()
+                    .realtime_runtime(1000_i64)
                     .build()
                     .unwrap(),
             )
             .build()
             .unwrap();
-        assert_eq!(cgroup.unapplied(&resources).unwrap(), ["blockIO"]);
+        assert_eq!(
+            cgroup.unapplied(&resources).unwrap(),
+            ["cpu.realtimeRuntime"]
+        );
         cgroup.update(&resources).unwrap();
         assert_eq!(
             fs::read_to_string(dir.join("memory.max")).unwrap().trim(),

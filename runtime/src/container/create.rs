@@ -121,6 +121,9 @@ fn build(
     crate::hooks::validate(&hooks)?;
     let linux = spec.linux().clone().unwrap_or_default();
     let namespaces = Namespaces::from_spec(linux.namespaces().as_deref().unwrap_or_default())?;
+    crate::process::sysctl::check(&linux, &namespaces).map_err(ContainerError::State)?;
+    crate::process::personality::value(&linux).map_err(ContainerError::State)?;
+    crate::cgroup::check_intel_rdt(&linux)?;
     let seccomp = crate::seccomp::compile_for(linux.seccomp().as_ref(), opts.id)?;
     let start = start_listener(&store.start_socket(opts.id))?;
     tracing::debug!(id = opts.id, "bundle loaded");

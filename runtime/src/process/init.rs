@@ -177,6 +177,11 @@ fn init(cfg: InitConfig, chan: &ChildEnd) -> Result<std::convert::Infallible, In
     }
     names(spec, ns)?;
     sysctls(spec, ns)?;
+    if let Some(linux) = spec.linux() {
+        if let Some(persona) = super::personality::value(linux).map_err(InitError::Config)? {
+            super::personality::apply(persona).map_err(InitError::Config)?;
+        }
+    }
     crate::rootfs::finalize(spec)?;
     let program = process
         .map(|p| prepare_process(p, cfg.seccomp))
@@ -321,25 +326,8 @@ fn sysctls(spec: &Spec, ns: &Namespaces) -> Result<(), InitError> {
         return Ok(());
     };
     for (key, value) in sysctl {
-        if key.contains("..") || key.starts_with('/') {
-            return Err(InitError::Config(format!(
-                "linux.sysctl: invalid key {key:?}"
-            )));
-        }
-        match crate::namespace::of_sysctl(key) {
-            Some(kind) if ns.has(kind) => {}
-            Some(kind) => {
-                return Err(InitError::Config(format!(
-                    "linux.sysctl: {key} needs a {kind:?} namespace of the container's own"
-                )))
-            }
-            None => {
-                return Err(InitError::Config(format!(
-                    "linux.sysctl: {key} is not namespaced: setting it would change the host"
-                )))
-            }
-        }
-        let path = PathBuf::from("/proc/sys").join(key.replace('.', "/"));
+        let path = super::sysctl::path_of(key, |kind| ns.has(kind)).map_err(InitError::Config)?;
+        let path = PathBuf::from("/proc/sys").join(path);
         std::fs::write(&path, value)
             .map_err(|e| InitError::Config(format!("linux.sysctl {key}={value}: {e}")))?;
     }

@@ -8,7 +8,9 @@
 pub mod channel;
 pub mod init;
 pub mod limits;
+pub mod personality;
 pub mod pidfd;
+pub mod sysctl;
 pub mod user;
 
 use nix::sched::CloneFlags;
