@@ -3,7 +3,7 @@
 //! # Layout
 //! - [`bundle`]: load and validate a bundle's `config.json`.
 //! - [`container`]: the container record, its status, the state store and one
-//!   file per lifecycle operation (create, start, kill, delete, exec).
+//!   file per lifecycle operation (create, start, kill, delete, exec, update, pause, events).
 //! - [`process`]: spawning the container's init with one `clone`, the typed
 //!   parent/child channel, and the in-container setup (`init`).
 //! - [`namespace`], [`idmap`], [`rootfs`], [`cgroup`], [`capability`], [`seccomp`],

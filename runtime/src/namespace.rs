@@ -166,6 +166,11 @@ impl Namespaces {
         self.creates(kind) || self.joins.iter().any(|j| j.kind == kind)
     }
 
+    /// The namespace file the container joins for this type, if it joins one by path.
+    pub fn joined(&self, kind: LinuxNamespaceType) -> Option<&OwnedFd> {
+        self.joins.iter().find(|j| j.kind == kind).map(|j| &j.fd)
+    }
+
     /// Flags for the container's `clone`. The cgroup namespace is left out: it is
     /// unshared only after the runtime has moved the child into its cgroup, so the
     /// namespace is rooted there. The time namespace is left out too: `clone` cannot

@@ -9,7 +9,9 @@
 pub mod channel;
 pub mod init;
 pub mod limits;
+pub mod personality;
 pub mod pidfd;
+pub mod sysctl;
 pub mod user;
 
 use std::os::fd::{BorrowedFd, OwnedFd};
