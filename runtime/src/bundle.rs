@@ -50,7 +50,8 @@ pub struct Bundle {
 }
 
 impl Bundle {
-    /// Load `<dir>/config.json` and check the fields every container needs.
+    /// Load `<dir>/config.json` and check the fields every container needs (`process`
+    /// is checked when present).
     pub fn load(dir: &Path) -> Result<Bundle, BundleError> {
         let dir = std::fs::canonicalize(dir).map_err(|source| BundleError::Dir {
             path: dir.to_path_buf(),
@@ -98,11 +99,10 @@ impl Bundle {
         if !rootfs.is_dir() {
             return Err(field("root.path", "a directory"));
         }
-        let process = spec
-            .process()
-            .as_ref()
-            .ok_or_else(|| field("process", "an object describing the program to run"))?;
-        check_process(process).map_err(|(f, e)| field(f, e))?;
+        // `process` is optional at create and required at start (runtime.md).
+        if let Some(process) = spec.process() {
+            check_process(process).map_err(|(f, e)| field(f, e))?;
+        }
         Ok(Bundle { dir, spec, rootfs })
     }
 }
@@ -161,6 +161,8 @@ mod tests {
             bundle.rootfs,
             dir.path().canonicalize().unwrap().join("rootfs")
         );
+        let dir = bundle_with(r#"{"ociVersion":"1.0.2","root":{"path":"rootfs"}}"#);
+        assert!(Bundle::load(dir.path()).unwrap().spec.process().is_none());
     }
 
     #[test]

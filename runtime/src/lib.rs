@@ -3,11 +3,11 @@
 //! # Layout
 //! - [`bundle`]: load and validate a bundle's `config.json`.
 //! - [`container`]: the container record, its status, the state store and one
-//!   file per lifecycle operation (create, start, kill, delete, exec).
+//!   file per lifecycle operation (create, start, kill, delete, exec, update, pause, events).
 //! - [`process`]: spawning the container's init with one `clone`, the typed
 //!   parent/child channel, and the in-container setup (`init`).
-//! - [`namespace`], [`rootfs`], [`cgroup`], [`capability`], [`seccomp`], [`terminal`]:
-//!   one OS concern each.
+//! - [`namespace`], [`idmap`], [`rootfs`], [`cgroup`], [`capability`], [`seccomp`],
+//!   [`terminal`]: one OS concern each.
 //! - [`image`]: the image store — pulls from registries, layers, container roots.
 //! - [`sandbox`]: pod sandboxes — the namespaces and cgroup a pod's containers share, and
 //!   their bundles.
@@ -23,6 +23,7 @@ pub mod cgroup;
 pub mod container;
 pub mod defaults;
 pub mod hooks;
+pub mod idmap;
 pub mod image;
 pub mod logs;
 pub mod namespace;

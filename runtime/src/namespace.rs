@@ -5,7 +5,7 @@
 //! mount namespace; the child then joins through the open fds, user namespace first
 //! (it grants the rights to join the others).
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 
 use nix::fcntl::{open, OFlag};
@@ -139,9 +139,36 @@ impl Namespaces {
         self.new.contains(flag(kind))
     }
 
+    /// The namespaces the container's init must be in before it is cloned, as (type flag,
+    /// file) in joining order. A user namespace joined by path comes alone: the others
+    /// are joined from inside it, and the new ones are created in it. With a new user
+    /// namespace, every namespace joined by path but pid and time (the runtime enters
+    /// those for its children) is joined first, with the host's privileges, as runc does:
+    /// from inside the new user namespace the kernel would refuse them. Empty otherwise.
+    pub fn before_clone(&self) -> Vec<(CloneFlags, BorrowedFd<'_>)> {
+        let joined_user = self
+            .joins
+            .iter()
+            .any(|j| j.kind == LinuxNamespaceType::User);
+        if !joined_user && !self.creates(LinuxNamespaceType::User) {
+            return Vec::new();
+        }
+        self.joins
+            .iter()
+            .filter(|j| !for_children(j.kind))
+            .filter(|j| !joined_user || j.kind == LinuxNamespaceType::User)
+            .map(|j| (flag(j.kind), j.fd.as_fd()))
+            .collect()
+    }
+
     /// Whether the container has a namespace of its own of this type, new or joined.
     pub fn has(&self, kind: LinuxNamespaceType) -> bool {
         self.creates(kind) || self.joins.iter().any(|j| j.kind == kind)
+    }
+
+    /// The namespace file the container joins for this type, if it joins one by path.
+    pub fn joined(&self, kind: LinuxNamespaceType) -> Option<&OwnedFd> {
+        self.joins.iter().find(|j| j.kind == kind).map(|j| &j.fd)
     }
 
     /// Flags for the container's `clone`. The cgroup namespace is left out: it is
@@ -215,11 +242,30 @@ fn for_children(kind: LinuxNamespaceType) -> bool {
 }
 
 fn enter(j: &Join) -> Result<(), NamespaceError> {
+    // Already there: the init may have been cloned inside (see `Namespaces::before_clone`),
+    // and setns(2) refuses one's own user namespace, or any namespace the current user
+    // namespace does not own.
+    if is_current(&j.fd, proc_name(j.kind)) {
+        return Ok(());
+    }
     setns(&j.fd, flag(j.kind)).map_err(|errno| NamespaceError::Enter {
         op: "setns",
         kind: proc_name(j.kind),
         errno,
     })
+}
+
+/// Whether the namespace file `fd` is this process's namespace `name` (as in /proc/self/ns).
+fn is_current(fd: &OwnedFd, name: &str) -> bool {
+    let ours = std::fs::metadata(format!("/proc/self/ns/{name}"));
+    let theirs = nix::sys::stat::fstat(fd.as_fd());
+    match (ours, theirs) {
+        (Ok(ours), Ok(theirs)) => {
+            use std::os::unix::fs::MetadataExt;
+            ours.ino() == theirs.st_ino && ours.dev() == theirs.st_dev
+        }
+        _ => false,
+    }
 }
 
 /// The namespace a sysctl key (dotted) is confined to, if any: the IPC namespace's
@@ -307,6 +353,24 @@ mod tests {
             Namespaces::from_spec(&[ns(LinuxNamespaceType::Network, Some("/nonexistent/ns"))])
                 .unwrap_err();
         assert!(err.to_string().contains("/nonexistent/ns"), "{err}");
+    }
+
+    #[test]
+    fn what_is_joined_before_the_clone() {
+        let net = || ns(LinuxNamespaceType::Network, Some("/proc/self/ns/net"));
+        let pid = || ns(LinuxNamespaceType::Pid, Some("/proc/self/ns/pid"));
+        let kinds = |list: &[LinuxNamespace]| -> Vec<CloneFlags> {
+            let plan = Namespaces::from_spec(list).unwrap();
+            plan.before_clone().iter().map(|(k, _)| *k).collect()
+        };
+        // No user namespace: the init joins everything itself.
+        assert_eq!(kinds(&[net(), pid()]), []);
+        // A new one: the others first, with the host's privileges (pid is for children).
+        let new_user = ns(LinuxNamespaceType::User, None);
+        assert_eq!(kinds(&[new_user, net(), pid()]), [CloneFlags::CLONE_NEWNET]);
+        // A joined one: only it; the rest is joined from inside.
+        let user = ns(LinuxNamespaceType::User, Some("/proc/self/ns/user"));
+        assert_eq!(kinds(&[net(), user]), [CloneFlags::CLONE_NEWUSER]);
     }
 
     #[test]

@@ -3,8 +3,9 @@
 //! Runs inside the container's init, already in its own mount namespace, in three steps that
 //! mirror runc's `prepareRootfs` / `finalizeRootfs`:
 //!
-//! 1. [`prepare`], still seeing the host: propagation, the rootfs bind, every `spec.mounts`
-//!    entry, `/dev` (device nodes, symlinks, ptmx) and the working directory.
+//! 1. [`attach`], still seeing the host: propagation and the rootfs bind, opened as a [`Handle`]
+//!    (in a new user namespace, before the init becomes its root); then [`prepare`]: every
+//!    `spec.mounts` entry, `/dev` (device nodes, symlinks, ptmx) and the working directory.
 //! 2. [`pivot`]: pivot_root(2) into the rootfs (or `MS_MOVE` + chroot(2)).
 //! 3. [`finalize`], inside: read-only remounts, `readonlyPaths`, `maskedPaths`, read-only `/`,
 //!    the final `rootfsPropagation`.
@@ -175,24 +176,28 @@ impl RootfsError {
     }
 }
 
-/// Before pivot: make the mount tree private/slave (`linux.rootfsPropagation`, default rslave as
-/// runc), bind-mount the rootfs onto itself (rec), perform every `spec.mounts` entry in order
-/// inside the rootfs, set up `/dev` (default devices `null zero full random urandom tty` plus
-/// `linux.devices`, by mknod or — where mknod is not permitted, e.g. in a user namespace — by
-/// bind-mounting the host node; the `fd stdin stdout stderr core` symlinks and `ptmx ->
-/// pts/ptmx`) unless `/dev` is itself a bind mount, and create `process.cwd` if missing.
+/// The rootfs bound onto itself, open: every later step reaches it through this handle, not
+/// through its host path, because the path may cross directories the container's user cannot
+/// enter once it is root of a new user namespace.
+#[derive(Debug)]
+pub struct Handle {
+    /// The top of the rootfs bind, with its canonical host path (for messages and for telling
+    /// host mounts from the rootfs's).
+    root: resolve::Root,
+}
+
+/// First step, still seeing the host: make the mount tree private/slave
+/// (`linux.rootfsPropagation`, default rslave as runc), bind-mount the rootfs onto itself (rec)
+/// and open the bind.
 ///
 /// - `spec`: the container's config; `root.path` is not read (see `rootfs`).
 /// - `rootfs`: host path of the root filesystem (relative paths are relative to the current
-///   directory; symlinks in it are resolved once, here). Bind sources that are relative are
-///   taken relative to the current directory too, so callers should make them absolute.
-/// - `cgroup_ns`: whether the process is in its own cgroup namespace; then `cgroup` mounts are
-///   fresh cgroup filesystems rather than binds of the container's own host cgroup directories.
+///   directory; symlinks in it are resolved once, here).
 ///
-/// Whether `sysfs` is mounted fresh or `/sys` is rbind-mounted depends on whether
-/// `linux.namespaces` has a network namespace.
-pub fn prepare(spec: &Spec, rootfs: &Path, cgroup_ns: bool) -> Result<(), RootfsError> {
-    let host = HostPaths::system();
+/// With a new user namespace the init calls this before it becomes root of that namespace: it
+/// still has the host uid 0 then, so a rootfs below directories only the host's root may
+/// enter is reached once, here, and never again by path.
+pub fn attach(spec: &Spec, rootfs: &Path) -> Result<Handle, RootfsError> {
     let rootfs = canonical_rootfs(rootfs)?;
     let propagation = root_propagation(spec)?;
     if has_namespace(spec, LinuxNamespaceType::Mount) {
@@ -203,19 +208,39 @@ pub fn prepare(spec: &Spec, rootfs: &Path, cgroup_ns: bool) -> Result<(), Rootfs
         mount::bind_root(&rootfs)?;
     }
     // Opened only now so that lookups land in the fresh bind of the rootfs, not under it.
-    let root = resolve::Root::open(&rootfs, host.proc)?;
+    let root = resolve::Root::open(&rootfs, HostPaths::system().proc)?;
+    Ok(Handle { root })
+}
+
+/// Second step, before pivot: perform every `spec.mounts` entry in order inside the rootfs,
+/// set up `/dev` (default devices `null zero full random urandom tty` plus `linux.devices`, by
+/// mknod or — where mknod is not permitted, e.g. in a user namespace — by bind-mounting the
+/// host node; the `fd stdin stdout stderr core` symlinks and `ptmx -> pts/ptmx`) unless `/dev`
+/// is itself a bind mount, and create `process.cwd` if missing.
+///
+/// - `rootfs`: what [`attach`] returned. Bind sources that are relative are taken relative to
+///   the current directory, so callers should make them absolute.
+/// - `cgroup_ns`: whether the process is in its own cgroup namespace; then `cgroup` mounts are
+///   fresh cgroup filesystems rather than binds of the container's own host cgroup directories.
+///
+/// Whether `sysfs` is mounted fresh or `/sys` is rbind-mounted depends on whether
+/// `linux.namespaces` has a network namespace.
+pub fn prepare(spec: &Spec, rootfs: &Handle, cgroup_ns: bool) -> Result<(), RootfsError> {
+    let host = HostPaths::system();
+    let root = &rootfs.root;
+    searchable(root)?;
     let context = mount::Context {
         cgroup_ns,
         new_netns: has_namespace(spec, LinuxNamespaceType::Network),
         host,
     };
     for entry in spec.mounts().iter().flatten() {
-        mount::mount_entry(&root, entry, &context)?;
+        mount::mount_entry(root, entry, &context)?;
     }
     if needs_dev_setup(spec) {
         let devices = device::devices_for(spec)?;
         let kcore = host.proc.join("kcore").exists();
-        device::populate_dev(&root, &devices, kcore)?;
+        device::populate_dev(root, &devices, kcore)?;
     }
     if let Some(process) = spec.process() {
         root.mkdir_all(
@@ -226,19 +251,19 @@ pub fn prepare(spec: &Spec, rootfs: &Path, cgroup_ns: bool) -> Result<(), Rootfs
     Ok(())
 }
 
-/// pivot_root(2) into `rootfs` the runc way: `pivot_root(".", ".")`, make the old root rslave
-/// so nothing propagates to the host, then `umount2(".", MNT_DETACH)` it. With `no_pivot`, move
-/// the rootfs mount onto `/` (`MS_MOVE`) and chroot(2) instead, after detaching the host's
-/// procfs/sysfs mounts (runc's defence against re-mounting them from a chroot).
+/// Third step: pivot_root(2) into the rootfs the runc way: `pivot_root(".", ".")`, make the old
+/// root rslave so nothing propagates to the host, then `umount2(".", MNT_DETACH)` it. With
+/// `no_pivot`, move the rootfs mount onto `/` (`MS_MOVE`) and chroot(2) instead, after
+/// detaching the host's procfs/sysfs mounts (runc's defence against re-mounting them from a
+/// chroot).
 ///
-/// Must follow [`prepare`] with the same `rootfs`; the working directory ends up at the new `/`.
-pub fn pivot(rootfs: &Path, no_pivot: bool) -> Result<(), RootfsError> {
-    let host = HostPaths::system();
-    let rootfs = canonical_rootfs(rootfs)?;
+/// Must follow [`prepare`]; the working directory ends up at the new `/`.
+pub fn pivot(rootfs: &Handle, no_pivot: bool) -> Result<(), RootfsError> {
+    let root = &rootfs.root;
     if no_pivot {
-        jail::move_root(&rootfs, host.proc)
+        jail::move_root(root.fd(), root.path(), HostPaths::system().proc)
     } else {
-        jail::pivot_root(&rootfs)
+        jail::pivot_root(root.fd(), root.path())
     }
 }
 
@@ -306,6 +331,23 @@ pub fn finalize(spec: &Spec) -> Result<(), RootfsError> {
         mount::set_propagation(Path::new("/"), flags)?;
     }
     Ok(())
+}
+
+/// The rootfs must be searchable with the init's credentials. In a user namespace whose
+/// maps leave the directory's owner out, only its mode counts: say so instead of failing on
+/// the first lookup inside.
+fn searchable(root: &resolve::Root) -> Result<(), RootfsError> {
+    let flags = nix::fcntl::AtFlags::AT_EMPTY_PATH | nix::fcntl::AtFlags::AT_EACCESS;
+    match nix::unistd::faccessat(root.fd(), "", nix::unistd::AccessFlags::X_OK, flags) {
+        Err(Errno::EACCES) => Err(RootfsError::Rootfs {
+            path: root.path().to_path_buf(),
+            reason: "the container's user cannot enter it (in a user namespace, a rootfs whose \
+                     owner is not mapped must be searchable by others, e.g. mode 0755)"
+                .into(),
+        }),
+        // Anything else (an old kernel without faccessat2) is left to the lookups.
+        _ => Ok(()),
+    }
 }
 
 fn canonical_rootfs(rootfs: &Path) -> Result<PathBuf, RootfsError> {

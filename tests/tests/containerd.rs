@@ -1,5 +1,6 @@
-//! containerd drives the runtime through its runc shim: import, run, exec, kill,
-//! delete, and a container killed by the OOM killer that containerd reports.
+//! containerd drives the runtime through its runc shim: import, run, exec, pause,
+//! resume, kill, delete, and a container killed by the OOM killer that containerd
+//! reports.
 //!
 //! The test starts a private containerd (root, state, socket and runtime
 //! root all under one temp dir, its own ctr namespace), imports the busybox
@@ -158,6 +159,18 @@ fn scenario(cd: &mut Containerd) -> Result<()> {
     ensure!(
         out.status.code() == Some(3),
         "exec e2: expected exit status 3, got {}",
+        describe(&out)
+    );
+
+    // The shim pauses and resumes through the runtime (`pause`/`resume`: the freezer).
+    cd.ctr(&["task", "pause", CONTAINER])?;
+    cd.wait_for_task("PAUSED")?;
+    cd.ctr(&["task", "resume", CONTAINER])?;
+    cd.wait_for_task("RUNNING")?;
+    let out = exec("e3", "echo resumed")?;
+    ensure!(
+        out.status.success() && out.stdout == b"resumed\n",
+        "exec e3 after resume: expected \"resumed\\n\", got {}",
         describe(&out)
     );
 

@@ -4,6 +4,9 @@
 //! runc appends two things to the config's rules, and so do we: an allow rule for each
 //! `linux.devices` node, and its default allowlist (the standard /dev nodes, ptys,
 //! mknod of any device), so a config that denies everything still gets a usable /dev.
+//!
+//! cgroup v1 takes the rules as lines in `devices.allow`/`devices.deny`; cgroup v2 takes them
+//! as an eBPF program ([`super::device_filter`]) attached to the container's directory.
 
 use std::path::Path;
 
@@ -128,10 +131,77 @@ pub fn rules(config: &[LinuxDeviceCgroup]) -> Result<Vec<DeviceRule>, CgroupErro
             access: access.to_string(),
         });
     }
+    check_no_holes(&out)?;
     Ok(out)
 }
 
-/// Write the rules, in order, into a v1 devices cgroup: the kernel applies each to
+/// Refuse a rule that narrows an earlier wildcard rule of the opposite kind (e.g. allow
+/// `b *:* rwm`, then deny `b 7:1 rwm`): cgroup v1 keeps a list of exact exceptions and
+/// silently ignores such a rule, so the container would get access the config denies. runc
+/// refuses these too. The v2 filter would honour them, but the two must agree.
+fn check_no_holes(rules: &[DeviceRule]) -> Result<(), CgroupError> {
+    use std::collections::HashMap;
+    // The v1 state: the default (allow or deny) and the exceptions to it with their access.
+    let mut default_allow = false;
+    let mut exceptions: HashMap<(char, Option<i64>, Option<i64>), String> = HashMap::new();
+    for rule in rules {
+        if rule.kind == 'a' {
+            default_allow = rule.allow;
+            exceptions.clear();
+            continue;
+        }
+        let key = (rule.kind, rule.major, rule.minor);
+        if rule.allow != default_allow {
+            let entry = exceptions.entry(key).or_default();
+            for c in rule.access.chars() {
+                if !entry.contains(c) {
+                    entry.push(c);
+                }
+            }
+            continue;
+        }
+        // This rule removes access from the exceptions: only an exact one is touched.
+        let wider = [
+            (rule.kind, None, rule.minor),
+            (rule.kind, rule.major, None),
+            (rule.kind, None, None),
+        ];
+        for wide in wider.into_iter().filter(|w| *w != key) {
+            let Some(access) = exceptions.get(&wide) else {
+                continue;
+            };
+            if access.chars().any(|c| rule.access.contains(c)) {
+                let wide = DeviceRule {
+                    allow: !rule.allow,
+                    kind: wide.0,
+                    major: wide.1,
+                    minor: wide.2,
+                    access: access.clone(),
+                };
+                return Err(CgroupError::Unsupported {
+                    field: "devices",
+                    reason: format!(
+                        "the rule {} {:?} cannot narrow the earlier wildcard rule {} {:?}: \
+                         the devices cgroup would ignore it (list the allowed devices instead)",
+                        if rule.allow { "allow" } else { "deny" },
+                        rule.v1_line(),
+                        if wide.allow { "allow" } else { "deny" },
+                        wide.v1_line(),
+                    ),
+                });
+            }
+        }
+        if let Some(access) = exceptions.get_mut(&key) {
+            access.retain(|c| !rule.access.contains(c));
+            if access.is_empty() {
+                exceptions.remove(&key);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Write the rules, in order, into a v1 devices cgroup/// Write the rules, in order, into a v1 devices cgroup: the kernel applies each to
 /// the list the previous ones left, so the order of the config is kept.
 pub fn apply_v1(dir: &Path, rules: &[DeviceRule]) -> Result<(), CgroupError> {
     for rule in rules {
@@ -143,6 +213,14 @@ pub fn apply_v1(dir: &Path, rules: &[DeviceRule]) -> Result<(), CgroupError> {
         write(dir, file, &rule.v1_line())?;
     }
     Ok(())
+}
+
+/// Put the rules on a cgroup v2 directory as a device filter program (see
+/// [`super::device_filter`]), beside any filter already there: all of them must allow an
+/// access. The program stays attached until the cgroup is removed.
+pub fn apply_v2(dir: &Path, rules: &[DeviceRule]) -> Result<(), CgroupError> {
+    let program = super::device_filter::program(rules)?;
+    super::bpf::DeviceProgram::load(&program)?.attach(dir)
 }
 
 #[cfg(test)]
@@ -176,6 +254,57 @@ mod tests {
         assert_eq!(rules[2].v1_line(), "c *:* m");
         assert!(rules.iter().any(|r| r.v1_line() == "c 136:* rwm"));
         assert_eq!(rules.len(), 2 + DEFAULTS.len());
+    }
+
+    #[test]
+    fn a_rule_that_narrows_an_earlier_wildcard_is_refused() {
+        let rule = |allow: bool, typ, major: Option<i64>, minor: Option<i64>, access: &str| {
+            let mut b = LinuxDeviceCgroupBuilder::default()
+                .allow(allow)
+                .typ(typ)
+                .access(access);
+            if let Some(m) = major {
+                b = b.major(m);
+            }
+            if let Some(m) = minor {
+                b = b.minor(m);
+            }
+            b.build().unwrap()
+        };
+        let (a, b) = (LinuxDeviceType::A, LinuxDeviceType::B);
+        let hole = [
+            rule(false, a, None, None, "rwm"),
+            rule(true, b, None, None, "rwm"),
+            rule(false, b, Some(7), Some(1), "r"),
+        ];
+        let err = rules(&hole).unwrap_err().to_string();
+        assert!(err.contains("\"b 7:1 r\" cannot narrow"), "{err}");
+        assert!(err.contains("allow \"b *:* rwm\""), "{err}");
+        // Exceptions in a deny-by-default list, or to an allow-all one, are fine, and so is
+        // taking back exactly what was given.
+        let fine = [
+            [
+                rule(true, a, None, None, "rwm"),
+                rule(false, b, Some(7), Some(1), "rwm"),
+                rule(false, b, Some(7), None, "rwm"),
+            ],
+            [
+                rule(false, a, None, None, "rwm"),
+                rule(true, b, Some(7), None, "rwm"),
+                rule(false, b, Some(7), None, "w"),
+            ],
+        ];
+        for case in fine {
+            rules(&case).unwrap();
+        }
+        // No access left in the wildcard once it was taken back: no hole then.
+        let taken_back = [
+            rule(false, a, None, None, "rwm"),
+            rule(true, b, None, None, "r"),
+            rule(false, b, None, None, "r"),
+            rule(false, b, Some(7), Some(1), "r"),
+        ];
+        rules(&taken_back).unwrap();
     }
 
     #[test]

@@ -109,6 +109,44 @@ pub enum CgroupError {
         source: io::Error,
     },
 
+    /// A `linux.resources` field this host cannot honour (controller not mounted, interface
+    /// file missing, setting meaningless for the cgroup version).
+    #[error("linux.resources.{field}: {reason}")]
+    Unsupported {
+        /// The OCI field, e.g. `network.classID`.
+        field: &'static str,
+        /// Why, and what the host lacks.
+        reason: String,
+    },
+
+    /// `linux.intelRdt` was set: this runtime does not manage resctrl.
+    #[error("linux.intelRdt: not supported on this host (peapod-runtime does not manage the resctrl filesystem)")]
+    IntelRdtUnsupported,
+
+    /// A device rule cannot be compiled into the cgroup v2 device filter.
+    #[error("linux.resources.devices: {0}")]
+    DeviceFilter(#[from] super::device_filter::FilterError),
+
+    /// The kernel refused the device filter program.
+    #[error(
+        "cannot load the cgroup v2 device filter (BPF_PROG_LOAD): {source}; verifier log: {log}"
+    )]
+    DeviceFilterLoad {
+        /// The verifier's log (may be empty).
+        log: String,
+        /// Why.
+        source: io::Error,
+    },
+
+    /// The device filter could not be attached to (or detached from) a cgroup.
+    #[error("cannot attach the device filter to (or detach it from) the cgroup {dir}")]
+    DeviceFilterAttach {
+        /// The cgroup v2 directory.
+        dir: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+
     /// A cgroup directory could not be created.
     #[error("cannot create cgroup directory {path}")]
     CreateDir {

@@ -102,6 +102,7 @@ impl Fixture {
             root: tmp.path().join("cgroup"),
             mountinfo: tmp.path().join("mountinfo"),
             own_cgroup: tmp.path().join("self-cgroup"),
+            device_filters: false,
         };
         fs::create_dir(&host.root).unwrap();
         (tmp, host)
@@ -521,4 +522,260 @@ fn the_state_survives_a_json_round_trip() {
     assert!(json.contains("\"mode\":\"hybrid\""), "{json}");
     let back: Cgroup = serde_json::from_str(&json).unwrap();
     assert_eq!(back, cgroup);
+}
+
+/// A v2 container directory `c1` made beforehand with the interface files a kernel would
+/// show (a fake tree has none), for the resources beyond cpu, memory and pids.
+fn v2_with_files(files: &[&str]) -> Fixture {
+    let f = Fixture::v2(V2_CONTROLLERS);
+    f.mkdir("c1");
+    f.write("c1/cgroup.controllers", V2_CONTROLLERS);
+    for file in files {
+        f.write(&format!("c1/{file}"), "");
+    }
+    f
+}
+
+fn io_and_hugepages() -> LinuxResources {
+    let throttle = |major: i64, rate: u64| {
+        oci_spec::runtime::LinuxThrottleDeviceBuilder::default()
+            .major(major)
+            .minor(0)
+            .rate(rate)
+            .build()
+            .unwrap()
+    };
+    let block_io = oci_spec::runtime::LinuxBlockIoBuilder::default()
+        .weight(500_u16)
+        .leaf_weight(300_u16)
+        .throttle_read_bps_device(vec![throttle(8, 1000)])
+        .throttle_write_iops_device(vec![throttle(8, 30)])
+        .build()
+        .unwrap();
+    let page = oci_spec::runtime::LinuxHugepageLimitBuilder::default()
+        .page_size("2MB")
+        .limit(4 * MIB)
+        .build()
+        .unwrap();
+    let rdma = oci_spec::runtime::LinuxRdmaBuilder::default()
+        .hca_handles(3_u32)
+        .hca_objects(1000_u32)
+        .build()
+        .unwrap();
+    LinuxResourcesBuilder::default()
+        .block_io(block_io)
+        .hugepage_limits(vec![page])
+        .rdma(std::collections::HashMap::from([(
+            "mlx4_0".to_string(),
+            rdma,
+        )]))
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn v2_block_io_hugepages_and_rdma_are_written_to_their_files() {
+    let f = v2_with_files(&["io.weight", "io.max", "hugetlb.2MB.max", "rdma.max"]);
+    f.create(Some("/c1"), Some(&io_and_hugepages())).unwrap();
+    assert_eq!(f.read("c1/io.weight"), "4950", "500 converted as runc does");
+    // A fake file keeps the last write; the kernel takes one device line per write.
+    assert_eq!(f.read("c1/io.max"), "8:0 wiops=30");
+    assert_eq!(f.read("c1/hugetlb.2MB.max"), (4 * MIB).to_string());
+    assert_eq!(f.read("c1/rdma.max"), "mlx4_0 hca_handle=3 hca_object=1000");
+    assert!(f
+        .read("cgroup.subtree_control")
+        .contains("+io +memory +hugetlb +pids +rdma"));
+}
+
+#[test]
+fn v2_uses_bfq_weights_when_the_kernel_has_them() {
+    let f = v2_with_files(&[
+        "io.bfq.weight",
+        "io.weight",
+        "io.max",
+        "hugetlb.2MB.max",
+        "rdma.max",
+    ]);
+    f.create(Some("/c1"), Some(&io_and_hugepages())).unwrap();
+    assert_eq!(f.read("c1/io.bfq.weight"), "500");
+    assert_eq!(
+        f.read("c1/io.weight"),
+        "",
+        "io.weight is left alone with BFQ"
+    );
+}
+
+#[test]
+fn v2_a_missing_huge_page_size_or_controller_is_an_error() {
+    let f = v2_with_files(&["io.weight", "io.max", "rdma.max"]);
+    let err = f
+        .create(Some("/c1"), Some(&io_and_hugepages()))
+        .unwrap_err();
+    assert!(err.to_string().contains("no 2MB huge pages"), "{err}");
+    let f = Fixture::v2("cpu memory pids");
+    let err = f
+        .create(Some("/c2"), Some(&io_and_hugepages()))
+        .unwrap_err();
+    assert!(
+        matches!(err, CgroupError::ControllerUnavailable { .. }),
+        "{err}"
+    );
+    assert!(!f.path("c2").exists());
+}
+
+#[test]
+fn v2_unified_entries_are_written_last_and_checked() {
+    let f = v2_with_files(&["memory.max", "memory.high", "cgroup.max.depth"]);
+    let unified = std::collections::HashMap::from([
+        ("memory.max".to_string(), "123".to_string()),
+        ("memory.high".to_string(), "100".to_string()),
+        ("cgroup.max.depth".to_string(), "2".to_string()),
+    ]);
+    let mut resources = memory(50 * MIB, 0, None);
+    resources.set_unified(Some(unified));
+    f.create(Some("/c1"), Some(&resources)).unwrap();
+    assert_eq!(
+        f.read("c1/memory.max"),
+        "123",
+        "unified wins over memory.limit"
+    );
+    assert_eq!(f.read("c1/memory.high"), "100");
+    assert_eq!(f.read("c1/cgroup.max.depth"), "2");
+
+    let f = v2_with_files(&["memory.max"]);
+    f.write("c1/cgroup.controllers", "memory");
+    for (key, expected) in [
+        ("../memory.max", "path separators"),
+        ("memory", "<controller>.<setting>"),
+        ("pids.max", "pids controller is not enabled"),
+    ] {
+        let mut resources = LinuxResources::default();
+        let entry = std::collections::HashMap::from([(key.to_string(), "1".to_string())]);
+        resources.set_unified(Some(entry));
+        let err = f.create(Some("/c1"), Some(&resources)).unwrap_err();
+        assert!(err.to_string().contains(expected), "{key}: {err}");
+    }
+}
+
+#[test]
+fn v2_network_and_kernel_tcp_are_reported_not_applied() {
+    let network = oci_spec::runtime::LinuxNetworkBuilder::default()
+        .class_id(7_u32)
+        .build()
+        .unwrap();
+    let memory = LinuxMemoryBuilder::default()
+        .kernel_tcp(MIB)
+        .build()
+        .unwrap();
+    let resources = LinuxResourcesBuilder::default()
+        .network(network)
+        .memory(memory)
+        .build()
+        .unwrap();
+    let limits = super::limits::Limits::new(Some(&resources), Version::V2).unwrap();
+    assert_eq!(limits.ignored, ["memory.kernelTCP", "network"]);
+    let f = Fixture::v2(V2_CONTROLLERS);
+    f.create(Some("/c1"), Some(&resources)).unwrap();
+}
+
+#[test]
+fn v2_device_rules_are_compiled_into_a_filter_and_bad_ones_refused() {
+    // A fake tree is no cgroup: the filter is compiled but not attached (the real attach is
+    // in host_tests).
+    let f = Fixture::v2(V2_CONTROLLERS);
+    let rule = |major: i64| {
+        oci_spec::runtime::LinuxDeviceCgroupBuilder::default()
+            .allow(true)
+            .typ(oci_spec::runtime::LinuxDeviceType::C)
+            .major(major)
+            .access("rwm")
+            .build()
+            .unwrap()
+    };
+    let resources = LinuxResourcesBuilder::default()
+        .devices(vec![rule(10)])
+        .build()
+        .unwrap();
+    f.create(Some("/c1"), Some(&resources)).unwrap();
+    let resources = LinuxResourcesBuilder::default()
+        .devices(vec![rule(1 << 40)])
+        .build()
+        .unwrap();
+    let err = f.create(Some("/c2"), Some(&resources)).unwrap_err();
+    assert!(matches!(err, CgroupError::DeviceFilter(_)), "{err}");
+    assert!(!f.path("c2").exists(), "undone");
+}
+
+#[test]
+fn v1_network_rdma_and_hugetlb_need_their_controllers() {
+    let network = oci_spec::runtime::LinuxNetworkBuilder::default()
+        .class_id(7_u32)
+        .priorities(vec![
+            oci_spec::runtime::LinuxInterfacePriorityBuilder::default()
+                .name("eth0")
+                .priority(5_u32)
+                .build()
+                .unwrap(),
+        ])
+        .build()
+        .unwrap();
+    let resources = LinuxResourcesBuilder::default()
+        .network(network)
+        .build()
+        .unwrap();
+    let f = Fixture::v1(&[("net_cls", "net_cls"), ("net_prio", "net_prio")], false);
+    f.mkdir("net_cls/c1");
+    f.mkdir("net_prio/c1");
+    f.create(Some("/c1"), Some(&resources)).unwrap();
+    assert_eq!(f.read("net_cls/c1/net_cls.classid"), "7");
+    assert_eq!(f.read("net_prio/c1/net_prio.ifpriomap"), "eth0 5");
+
+    let f = Fixture::v1(V1_MOUNTS, true);
+    let err = f.create(Some("/c1"), Some(&resources)).unwrap_err();
+    assert!(err.to_string().contains("net_cls controller"), "{err}");
+    let err = f
+        .create(Some("/c1"), Some(&io_and_hugepages()))
+        .unwrap_err();
+    assert!(err.to_string().contains("blkio controller"), "{err}");
+    // Legacy (no unified hierarchy): hugetlb has nowhere to go.
+    let f = Fixture::v1(V1_MOUNTS, false);
+    let page = oci_spec::runtime::LinuxHugepageLimitBuilder::default()
+        .page_size("2MB")
+        .limit(MIB)
+        .build()
+        .unwrap();
+    let resources = LinuxResourcesBuilder::default()
+        .hugepage_limits(vec![page])
+        .build()
+        .unwrap();
+    let err = f.create(Some("/c1"), Some(&resources)).unwrap_err();
+    assert!(err.to_string().contains("hugetlb controller"), "{err}");
+}
+
+#[test]
+fn hybrid_hugetlb_goes_to_the_unified_directory_and_unified_is_refused() {
+    let f = Fixture::v1(V1_MOUNTS, true);
+    f.write("unified/cgroup.controllers", "hugetlb");
+    f.write("unified/cgroup.subtree_control", "");
+    f.mkdir("unified/c1");
+    f.write("unified/c1/hugetlb.2MB.max", "max");
+    let page = oci_spec::runtime::LinuxHugepageLimitBuilder::default()
+        .page_size("2MB")
+        .limit(MIB)
+        .build()
+        .unwrap();
+    let mut resources = LinuxResourcesBuilder::default()
+        .hugepage_limits(vec![page])
+        .build()
+        .unwrap();
+    f.create(Some("/c1"), Some(&resources)).unwrap();
+    assert_eq!(f.read("unified/c1/hugetlb.2MB.max"), MIB.to_string());
+    assert_eq!(f.read("unified/cgroup.subtree_control"), "+hugetlb");
+
+    resources.set_unified(Some(std::collections::HashMap::from([(
+        "hugetlb.2MB.max".to_string(),
+        "1".to_string(),
+    )])));
+    let err = f.create(Some("/c2"), Some(&resources)).unwrap_err();
+    assert!(err.to_string().contains("no unified resources"), "{err}");
 }

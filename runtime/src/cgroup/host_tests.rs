@@ -281,3 +281,240 @@ fn walk_for(dir: &Path, name: &str) -> Option<std::path::PathBuf> {
     }
     walk(dir, name, 3)
 }
+
+/// A cgroup directory made by hand on the unified (v2) hierarchy, removed on drop.
+struct UnifiedDir(std::path::PathBuf);
+
+impl UnifiedDir {
+    fn new() -> UnifiedDir {
+        let layout = super::Host::default().layout().unwrap();
+        let v2 = layout
+            .v2()
+            .expect("this test needs a cgroup2 hierarchy (hybrid or unified host)");
+        let dir = v2.mount_point.join(unique_name());
+        fs::create_dir(&dir).unwrap();
+        UnifiedDir(dir)
+    }
+
+    /// Run `script` in `sh` inside this cgroup; its stdout and stderr.
+    fn run(&self, script: &str) -> (String, String) {
+        let procs = self.0.join("cgroup.procs");
+        let script = format!("echo $$ > {} && {script}", procs.display());
+        let out = Command::new("sh").arg("-c").arg(script).output().unwrap();
+        let text = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
+        (text(out.stdout), text(out.stderr))
+    }
+}
+
+impl Drop for UnifiedDir {
+    fn drop(&mut self) {
+        // The shells have exited: the cgroup is empty, and its programs go with it.
+        let _ = fs::remove_dir(&self.0);
+    }
+}
+
+#[test]
+fn the_v2_device_filter_allows_listed_devices_and_denies_the_rest() {
+    let dir = UnifiedDir::new();
+    let deny_all = oci_spec::runtime::LinuxDeviceCgroupBuilder::default()
+        .allow(false)
+        .access("rwm")
+        .build()
+        .unwrap();
+    let kmsg_read_only = oci_spec::runtime::LinuxDeviceCgroupBuilder::default()
+        .allow(true)
+        .typ(oci_spec::runtime::LinuxDeviceType::C)
+        .major(1_i64)
+        .minor(11_i64)
+        .access("r")
+        .build()
+        .unwrap();
+    // Deny all, a read-only /dev/kmsg, then runc's defaults (which allow /dev/null but not
+    // the disk).
+    let rules = super::devices::rules(&[deny_all, kmsg_read_only]).unwrap();
+    let program = super::device_filter::program(&rules).unwrap();
+    let loaded = super::bpf::DeviceProgram::load(&program).unwrap();
+    loaded.attach(&dir.0).unwrap();
+
+    // Opening is what the filter checks: nothing is read from or written to a device here.
+    let disk = "/dev/vda";
+    assert!(
+        Path::new(disk).exists(),
+        "the test needs the host disk {disk}"
+    );
+    let (out, err) = dir.run(&format!(
+        "cat /dev/null && echo null-ok; dd if=/dev/kmsg count=0 2>/dev/null && echo kmsg-read-ok; \
+         true > /dev/kmsg || echo kmsg-write-denied; dd if={disk} count=0 || echo disk-denied"
+    ));
+    assert!(out.contains("null-ok"), "{out} {err}");
+    assert!(out.contains("kmsg-read-ok"), "{out} {err}");
+    assert!(out.contains("kmsg-write-denied"), "{out} {err}");
+    assert!(out.contains("disk-denied"), "{out} {err}");
+    assert!(
+        err.contains("Operation not permitted"),
+        "EPERM expected: {err}"
+    );
+
+    loaded.detach(&dir.0).unwrap();
+    let (out, err) = dir.run("true > /dev/kmsg && echo kmsg-write-ok");
+    assert!(out.contains("kmsg-write-ok"), "detached: {out} {err}");
+}
+
+#[test]
+fn hybrid_hugetlb_limits_go_to_the_unified_directory() {
+    let layout = super::Host::default().layout().unwrap();
+    assert_eq!(
+        layout.mode,
+        Mode::Hybrid,
+        "this test is for the hybrid host"
+    );
+    let mut guard = Guard::default();
+    let limit = oci_spec::runtime::LinuxHugepageLimitBuilder::default()
+        .page_size("2MB")
+        .limit(4 * MIB)
+        .build()
+        .unwrap();
+    let resources = LinuxResourcesBuilder::default()
+        .hugepage_limits(vec![limit])
+        .build()
+        .unwrap();
+    let name = unique_name();
+    let cgroup = Cgroup::create(None, &name, Some(&resources)).unwrap();
+    guard.cgroup = Some(cgroup.clone());
+    let unified = cgroup
+        .placements()
+        .iter()
+        .find(|p| p.version == super::Version::V2)
+        .unwrap();
+    let max = fs::read_to_string(unified.path.join("hugetlb.2MB.max")).unwrap();
+    assert_eq!(max.trim(), (4 * MIB).to_string());
+}
+
+#[test]
+fn v1_kernel_tcp_and_blkio_weight_and_throttles_are_written() {
+    let mut guard = Guard::default();
+    let memory = LinuxMemoryBuilder::default()
+        .kernel_tcp(16 * MIB)
+        .build()
+        .unwrap();
+    // A whole disk (throttles refuse partitions): the first virtio or loop disk.
+    let disk = ["vda", "loop0"]
+        .iter()
+        .find_map(|d| fs::read_to_string(format!("/sys/block/{d}/dev")).ok())
+        .expect("a block device for the throttle test");
+    let (major, minor) = disk.trim().split_once(':').unwrap();
+    let (major, minor): (i64, i64) = (major.parse().unwrap(), minor.parse().unwrap());
+    let throttle = oci_spec::runtime::LinuxThrottleDeviceBuilder::default()
+        .major(major)
+        .minor(minor)
+        .rate(1_048_576_u64)
+        .build()
+        .unwrap();
+    let block_io = oci_spec::runtime::LinuxBlockIoBuilder::default()
+        .weight(300_u16)
+        .throttle_read_bps_device(vec![throttle])
+        .build()
+        .unwrap();
+    let resources = LinuxResourcesBuilder::default()
+        .memory(memory)
+        .block_io(block_io)
+        .build()
+        .unwrap();
+    let cgroup = Cgroup::create(None, &unique_name(), Some(&resources)).unwrap();
+    guard.cgroup = Some(cgroup.clone());
+    let tcp = read(&cgroup, "memory", "memory.kmem.tcp.limit_in_bytes");
+    assert_eq!(tcp, (16 * MIB).to_string());
+    // The host's kernel has BFQ's weight files (below the root only), not CFQ's.
+    let weight = read(&cgroup, "blkio", "blkio.bfq.weight");
+    assert!(weight.ends_with("300"), "{weight}");
+    let bps = read(&cgroup, "blkio", "blkio.throttle.read_bps_device");
+    assert_eq!(bps, format!("{major}:{minor} 1048576"));
+}
+
+#[test]
+fn what_this_host_cannot_honour_is_refused_and_nothing_is_left() {
+    // BFQ has no leaf weight (runc fails the same way).
+    let leaf_weight = oci_spec::runtime::LinuxBlockIoBuilder::default()
+        .leaf_weight(500_u16)
+        .build()
+        .unwrap();
+    let network = oci_spec::runtime::LinuxNetworkBuilder::default()
+        .class_id(7_u32)
+        .build()
+        .unwrap();
+    let cases = [
+        (
+            LinuxResourcesBuilder::default()
+                .block_io(leaf_weight)
+                .build()
+                .unwrap(),
+            "blkio.leaf_weight does not exist",
+        ),
+        (
+            LinuxResourcesBuilder::default()
+                .network(network)
+                .build()
+                .unwrap(),
+            "net_cls controller, which is not available",
+        ),
+        (
+            LinuxResourcesBuilder::default()
+                .unified(std::collections::HashMap::from([(
+                    "memory.high".to_string(),
+                    "1".to_string(),
+                )]))
+                .build()
+                .unwrap(),
+            "no unified resources",
+        ),
+    ];
+    for (resources, expected) in cases {
+        let name = unique_name();
+        let result = Cgroup::create(None, &name, Some(&resources));
+        if let Ok(cgroup) = &result {
+            let _ = cgroup.remove();
+        }
+        let err = result.expect_err(expected);
+        assert!(err.to_string().contains(expected), "{err}");
+        assert!(
+            walk_for(Path::new("/sys/fs/cgroup"), &name).is_none(),
+            "{name} left"
+        );
+    }
+}
+
+#[test]
+fn on_a_v2_only_host_the_device_rules_become_an_attached_filter() {
+    // The hybrid host's cgroup2 mount, taken as the cgroup root, is a v2-only host to
+    // `Cgroup`: the same code path as on /sys/fs/cgroup of a unified host.
+    let layout = super::Host::default().layout().unwrap();
+    let v2 = layout.v2().expect("a cgroup2 hierarchy");
+    let host = super::Host {
+        root: v2.mount_point.clone(),
+        ..super::Host::default()
+    };
+    let deny_all = oci_spec::runtime::LinuxDeviceCgroupBuilder::default()
+        .allow(false)
+        .access("rwm")
+        .build()
+        .unwrap();
+    let resources = LinuxResourcesBuilder::default()
+        .devices(vec![deny_all])
+        .build()
+        .unwrap();
+    let name = unique_name();
+    let path = format!("/{name}");
+    let cgroup = Cgroup::create_on(&host, Some(Path::new(&path)), &name, Some(&resources)).unwrap();
+    let guard = Guard {
+        cgroup: Some(cgroup.clone()),
+        child: None,
+    };
+    assert_eq!(cgroup.mode(), Mode::Unified);
+    let dir = UnifiedDir(cgroup.placements()[0].path.clone());
+    let (out, err) = dir.run(
+        "cat /dev/null && echo null-ok; dd if=/dev/kmsg count=0 2>/dev/null || echo kmsg-denied",
+    );
+    drop((dir, guard));
+    assert!(out.contains("null-ok"), "{out} {err}");
+    assert!(out.contains("kmsg-denied"), "{out} {err}");
+}

@@ -5,9 +5,12 @@
 //! functions so they are tested without a cgroup filesystem.
 
 use cgroups_rs::fs::MaxValue;
-use oci_spec::runtime::LinuxResources;
+use oci_spec::runtime::{LinuxRdma, LinuxResources};
 
+use super::blkio::BlockIo;
 use super::hierarchy::Version;
+use super::hugetlb::HugePageLimit;
+use super::unified::Unified;
 use super::CgroupError;
 
 /// The kernel's bounds on cgroup v1 `cpu.shares`.
@@ -30,6 +33,8 @@ pub struct Memory {
     pub swappiness: Option<u64>,
     /// Pause instead of OOM-killing when the limit is hit (v1 only).
     pub disable_oom_killer: bool,
+    /// Kernel TCP buffer limit (`memory.kmem.tcp.limit_in_bytes`, v1 only); 0: unset.
+    pub kernel_tcp: i64,
 }
 
 impl Memory {
@@ -40,6 +45,7 @@ impl Memory {
             || self.swap != 0
             || self.swappiness.is_some()
             || self.disable_oom_killer
+            || self.kernel_tcp != 0
     }
 }
 
@@ -79,8 +85,23 @@ pub struct Limits {
     pub cpu: Cpu,
     /// `pids.limit`, if given: >0 a limit, otherwise unlimited.
     pub pids: Option<i64>,
-    /// Device rules in order (v1 only; v2 needs an eBPF program).
+    /// Device rules in order: v1 `devices.allow`/`devices.deny` lines, or the v2 device
+    /// filter program.
     pub devices: Vec<super::devices::DeviceRule>,
+    /// Block IO weights and throttles.
+    pub block_io: BlockIo,
+    /// Huge page limits.
+    pub hugepages: Vec<HugePageLimit>,
+    /// `net_cls.classid` (v1 only).
+    pub net_class: Option<u32>,
+    /// `net_prio.ifpriomap` lines, `<interface> <priority>` (v1 only).
+    pub net_priorities: Vec<String>,
+    /// `rdma.max` lines, `<device> hca_handle=N hca_object=M`, sorted by device.
+    pub rdma: Vec<String>,
+    /// cgroup v2 files written as given (v2 only).
+    pub unified: Unified,
+    /// Whether the limits are for cgroup v2 (names the block IO controller `io`).
+    pub v2: bool,
     /// The `linux.resources` fields that were set but are not applied by this module.
     pub ignored: Vec<&'static str>,
 }
@@ -94,7 +115,10 @@ impl Limits {
         let Some(resources) = resources else {
             return Ok(Limits::default());
         };
-        let mut limits = Limits::default();
+        let mut limits = Limits {
+            v2: version == Version::V2,
+            ..Limits::default()
+        };
         if let Some(memory) = resources.memory() {
             limits.memory = Memory {
                 limit: bytes("memory.limit", memory.limit())?,
@@ -113,11 +137,13 @@ impl Limits {
                     })
                     .transpose()?;
                 limits.memory.disable_oom_killer = memory.disable_oom_killer() == Some(true);
+                limits.memory.kernel_tcp = bytes("memory.kernelTCP", memory.kernel_tcp())?;
             }
-            // Kernel memory limits are gone from kernels since 5.16; runc ignores them too.
+            // Kernels since 5.16 accept but ignore a kernel memory limit, and runc 1.1 ignores
+            // it (with a warning); cgroup v2 has no TCP buffer limit of its own.
             let ignored = [
                 ("memory.kernel", memory.kernel().is_some()),
-                ("memory.kernelTCP", memory.kernel_tcp().is_some()),
+                ("memory.kernelTCP", !v1 && memory.kernel_tcp().is_some()),
                 ("memory.swappiness", !v1 && memory.swappiness().is_some()),
                 (
                     "memory.disableOOMKiller",
@@ -145,52 +171,96 @@ impl Limits {
         limits.pids = resources.pids().map(|p| p.limit());
         let device_rules = resources.devices().as_deref().unwrap_or_default();
         // Without rules the container keeps its parent's list: nothing to write.
-        if version == Version::V1 && !device_rules.is_empty() {
+        if !device_rules.is_empty() {
             limits.devices = super::devices::rules(device_rules)?;
         }
-        let ignored = [
-            (
-                "devices",
-                version != Version::V1 && !device_rules.is_empty(),
-            ),
-            ("blockIO", resources.block_io().is_some()),
-            (
-                "hugepageLimits",
-                resources
-                    .hugepage_limits()
-                    .as_ref()
-                    .is_some_and(|h| !h.is_empty()),
-            ),
-            ("network", resources.network().is_some()),
-            (
-                "rdma",
-                resources.rdma().as_ref().is_some_and(|r| !r.is_empty()),
-            ),
-            (
-                "unified",
-                resources.unified().as_ref().is_some_and(|u| !u.is_empty()),
-            ),
-        ];
-        limits.ignore(&ignored);
+        if let Some(io) = resources.block_io() {
+            limits.block_io = BlockIo::new(io)?;
+        }
+        if let Some(pages) = resources.hugepage_limits() {
+            limits.hugepages = super::hugetlb::limits(pages)?;
+        }
+        if let Some(network) = resources.network() {
+            if version == Version::V1 {
+                limits.net_class = network.class_id().filter(|&c| c != 0);
+                limits.net_priorities = network
+                    .priorities()
+                    .iter()
+                    .flatten()
+                    .map(|p| format!("{} {}", p.name(), p.priority()))
+                    .collect();
+            } else {
+                // runc ignores it on v2 too: there is no net_cls/net_prio there.
+                limits.ignore(&[("network", true)]);
+            }
+        }
+        if let Some(rdma) = resources.rdma() {
+            limits.rdma = rdma_lines(rdma);
+        }
+        if let Some(unified) = resources.unified().as_ref().filter(|u| !u.is_empty()) {
+            if version == Version::V1 {
+                return Err(CgroupError::Unsupported {
+                    field: "unified",
+                    reason: "this host runs cgroup v1 (or hybrid), which has no unified \
+                             resources; runc refuses them too"
+                        .into(),
+                });
+            }
+            limits.unified = Unified::new(unified)?;
+        }
         Ok(limits)
     }
 
     /// The v1 controller names (also the v2 ones) that must be present to apply these limits.
-    pub fn controllers(&self) -> Vec<&'static str> {
+    /// On v2, `devices` is not a controller (the filter is a BPF program) and is left out;
+    /// the `unified` keys add theirs.
+    pub fn controllers(&self) -> Vec<&str> {
+        let io = if self.v2 { "io" } else { "blkio" };
         let wanted = [
             ("memory", self.memory.is_set()),
             ("cpu", self.cpu.has_bandwidth()),
             ("cpuset", self.cpu.has_cpuset()),
             ("pids", self.pids.is_some()),
-            ("devices", !self.devices.is_empty()),
+            ("devices", !self.v2 && !self.devices.is_empty()),
+            (io, self.block_io.is_set()),
+            ("hugetlb", !self.hugepages.is_empty()),
+            ("net_cls", self.net_class.is_some()),
+            ("net_prio", !self.net_priorities.is_empty()),
+            ("rdma", !self.rdma.is_empty()),
         ];
-        wanted.iter().filter(|(_, w)| *w).map(|(c, _)| *c).collect()
+        let mut out: Vec<&str> = wanted.iter().filter(|(_, w)| *w).map(|(c, _)| *c).collect();
+        for controller in self.unified.controllers() {
+            if !out.contains(&controller) {
+                out.push(controller);
+            }
+        }
+        out
     }
 
     fn ignore(&mut self, fields: &[(&'static str, bool)]) {
         let set = fields.iter().filter(|(_, set)| *set).map(|(f, _)| *f);
         self.ignored.extend(set);
     }
+}
+
+/// The `rdma.max` lines: `<device>` then the limits given, sorted by device.
+fn rdma_lines(rdma: &std::collections::HashMap<String, LinuxRdma>) -> Vec<String> {
+    let mut lines: Vec<String> = rdma
+        .iter()
+        .filter(|(_, l)| l.hca_handles().is_some() || l.hca_objects().is_some())
+        .map(|(device, limit)| {
+            let mut line = device.clone();
+            if let Some(n) = limit.hca_handles() {
+                line.push_str(&format!(" hca_handle={n}"));
+            }
+            if let Some(n) = limit.hca_objects() {
+                line.push_str(&format!(" hca_object={n}"));
+            }
+            line
+        })
+        .collect();
+    lines.sort();
+    lines
 }
 
 /// A byte count: 0 (unset), -1 (unlimited) or positive.
@@ -445,10 +515,9 @@ mod tests {
             .build()
             .unwrap();
         let limits = Limits::new(Some(&resources), Version::V2).unwrap();
-        assert_eq!(
-            limits.ignored,
-            ["memory.kernel", "memory.swappiness", "devices"]
-        );
+        assert_eq!(limits.ignored, ["memory.kernel", "memory.swappiness"]);
+        assert_eq!(limits.devices.len(), 13, "the v2 device filter's rules");
+        assert!(!limits.controllers().contains(&"devices"));
         let limits = Limits::new(Some(&resources), Version::V1).unwrap();
         assert_eq!(limits.ignored, ["memory.kernel"]);
         assert_eq!(limits.memory.swappiness, Some(10));

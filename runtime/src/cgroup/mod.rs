@@ -33,19 +33,35 @@
 //! [`Cgroup::create`] made (the container's own, and any ancestors it had to create), never a
 //! cgroup that existed before, so a joined pod cgroup outlives the container.
 //!
-//! # Not applied (yet)
-//! `devices` (v2 needs an eBPF program), `blockIO`, `hugepageLimits`, `network`, `rdma`,
-//! `unified`, `memory.{kernel,kernelTCP,swappiness,disableOOMKiller}` and the realtime, idle
-//! and burst cpu settings are reported in a warning and otherwise ignored.
+//! # Devices and the hybrid layout
+//! The device rules go to the v1 `devices` controller, or on v2 into an eBPF device filter
+//! attached to the container's directory. On a hybrid host the v1 controller suffices (as in
+//! runc, no filter is attached to the unified hierarchy); only if `devices` is not mounted
+//! there does the filter go to the container's unified directory. `hugepageLimits` likewise
+//! go to the unified directory when hugetlb is only on cgroup v2.
+//!
+//! # Not applied
+//! `memory.kernel` (kernels since 5.16 ignore it, runc 1.1 too), on v2 `network`,
+//! `memory.{kernelTCP,swappiness,disableOOMKiller}`, `blockIO.leafWeight` (and per-device
+//! weights without BFQ), and the realtime, idle and burst cpu settings are reported in a
+//! warning and otherwise ignored. Anything else the host cannot honour is an error.
 
+mod blkio;
+mod bpf;
+mod device_filter;
 mod devices;
 mod dir;
 mod entry;
 mod error;
 mod file;
+mod freezer;
 pub mod hierarchy;
+mod hugetlb;
 mod limits;
 mod path;
+pub mod stats;
+mod unified;
+mod update;
 mod v1;
 mod v2;
 
@@ -63,10 +79,14 @@ use std::time::Duration;
 use oci_spec::runtime::LinuxResources;
 use serde::{Deserialize, Serialize};
 
-pub use devices::with_device_nodes;
+pub use bpf::DeviceProgram;
+pub use device_filter::{program as compile_device_filter, FilterError, Insn};
+pub use devices::{rules as device_rules, with_device_nodes, DeviceRule};
 pub use entry::Entry;
 pub use error::CgroupError;
+pub use freezer::FreezeError;
 pub use hierarchy::{detect, Layout, Mode, Version};
+pub use stats::Stats;
 
 use limits::Limits;
 use path::InnerPath;
@@ -87,6 +107,10 @@ pub struct Host {
     pub mountinfo: PathBuf,
     /// The caller's own cgroups, normally `/proc/self/cgroup`.
     pub own_cgroup: PathBuf,
+    /// Whether v2 device rules are attached as a BPF program (normally true). A fake tree is
+    /// no cgroup2 filesystem, so tests of one set it to false: the rules are then compiled
+    /// (and so validated) but not attached.
+    pub device_filters: bool,
 }
 
 impl Default for Host {
@@ -95,6 +119,7 @@ impl Default for Host {
             root: PathBuf::from("/sys/fs/cgroup"),
             mountinfo: PathBuf::from("/proc/self/mountinfo"),
             own_cgroup: PathBuf::from("/proc/self/cgroup"),
+            device_filters: true,
         }
     }
 }
@@ -177,10 +202,12 @@ impl Cgroup {
             path::parse_own_cgroups(&read_host_file(&host.own_cgroup)?)
         };
         if version == Version::V1 {
+            // Hybrid: hugetlb and the device filter can go to the unified hierarchy instead.
+            let elsewhere = |c: &str| layout.v2().is_some() && matches!(c, "hugetlb" | "devices");
             if let Some(missing) = limits
                 .controllers()
                 .into_iter()
-                .find(|c| layout.v1(c).is_none())
+                .find(|c| layout.v1(c).is_none() && !elsewhere(c))
             {
                 return Err(CgroupError::ControllerUnavailable {
                     controller: missing.to_owned(),
@@ -204,7 +231,7 @@ impl Cgroup {
             mode: layout.mode,
             placements,
         };
-        match cgroup.build(&layout, &limits, &host.root) {
+        match cgroup.build(&layout, &limits, host) {
             Ok(()) => Ok(cgroup),
             Err(e) => {
                 // Undo what was made; the first error is the one worth reporting.
@@ -215,7 +242,7 @@ impl Cgroup {
     }
 
     /// Create the directories (recording them in `created`) and apply `limits`.
-    fn build(&mut self, layout: &Layout, limits: &Limits, root: &Path) -> Result<(), CgroupError> {
+    fn build(&mut self, layout: &Layout, limits: &Limits, host: &Host) -> Result<(), CgroupError> {
         for (placement, hierarchy) in self.placements.iter_mut().zip(&layout.hierarchies) {
             dir::create(
                 &placement.path,
@@ -231,10 +258,51 @@ impl Cgroup {
                     &placement.path,
                     &limits.controllers(),
                 )?;
-                v2::apply(&placement.path, limits)
+                v2::apply(&placement.path, limits)?;
+                if !limits.devices.is_empty() {
+                    attach_device_filter(&placement.path, limits, host)?;
+                }
+                let ignored = v2::ignored(&placement.path, limits);
+                if !ignored.is_empty() {
+                    tracing::warn!(?ignored, "linux.resources settings not applied");
+                }
+                Ok(())
             }
-            Mode::Legacy | Mode::Hybrid => v1::apply(&self.placements, limits, root),
+            Mode::Legacy | Mode::Hybrid => {
+                v1::apply(&self.placements, limits, &host.root)?;
+                self.apply_unified_extras(layout, limits, host)
+            }
         }
+    }
+
+    /// On a hybrid host: the hugepage limits and device rules whose v1 controller is not
+    /// mounted, applied in the container's unified directory.
+    fn apply_unified_extras(
+        &self,
+        layout: &Layout,
+        limits: &Limits,
+        host: &Host,
+    ) -> Result<(), CgroupError> {
+        let hugetlb = !limits.hugepages.is_empty() && layout.v1("hugetlb").is_none();
+        let devices = !limits.devices.is_empty() && layout.v1("devices").is_none();
+        if !hugetlb && !devices {
+            return Ok(());
+        }
+        let placements = self.placements.iter().zip(&layout.hierarchies);
+        let Some((placement, hierarchy)) = placements
+            .into_iter()
+            .find(|(p, _)| p.version == Version::V2)
+        else {
+            return Ok(());
+        };
+        if hugetlb {
+            v2::enable_controllers(&hierarchy.mount_point, &placement.path, &["hugetlb"])?;
+            hugetlb::apply(&placement.path, &limits.hugepages, true)?;
+        }
+        if devices {
+            attach_device_filter(&placement.path, limits, host)?;
+        }
+        Ok(())
     }
 
     /// The host's cgroup layout when this cgroup was created.
@@ -299,6 +367,27 @@ impl Cgroup {
             pending = busy;
         }
         first_error.map_or(Ok(()), Err)
+    }
+}
+
+/// Put the device rules on the v2 cgroup `dir` as a BPF program (only compiled, when the
+/// host is a fake tree).
+fn attach_device_filter(dir: &Path, limits: &Limits, host: &Host) -> Result<(), CgroupError> {
+    if host.device_filters {
+        devices::apply_v2(dir, &limits.devices)
+    } else {
+        device_filter::program(&limits.devices)
+            .map(drop)
+            .map_err(Into::into)
+    }
+}
+
+/// Refuse `linux.intelRdt` (cache and memory bandwidth allocation through resctrl), which
+/// this runtime does not implement: a clear error rather than a silently unenforced limit.
+pub fn check_intel_rdt(linux: &oci_spec::runtime::Linux) -> Result<(), CgroupError> {
+    match linux.intel_rdt() {
+        Some(_) => Err(CgroupError::IntelRdtUnsupported),
+        None => Ok(()),
     }
 }
 

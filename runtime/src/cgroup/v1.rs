@@ -57,6 +57,23 @@ pub fn apply(placements: &[Placement], limits: &Limits, root: &Path) -> Result<(
         let result = PidController::new(dir.into(), dir.into(), false).set_pid_max(max);
         check(dir, "pids.max", max, result)?;
     }
+    if limits.block_io.is_set() {
+        super::blkio::apply_v1(dir_of("blkio")?, &limits.block_io)?;
+    }
+    // On a hybrid host hugetlb may live on the unified hierarchy only: `Cgroup` applies it
+    // there.
+    if !limits.hugepages.is_empty() && placements.iter().any(|p| p.has("hugetlb")) {
+        super::hugetlb::apply(dir_of("hugetlb")?, &limits.hugepages, false)?;
+    }
+    if let Some(class) = limits.net_class {
+        write(dir_of("net_cls")?, "net_cls.classid", &class.to_string())?;
+    }
+    for line in &limits.net_priorities {
+        write(dir_of("net_prio")?, "net_prio.ifpriomap", line)?;
+    }
+    for line in &limits.rdma {
+        write(dir_of("rdma")?, "rdma.max", line)?;
+    }
     Ok(())
 }
 
@@ -190,6 +207,15 @@ fn memory(dir: &Path, memory: &Memory) -> Result<(), CgroupError> {
             dir,
             "memory.soft_limit_in_bytes",
             memory.reservation,
+            result,
+        )?;
+    }
+    if memory.kernel_tcp != 0 {
+        let result = ctl.set_tcp_limit(memory.kernel_tcp);
+        check(
+            dir,
+            "memory.kmem.tcp.limit_in_bytes",
+            memory.kernel_tcp,
             result,
         )?;
     }

@@ -117,7 +117,25 @@ pub fn apply(dir: &Path, limits: &Limits) -> Result<(), CgroupError> {
         let result = PidController::new(dir.into(), dir.into(), true).set_pid_max(max);
         check(dir, "pids.max", max, result)?;
     }
+    if limits.block_io.is_set() {
+        super::blkio::apply_v2(dir, &limits.block_io)?;
+    }
+    super::hugetlb::apply(dir, &limits.hugepages, true)?;
+    for line in &limits.rdma {
+        write(dir, "rdma.max", line)?;
+    }
+    if !limits.unified.is_empty() {
+        let enabled = read_or_empty(&dir.join("cgroup.controllers"))?;
+        let enabled: Vec<&str> = enabled.split_whitespace().collect();
+        limits.unified.apply(dir, &enabled)?;
+    }
     Ok(())
+}
+
+/// The fields of `limits` that cgroup v2 in `dir` cannot apply (to be reported).
+pub fn ignored(dir: &Path, limits: &Limits) -> Vec<&'static str> {
+    let bfq = dir.join("io.bfq.weight").exists();
+    limits.block_io.v2_ignored(bfq)
 }
 
 /// `cpu.weight` from the shares, and `cpu.max`. cpu.max is written directly, in one write as

@@ -15,7 +15,7 @@ use crate::cgroup::Cgroup;
 use crate::namespace::Namespaces;
 use crate::process::channel::{channel, ChildReport};
 use crate::process::init::{container_init, InitConfig};
-use crate::process::{clone_into, Forked};
+use crate::process::{clone_after_joining, clone_into, Forked};
 
 /// The inputs of `create`.
 pub struct CreateOptions<'a> {
@@ -54,6 +54,7 @@ pub fn create(store: &Store, opts: CreateOptions) -> Result<Created, ContainerEr
         id: opts.id,
         cgroup: None,
         pid: None,
+        hook_failed: false,
         armed: true,
     };
     let created = build(store, &bundle, opts, &mut undo)?;
@@ -61,12 +62,17 @@ pub fn create(store: &Store, opts: CreateOptions) -> Result<Created, ContainerEr
     Ok(created)
 }
 
-/// Reverts a failed create: kills the init, removes the cgroup and the record.
+/// Reverts a failed create: kills the init, and destroys what `delete` would (every
+/// process left in the cgroup, the cgroup, mounts made on the host, the record). When a
+/// prestart, createRuntime or createContainer hook failed, the lifecycle goes on to
+/// the poststop hooks, as the runtime-spec's lifecycle (steps 3 to 5, then 12 and 13)
+/// says.
 struct Undo<'a> {
     store: &'a Store,
     id: &'a str,
     cgroup: Option<Cgroup>,
     pid: Option<Pid>,
+    hook_failed: bool,
     armed: bool,
 }
 
@@ -79,12 +85,18 @@ impl Drop for Undo<'_> {
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
             let _ = nix::sys::wait::waitpid(pid, None);
         }
-        if let Some(cgroup) = &self.cgroup {
-            if let Err(e) = cgroup.remove() {
-                tracing::warn!("cleaning up after a failed create: {e}");
+        let cleaned = match self.store.load(self.id) {
+            Ok(record) => super::delete::destroy(self.store, &record, self.hook_failed),
+            // Failed before the record was written: only the cgroup may exist.
+            Err(_) => {
+                let removed = self.cgroup.as_ref().map_or(Ok(()), |c| c.remove());
+                let _ = self.store.remove(self.id);
+                removed.map_err(ContainerError::from)
             }
+        };
+        if let Err(e) = cleaned {
+            tracing::warn!("cleaning up after a failed create: {e}");
         }
-        let _ = self.store.remove(self.id);
     }
 }
 
@@ -95,12 +107,24 @@ fn build(
     undo: &mut Undo,
 ) -> Result<Created, ContainerError> {
     let spec = &bundle.spec;
-    if let Some(process) = spec.process() {
-        crate::bundle::check_console(process, opts.console.is_some())
-            .map_err(ContainerError::State)?;
+    match spec.process() {
+        Some(process) => crate::bundle::check_console(process, opts.console.is_some())
+            .map_err(ContainerError::State)?,
+        None if opts.console.is_some() => {
+            return Err(ContainerError::State(
+                "--console-socket given but config.json has no process".into(),
+            ))
+        }
+        None => {}
     }
+    let hooks = spec.hooks().clone().unwrap_or_default();
+    crate::hooks::validate(&hooks)?;
     let linux = spec.linux().clone().unwrap_or_default();
     let namespaces = Namespaces::from_spec(linux.namespaces().as_deref().unwrap_or_default())?;
+    crate::idmap::check(&linux, &namespaces)?;
+    crate::process::sysctl::check(&linux, &namespaces).map_err(ContainerError::State)?;
+    crate::process::personality::value(&linux).map_err(ContainerError::State)?;
+    crate::cgroup::check_intel_rdt(&linux)?;
     let seccomp = crate::seccomp::compile_for(linux.seccomp().as_ref(), opts.id)?;
     let start = start_listener(&store.start_socket(opts.id))?;
     tracing::debug!(id = opts.id, "bundle loaded");
@@ -125,15 +149,24 @@ fn build(
     store.save(&container)?;
 
     let (parent, child) = channel()?;
+    let runtime_ns = runtime_namespace(&namespaces, &hooks)?;
     namespaces.enter_for_children(&time_offsets(&linux))?;
     // The init joins its cgroup itself (see `cgroup::Entry`): it is there before it does
-    // anything else, and no cgroup-wide lock is taken.
-    let mut entry = cgroup.entry()?;
-    let (forked, placed) = clone_into(namespaces.clone_flags(), entry.clone_target())?;
+    // anything else, and no cgroup-wide lock is taken. An init cloned from inside joined
+    // namespaces may not see the host's cgroup tree: the runtime moves that one.
+    let before = namespaces.before_clone();
+    let mut entry = Some(cgroup.entry()?).filter(|_| before.is_empty());
+    let (forked, placed) = match &entry {
+        Some(entry) => clone_into(namespaces.clone_flags(), entry.clone_target())?,
+        None => (
+            clone_after_joining(&before, namespaces.clone_flags())?,
+            false,
+        ),
+    };
     let pid = match forked {
         Forked::Child => {
             drop(parent);
-            if placed {
+            if let Some(entry) = entry.as_mut().filter(|_| placed) {
                 entry.placed_by_clone();
             }
             container_init(
@@ -148,7 +181,7 @@ fn build(
                     preserve_fds: opts.preserve_fds,
                     new_keyring: opts.new_keyring,
                     seccomp: seccomp.as_ref(),
-                    cgroup: Some(&entry),
+                    cgroup: entry.as_ref(),
                 },
                 child,
             )
@@ -158,9 +191,15 @@ fn build(
     drop(child);
     drop(start);
     undo.pid = Some(pid);
+    if let Some(saved) = runtime_ns {
+        saved.restore()?;
+    }
     tracing::debug!(id = opts.id, pid = pid.as_raw(), "cloned the init");
+    if entry.is_none() {
+        cgroup.add_process(pid.as_raw())?;
+    }
     if namespaces.creates(LinuxNamespaceType::User) {
-        write_id_maps(pid, &linux)?;
+        crate::idmap::write(pid.as_raw(), &linux)?;
     }
     parent.go(pid.as_raw())?;
     container.pid = Some(pid.as_raw());
@@ -168,10 +207,17 @@ fn build(
         match parent.report()? {
             ChildReport::Ready => break,
             ChildReport::RunHooks => {
-                run_creation_hooks(&container)?;
+                if let Err(e) = run_creation_hooks(&container) {
+                    undo.hook_failed = true;
+                    return Err(e);
+                }
                 parent.go(pid.as_raw())?;
             }
             ChildReport::Failed(message) => return Err(ContainerError::Setup(message)),
+            ChildReport::HookFailed(message) => {
+                undo.hook_failed = true;
+                return Err(ContainerError::Setup(message));
+            }
             ChildReport::Closed => {
                 return Err(ContainerError::Setup(
                     "container init exited during setup".into(),
@@ -205,25 +251,47 @@ fn time_offsets(linux: &oci_spec::runtime::Linux) -> Vec<(String, i64, u32)> {
 }
 
 /// prestart (deprecated, still honoured) and createRuntime, in the runtime's
-/// namespaces, once the container's namespaces and mounts exist.
+/// namespaces, once the container's namespaces and mounts exist (runtime-spec ≥ 1.0.2
+/// moved prestart from `start` to here, where runc runs it).
+///
+/// The status they read is `created`: the runtime environment exists (the state
+/// definition's "after step 2"), the program has not run. runc says `creating` here;
+/// crun and runtime-tools say `created`.
 fn run_creation_hooks(container: &Container) -> Result<(), ContainerError> {
     let hooks = container.spec.hooks().clone().unwrap_or_default();
+    let state = container.state_json(super::Status::Created);
     #[allow(deprecated)]
     if let Some(list) = hooks.prestart() {
-        crate::hooks::run(
-            "prestart",
-            list,
-            &container.state_json(super::Status::Created),
-        )?;
+        crate::hooks::run("prestart", list, &state)?;
     }
     if let Some(list) = hooks.create_runtime() {
-        crate::hooks::run(
-            "createRuntime",
-            list,
-            &container.state_json(super::Status::Creating),
-        )?;
+        crate::hooks::run("createRuntime", list, &state)?;
     }
     Ok(())
+}
+
+/// Save the runtime's namespaces for children when `enter_for_children` is about to
+/// change them and the runtime itself will run hooks afterwards.
+fn runtime_namespace(
+    namespaces: &Namespaces,
+    hooks: &oci_spec::runtime::Hooks,
+) -> Result<Option<crate::hooks::RuntimeNamespace>, ContainerError> {
+    #[allow(deprecated)]
+    let runtime_hooks = [
+        hooks.prestart(),
+        hooks.create_runtime(),
+        hooks.poststart(),
+        hooks.poststop(),
+    ]
+    .iter()
+    .any(|l| l.as_ref().is_some_and(|l| !l.is_empty()));
+    let pid =
+        namespaces.has(LinuxNamespaceType::Pid) && !namespaces.creates(LinuxNamespaceType::Pid);
+    let time = namespaces.has(LinuxNamespaceType::Time);
+    if !runtime_hooks || !(pid || time) {
+        return Ok(None);
+    }
+    Ok(Some(crate::hooks::RuntimeNamespace::save(pid, time)?))
 }
 
 /// The socket the init waits on: bound through the state directory's relative name so
@@ -265,31 +333,4 @@ pub(super) fn with_short_path<T>(
         .join(dirfd.as_raw_fd().to_string())
         .join(name);
     f(&short)
-}
-
-fn write_id_maps(pid: Pid, linux: &oci_spec::runtime::Linux) -> Result<(), ContainerError> {
-    let lines = |maps: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>| -> String {
-        maps.iter()
-            .flatten()
-            .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()))
-            .collect()
-    };
-    for (file, text) in [
-        ("uid_map", lines(linux.uid_mappings())),
-        ("gid_map", lines(linux.gid_mappings())),
-    ] {
-        if text.is_empty() {
-            continue;
-        }
-        let path = format!("/proc/{pid}/{file}");
-        std::fs::write(&path, &text).map_err(ContainerError::io(format!(
-            "linux.{}: writing {path}",
-            if file == "uid_map" {
-                "uidMappings"
-            } else {
-                "gidMappings"
-            }
-        )))?;
-    }
-    Ok(())
 }

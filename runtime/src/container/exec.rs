@@ -37,7 +37,9 @@ pub struct Spawned {
 pub fn exec(store: &Store, opts: ExecOptions) -> Result<Spawned, ContainerError> {
     let container = store.load(opts.id)?;
     let status = container.status(store);
-    let Some(pid) = container.pid.filter(|_| status.can_kill()) else {
+    // A process joining a frozen cgroup would freeze before it could exec.
+    let can_exec = status.can_kill() && status != super::Status::Paused;
+    let Some(pid) = container.pid.filter(|_| can_exec) else {
         return Err(ContainerError::State(format!(
             "cannot exec in a {} container",
             status.as_str()
@@ -97,7 +99,7 @@ pub fn exec(store: &Store, opts: ExecOptions) -> Result<Spawned, ContainerError>
     parent.go(child_pid.as_raw()).map_err(|e| fail(e.into()))?;
     match parent.report().map_err(|e| fail(e.into()))? {
         ChildReport::Closed => {}
-        ChildReport::Failed(message) => {
+        ChildReport::Failed(message) | ChildReport::HookFailed(message) => {
             let _ = nix::sys::wait::waitpid(child_pid, None);
             return Err(ContainerError::Setup(message));
         }

@@ -50,6 +50,9 @@ pub fn kill(store: &Store, id: &str, signal: Signal, all: bool) -> Result<(), Co
             }
         }
     }
+    if signal == Signal::SIGKILL {
+        super::pause::thaw_after_kill(&container, status)?;
+    }
     Ok(())
 }
 

@@ -2,10 +2,13 @@
 
 mod create;
 mod delete;
+mod events;
 mod exec;
 mod kill;
+mod pause;
 mod start;
 mod store;
+mod update;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -14,10 +17,13 @@ use serde::{Deserialize, Serialize};
 
 pub use create::{create, CreateOptions, Created};
 pub use delete::delete;
+pub use events::{events, parse_duration, stats, Event};
 pub use exec::{exec, ExecOptions, Spawned};
 pub use kill::{kill, parse_signal};
+pub use pause::{pause, resume};
 pub use start::start;
 pub use store::{Store, StoreError, DEFAULT_ROOT};
+pub use update::{parse_bytes, update, ResourceFlags};
 
 use crate::cgroup::Cgroup;
 
@@ -33,9 +39,15 @@ pub enum ContainerError {
     /// Namespaces are misconfigured.
     #[error(transparent)]
     Namespace(#[from] crate::namespace::NamespaceError),
+    /// User namespace id mappings are misconfigured or refused.
+    #[error(transparent)]
+    IdMap(#[from] crate::idmap::IdMapError),
     /// Cgroups could not be set up or removed.
     #[error(transparent)]
     Cgroup(#[from] crate::cgroup::CgroupError),
+    /// The container could not be paused or resumed.
+    #[error(transparent)]
+    Freeze(#[from] crate::cgroup::FreezeError),
     /// The process could not be cloned.
     #[error(transparent)]
     Spawn(#[from] crate::process::SpawnError),
@@ -57,6 +69,12 @@ pub enum ContainerError {
     /// The operation does not fit the container's status.
     #[error("{0}")]
     State(String),
+    /// A request's value is invalid; the message names the flag or field.
+    #[error("{0}")]
+    Invalid(String),
+    /// The request asks for something peapod-runtime does not do (on this host).
+    #[error("{0}")]
+    Unsupported(String),
     /// The container id is not acceptable.
     #[error("{0}")]
     InvalidId(String),
@@ -99,6 +117,8 @@ pub enum Status {
     Created,
     /// The user program has been started and its process is alive.
     Running,
+    /// The container's processes are frozen (`pause`) until `resume`.
+    Paused,
     /// The container's init process has exited.
     Stopped,
 }
@@ -114,8 +134,14 @@ impl Status {
         matches!(self, Status::Stopped | Status::Created | Status::Creating)
     }
 
-    /// Signals go to created and running containers.
+    /// Signals go to created, running and paused containers (a paused one receives them
+    /// when it is resumed, or at once for SIGKILL, which thaws it).
     pub fn can_kill(self) -> bool {
+        matches!(self, Status::Created | Status::Running | Status::Paused)
+    }
+
+    /// Created and running containers can be paused, as runc allows.
+    pub fn can_pause(self) -> bool {
         matches!(self, Status::Created | Status::Running)
     }
 
@@ -125,6 +151,7 @@ impl Status {
             Status::Creating => "creating",
             Status::Created => "created",
             Status::Running => "running",
+            Status::Paused => "paused",
             Status::Stopped => "stopped",
         }
     }
@@ -164,7 +191,10 @@ impl Container {
         };
         match process_start_time(pid) {
             Some(now) if now == start => {
-                if store.start_socket(&self.id).exists() {
+                // runc reads the freezer too: a paused container is one whose cgroup is frozen.
+                if self.cgroup.as_ref().is_some_and(|c| c.is_frozen()) {
+                    Status::Paused
+                } else if store.start_socket(&self.id).exists() {
                     Status::Created
                 } else {
                     Status::Running
@@ -254,6 +284,10 @@ mod tests {
         assert!(!Status::Running.can_delete());
         assert!(Status::Stopped.can_delete());
         assert!(!Status::Stopped.can_kill());
+        assert!(Status::Paused.can_kill());
+        assert!(!Status::Paused.can_pause());
+        assert!(!Status::Paused.can_delete());
+        assert!(!Status::Paused.can_start());
     }
 
     #[test]

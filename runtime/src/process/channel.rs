@@ -1,5 +1,6 @@
 //! The one socketpair between the runtime and a process it spawns: typed, message-framed
-//! (SOCK_SEQPACKET), each end only able to say what its side may say.
+//! (SOCK_SEQPACKET), each end only able to say what its side may say; and the reply a
+//! created container's init gives `start` on its start socket ([`StartReply`]).
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
@@ -23,6 +24,8 @@ enum ToParent {
     RunHooks,
     /// Setup failed; the message says where.
     Failed(String),
+    /// A createContainer hook failed: the runtime also runs the poststop hooks.
+    HookFailed(String),
 }
 
 /// Why the channel failed.
@@ -91,6 +94,8 @@ pub enum ChildReport {
     Closed,
     /// Setup failed with this message.
     Failed(String),
+    /// A hook failed with this message.
+    HookFailed(String),
 }
 
 impl ParentEnd {
@@ -106,6 +111,7 @@ impl ParentEnd {
             Some(ToParent::Ready) => ChildReport::Ready,
             Some(ToParent::RunHooks) => ChildReport::RunHooks,
             Some(ToParent::Failed(m)) => ChildReport::Failed(m),
+            Some(ToParent::HookFailed(m)) => ChildReport::HookFailed(m),
         })
     }
 }
@@ -139,9 +145,64 @@ impl ChildEnd {
         let _ = send(&self.0, &ToParent::Failed(message.to_string()));
     }
 
+    /// Tell the runtime a hook failed.
+    pub fn hook_failed(&self, message: &str) {
+        // Best effort, as in `failed`.
+        let _ = send(&self.0, &ToParent::HookFailed(message.to_string()));
+    }
+
     /// The raw fd, so the child can keep it out of the fds it closes.
     pub fn raw(&self) -> i32 {
         self.0.as_raw_fd()
+    }
+}
+
+/// What a created container's init tells `start` over the start socket. The init
+/// confirms before its `execve` and keeps the connection open (close-on-exec) through
+/// it, so `start` reads to end of file and knows the program runs: only then may the
+/// poststart hooks run. A tag byte leads each message.
+#[derive(Debug, PartialEq, Eq)]
+pub enum StartReply {
+    /// The init confirmed and then its connection closed: `execve` happened.
+    Started,
+    /// A startContainer hook failed: the container is to be destroyed.
+    HookFailed(String),
+    /// Something else failed before `execve` (or `execve` itself, after confirming).
+    Failed(String),
+    /// The init went away without a word.
+    Gone,
+}
+
+impl StartReply {
+    const STARTED: u8 = b'0';
+    const HOOK_FAILED: u8 = b'H';
+    const FAILED: u8 = b'E';
+
+    /// The bytes the init writes for this reply; [`StartReply::Gone`] writes none.
+    pub fn encode(&self) -> Vec<u8> {
+        let (tag, message) = match self {
+            StartReply::Started => (Self::STARTED, ""),
+            StartReply::HookFailed(m) => (Self::HOOK_FAILED, m.as_str()),
+            StartReply::Failed(m) => (Self::FAILED, m.as_str()),
+            StartReply::Gone => return Vec::new(),
+        };
+        let mut bytes = vec![tag];
+        bytes.extend_from_slice(message.as_bytes());
+        bytes
+    }
+
+    /// Read what `start` received up to end of file; an `execve` failure after the
+    /// confirmation follows it.
+    pub fn decode(bytes: &[u8]) -> StartReply {
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        match bytes {
+            [] => StartReply::Gone,
+            [Self::STARTED] => StartReply::Started,
+            [Self::STARTED, rest @ ..] => Self::decode(rest),
+            [Self::HOOK_FAILED, rest @ ..] => StartReply::HookFailed(text(rest)),
+            [Self::FAILED, rest @ ..] => StartReply::Failed(text(rest)),
+            other => StartReply::Failed(text(other)),
+        }
     }
 }
 
@@ -161,7 +222,28 @@ mod tests {
             ChildReport::Failed(m) => assert_eq!(m, "mount /proc: EPERM"),
             other => panic!("{other:?}"),
         }
+        child.hook_failed("createContainer hook #0 /x: exit status 1");
+        assert!(matches!(parent.report().unwrap(), ChildReport::HookFailed(m) if m.contains("#0")));
         drop(child);
         assert!(matches!(parent.report().unwrap(), ChildReport::Closed));
+    }
+
+    #[test]
+    fn start_replies_round_trip() {
+        for reply in [
+            StartReply::Started,
+            StartReply::HookFailed("startContainer hook #0 /bin/false: exit status 1".into()),
+            StartReply::Failed("seccomp: EINVAL".into()),
+            StartReply::Gone,
+        ] {
+            assert_eq!(StartReply::decode(&reply.encode()), reply);
+        }
+        // Confirmed, then execve failed.
+        let mut bytes = StartReply::Started.encode();
+        bytes.extend(StartReply::Failed("exec \"nope\": ENOENT".into()).encode());
+        assert_eq!(
+            StartReply::decode(&bytes),
+            StartReply::Failed("exec \"nope\": ENOENT".into())
+        );
     }
 }

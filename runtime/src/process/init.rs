@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{LinuxNamespaceType, Process, Spec};
 
-use super::channel::ChildEnd;
+use super::channel::{ChildEnd, StartReply};
 use super::{limits, user};
 use crate::capability::CapabilityPlan;
 use crate::container::Status;
@@ -121,7 +121,10 @@ pub fn container_init(cfg: InitConfig, chan: ChildEnd) -> ! {
         Ok(never) => match never {},
         Err(e) => e,
     };
-    chan.failed(&err.to_string());
+    match err {
+        InitError::Hook(_) => chan.hook_failed(&err.to_string()),
+        _ => chan.failed(&err.to_string()),
+    }
     super::child_exit(1)
 }
 
@@ -139,19 +142,26 @@ fn init(cfg: InitConfig, chan: &ChildEnd) -> Result<std::convert::Infallible, In
     if let Some(cgroup) = cfg.cgroup {
         cgroup.join_self()?;
     }
-    let host_pid = chan.wait_go()?;
+    chan.wait_go()?;
     let spec = cfg.spec;
+    // Hooks run here are in the container's namespaces: the spec wants the pid they
+    // see as the container's, not the host's.
     let mut record = cfg.container.clone();
-    record.pid = Some(host_pid);
+    record.pid = Some(nix::unistd::getpid().as_raw());
     let state = |status| record.state_json(status);
-    let process = spec
-        .process()
-        .as_ref()
-        .ok_or_else(|| InitError::Config("process: missing".into()))?;
+    // A container may be created without a process; `start` refuses to start it.
+    let process = spec.process().as_ref();
     let ns = cfg.namespaces;
-    if ns.creates(LinuxNamespaceType::User) {
-        // The runtime has written our id maps: our host ids are not in them, so become
-        // root of the new namespace (uid and gid 0) before touching anything.
+    let mut rootfs = None;
+    // With a user namespace, new or joined, the init starts inside it.
+    if ns.has(LinuxNamespaceType::User) {
+        // Still the host's uid 0 here: reach the rootfs now, while directories only the
+        // host's root may enter can still be crossed (see `rootfs::attach`).
+        if ns.creates(LinuxNamespaceType::Mount) {
+            rootfs = Some(crate::rootfs::attach(spec, cfg.rootfs)?);
+        }
+        // The id maps are in place (a new namespace's written by the runtime): become
+        // root of the namespace (uid and gid 0) before creating anything, as runc does.
         let root = (nix::unistd::Gid::from_raw(0), nix::unistd::Uid::from_raw(0));
         nix::unistd::setresgid(root.0, root.0, root.0)
             .map_err(sys("setresgid 0 in the user namespace"))?;
@@ -164,7 +174,11 @@ fn init(cfg: InitConfig, chan: &ChildEnd) -> Result<std::convert::Infallible, In
     if cfg.new_keyring {
         session_keyring(&record.id)?;
     }
-    crate::rootfs::prepare(spec, cfg.rootfs, ns.creates(LinuxNamespaceType::Cgroup))?;
+    let rootfs = match rootfs {
+        Some(attached) => attached,
+        None => crate::rootfs::attach(spec, cfg.rootfs)?,
+    };
+    crate::rootfs::prepare(spec, &rootfs, ns.creates(LinuxNamespaceType::Cgroup))?;
     let hooks = spec.hooks().clone().unwrap_or_default();
     #[allow(deprecated)]
     if hooks.prestart().is_some() || hooks.create_runtime().is_some() {
@@ -172,28 +186,43 @@ fn init(cfg: InitConfig, chan: &ChildEnd) -> Result<std::convert::Infallible, In
         chan.wait_go()?;
     }
     if let Some(list) = hooks.create_container() {
-        crate::hooks::run("createContainer", list, &state(Status::Creating))?;
+        crate::hooks::run("createContainer", list, &state(Status::Created))?;
     }
     if ns.has(LinuxNamespaceType::Mount) {
-        crate::rootfs::pivot(cfg.rootfs, cfg.no_pivot)?;
+        crate::rootfs::pivot(&rootfs, cfg.no_pivot)?;
     } else {
         crate::rootfs::chroot(cfg.rootfs)?;
     }
-    if process.terminal() == Some(true) {
+    if let Some(process) = process.filter(|p| p.terminal() == Some(true)) {
         console(process, cfg.console.as_ref(), true)?;
     }
     names(spec, ns)?;
     sysctls(spec, ns)?;
+    if let Some(linux) = spec.linux() {
+        if let Some(persona) = super::personality::value(linux).map_err(InitError::Config)? {
+            super::personality::apply(persona).map_err(InitError::Config)?;
+        }
+    }
     crate::rootfs::finalize(spec)?;
-    let program = prepare_process(process, cfg.seccomp)?;
+    let program = process
+        .map(|p| prepare_process(p, cfg.seccomp))
+        .transpose()?;
     chan.ready()?;
     let start_hooks = hooks.start_container().clone().unwrap_or_default();
-    wait_for_start(cfg.start, || {
+    let (program, started) = wait_for_start(cfg.start, || {
+        let program = program.ok_or_else(|| InitError::Config("process: not set".into()))?;
         crate::hooks::run("startContainer", &start_hooks, &state(Status::Created))?;
-        load_late(&program)
+        load_late(&program)?;
+        Ok(program)
     })?;
     close_extra_fds(cfg.preserve_fds);
-    execute(program)
+    let err = match execute(program) {
+        Ok(never) => match never {},
+        Err(e) => e,
+    };
+    // `start` has its confirmation and waits for the connection to close with execve.
+    let _ = nix::unistd::write(&started, &StartReply::Failed(err.to_string()).encode());
+    Err(err)
 }
 
 fn exec(cfg: ExecConfig, chan: &ChildEnd) -> Result<std::convert::Infallible, InitError> {
@@ -321,25 +350,8 @@ fn sysctls(spec: &Spec, ns: &Namespaces) -> Result<(), InitError> {
         return Ok(());
     };
     for (key, value) in sysctl {
-        if key.contains("..") || key.starts_with('/') {
-            return Err(InitError::Config(format!(
-                "linux.sysctl: invalid key {key:?}"
-            )));
-        }
-        match crate::namespace::of_sysctl(key) {
-            Some(kind) if ns.has(kind) => {}
-            Some(kind) => {
-                return Err(InitError::Config(format!(
-                    "linux.sysctl: {key} needs a {kind:?} namespace of the container's own"
-                )))
-            }
-            None => {
-                return Err(InitError::Config(format!(
-                    "linux.sysctl: {key} is not namespaced: setting it would change the host"
-                )))
-            }
-        }
-        let path = PathBuf::from("/proc/sys").join(key.replace('.', "/"));
+        let path = super::sysctl::path_of(key, |kind| ns.has(kind)).map_err(InitError::Config)?;
+        let path = PathBuf::from("/proc/sys").join(path);
         std::fs::write(&path, value)
             .map_err(|e| InitError::Config(format!("linux.sysctl {key}={value}: {e}")))?;
     }
@@ -417,25 +429,38 @@ fn prepare_process<'a>(
 }
 
 /// Block in `accept` on the start socket until `start` connects, run `before_exec`
-/// (the startContainer hooks), then confirm with "0" or send `start` the error.
-fn wait_for_start(
+/// (the startContainer hooks), then confirm or send `start` the error. The connection
+/// is returned open and close-on-exec: `start` reads until it closes, so it returns
+/// (and runs the poststart hooks) only once `execve` has happened.
+fn wait_for_start<T>(
     listener: OwnedFd,
-    before_exec: impl FnOnce() -> Result<(), InitError>,
-) -> Result<(), InitError> {
+    before_exec: impl FnOnce() -> Result<T, InitError>,
+) -> Result<(T, OwnedFd), InitError> {
     let conn = loop {
-        match nix::sys::socket::accept(listener.as_raw_fd()) {
+        match nix::sys::socket::accept4(
+            listener.as_raw_fd(),
+            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        ) {
             Err(nix::errno::Errno::EINTR) => continue,
             other => break other.map_err(sys("wait for start: accept"))?,
         }
     };
-    // SAFETY: accept returned a new fd that nothing else owns.
+    // SAFETY: accept4 returned a new fd that nothing else owns.
     let conn = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(conn) };
-    if let Err(e) = before_exec() {
-        let _ = nix::unistd::write(&conn, e.to_string().as_bytes());
-        return Err(e);
-    }
-    nix::unistd::write(&conn, b"0").map_err(sys("wait for start: confirm"))?;
-    Ok(())
+    let ready = match before_exec() {
+        Ok(ready) => ready,
+        Err(e) => {
+            let reply = match e {
+                InitError::Hook(_) => StartReply::HookFailed(e.to_string()),
+                _ => StartReply::Failed(e.to_string()),
+            };
+            let _ = nix::unistd::write(&conn, &reply.encode());
+            return Err(e);
+        }
+    };
+    nix::unistd::write(&conn, &StartReply::Started.encode())
+        .map_err(sys("wait for start: confirm"))?;
+    Ok((ready, conn))
 }
 
 /// Mark every fd above stdio and the preserved ones close-on-exec, as runc does, so

@@ -3,13 +3,18 @@
 //!
 //! peapod never re-executes itself: the child is a copy of the runtime made by a raw
 //! `clone` (fork semantics, namespace flags added), which is why `create` and `run`
-//! cost one process creation instead of runc's several.
+//! cost one process creation instead of runc's several (two when namespaces must be joined
+//! around a user namespace: see [`clone_after_joining`]).
 
 pub mod channel;
 pub mod init;
 pub mod limits;
+pub mod personality;
 pub mod pidfd;
+pub mod sysctl;
 pub mod user;
+
+use std::os::fd::{BorrowedFd, OwnedFd};
 
 use nix::sched::CloneFlags;
 use nix::unistd::Pid;
@@ -22,6 +27,14 @@ pub enum SpawnError {
     Clone {
         /// The flags passed.
         flags: CloneFlags,
+        /// What the kernel said.
+        errno: nix::errno::Errno,
+    },
+    /// The helper that joins namespaces for the child failed.
+    #[error("joining the container's namespaces before the clone ({step}): {errno}")]
+    Helper {
+        /// What the helper was doing.
+        step: String,
         /// What the kernel said.
         errno: nix::errno::Errno,
     },
@@ -72,7 +85,7 @@ pub fn clone(flags: CloneFlags) -> Result<Forked, SpawnError> {
 /// a clone that cannot work at all.
 pub fn clone_into(
     flags: CloneFlags,
-    cgroup: Option<std::os::fd::BorrowedFd<'_>>,
+    cgroup: Option<BorrowedFd<'_>>,
 ) -> Result<(Forked, bool), SpawnError> {
     use std::os::fd::AsRawFd;
     let Some(cgroup) = cgroup else {
@@ -122,6 +135,87 @@ pub fn clone_into(
         0 => Ok((Forked::Child, true)),
         pid => Ok((Forked::Parent(Pid::from_raw(pid as i32)), true)),
     }
+}
+
+/// [`clone`], but from inside the namespaces `joins` (type flag and open namespace file,
+/// in joining order): a short-lived helper joins them and clones the child as the caller's
+/// own child (`CLONE_PARENT`). The new namespaces in `flags` then belong to a joined user
+/// namespace, and namespaces joined before a new user namespace is created are entered with
+/// the host's privileges, as runc's intermediate process does. The caller cannot join them
+/// itself: joining a user namespace would cost it its host privileges for good.
+///
+/// Same single-thread rule as [`clone`].
+pub fn clone_after_joining(
+    joins: &[(CloneFlags, BorrowedFd)],
+    flags: CloneFlags,
+) -> Result<Forked, SpawnError> {
+    let (read, write) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|errno| SpawnError::Helper {
+            step: "pipe".into(),
+            errno,
+        })?;
+    let helper = match clone(CloneFlags::empty())? {
+        Forked::Child => {
+            drop(read);
+            // The helper reports (step, value): -1 and the child's pid, the index of the
+            // namespace it could not join and the errno, or `joins.len()` and clone's errno.
+            let joined = joins
+                .iter()
+                .enumerate()
+                .find_map(|(i, (kind, fd))| nix::sched::setns(fd, *kind).err().map(|e| (i, e)));
+            let report = match joined {
+                Some((i, errno)) => [i as i32, errno as i32],
+                None => match clone(flags | CloneFlags::CLONE_PARENT) {
+                    Ok(Forked::Child) => {
+                        drop(write);
+                        return Ok(Forked::Child);
+                    }
+                    Ok(Forked::Parent(pid)) => [-1, pid.as_raw()],
+                    Err(SpawnError::Clone { errno, .. }) => [joins.len() as i32, errno as i32],
+                    Err(_) => [joins.len() as i32, 0],
+                },
+            };
+            let bytes: Vec<u8> = report.iter().flat_map(|v| v.to_ne_bytes()).collect();
+            let code = i32::from(nix::unistd::write(&write, &bytes).is_err());
+            child_exit(code)
+        }
+        Forked::Parent(helper) => helper,
+    };
+    drop(write);
+    let mut bytes = [0u8; 8];
+    let got = read_full(&read, &mut bytes);
+    let _ = wait_exit_code(helper);
+    if !got {
+        return Err(SpawnError::Helper {
+            step: "report".into(),
+            errno: nix::errno::Errno::EPIPE,
+        });
+    }
+    let step = i32::from_ne_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+    let value = i32::from_ne_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
+    let errno = nix::errno::Errno::from_raw(value);
+    match usize::try_from(step).ok().map(|i| joins.get(i)) {
+        None => Ok(Forked::Parent(Pid::from_raw(value))),
+        Some(Some((kind, _))) => Err(SpawnError::Helper {
+            step: format!("setns {kind:?}"),
+            errno,
+        }),
+        Some(None) => Err(SpawnError::Clone { flags, errno }),
+    }
+}
+
+/// Fill `buf` from `fd`; false on EOF or error before it is full.
+fn read_full(fd: &OwnedFd, buf: &mut [u8]) -> bool {
+    let mut done = 0;
+    while done < buf.len() {
+        match nix::unistd::read(fd, &mut buf[done..]) {
+            Ok(0) => return false,
+            Ok(n) => done += n,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return false,
+        }
+    }
+    true
 }
 
 /// Exit the child without running the parent's atexit handlers or destructors.

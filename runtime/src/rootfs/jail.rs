@@ -1,5 +1,6 @@
 //! Jailing the process in the rootfs: pivot_root(2), or `MS_MOVE` plus chroot(2).
 
+use std::os::fd::BorrowedFd;
 use std::path::Path;
 
 use nix::errno::Errno;
@@ -14,13 +15,13 @@ use super::{mountinfo, RootfsError};
 /// runc's `pivotRoot`: `pivot_root(".", ".")` stacks the old root under the new one at the
 /// same place, which is then made rslave (so the unmount cannot propagate to the host) and
 /// lazily unmounted. No directory for the old root is needed in the image.
-pub fn pivot_root(rootfs: &Path) -> Result<(), RootfsError> {
+///
+/// `new_root` is the open rootfs mount (`rootfs` its host path, for messages).
+pub fn pivot_root(new_root: BorrowedFd, rootfs: &Path) -> Result<(), RootfsError> {
     let flags = OFlag::O_DIRECTORY | OFlag::O_PATH | OFlag::O_CLOEXEC;
     let old_root = open("/", flags, Mode::empty())
         .map_err(|errno| RootfsError::syscall("open", "/", errno))?;
-    let new_root = open(rootfs, flags, Mode::empty())
-        .map_err(|errno| RootfsError::syscall("open", rootfs, errno))?;
-    fchdir(&new_root).map_err(|errno| RootfsError::syscall("fchdir", rootfs, errno))?;
+    fchdir(new_root).map_err(|errno| RootfsError::syscall("fchdir", rootfs, errno))?;
     nix::unistd::pivot_root(".", ".")
         .map_err(|errno| RootfsError::syscall("pivot_root", rootfs, errno))?;
     // The kernel leaves "." at the old root today; do not rely on it.
@@ -43,7 +44,10 @@ pub fn pivot_root(rootfs: &Path) -> Result<(), RootfsError> {
 /// rootfs is detached (or covered with a tmpfs if that is refused), since from a chroot the
 /// kernel would otherwise allow mounting those filesystems again; then the rootfs is moved
 /// onto `/` and the process chroots into it.
-pub fn move_root(rootfs: &Path, proc: &Path) -> Result<(), RootfsError> {
+///
+/// `new_root` is the open rootfs mount; `rootfs` its host path, which tells the host's mounts
+/// from the rootfs's.
+pub fn move_root(new_root: BorrowedFd, rootfs: &Path, proc: &Path) -> Result<(), RootfsError> {
     let mountinfo_path = proc.join("self/mountinfo");
     let text = std::fs::read_to_string(&mountinfo_path).map_err(|source| RootfsError::Read {
         path: mountinfo_path,
@@ -79,10 +83,10 @@ pub fn move_root(rootfs: &Path, proc: &Path) -> Result<(), RootfsError> {
             Err(errno) => return Err(RootfsError::syscall("umount2", point, errno)),
         }
     }
-    chdir(rootfs).map_err(|errno| RootfsError::syscall("chdir", rootfs, errno))?;
-    let source = rootfs.to_string_lossy();
+    fchdir(new_root).map_err(|errno| RootfsError::syscall("fchdir", rootfs, errno))?;
+    // "." is the rootfs mount itself: its host path may not be reachable by now.
     sys_mount(
-        Some(&source),
+        Some("."),
         Path::new("/"),
         None,
         MsFlags::MS_MOVE,

@@ -6,7 +6,7 @@
 //! that was itself resolved that way.
 
 use std::ffi::{OsStr, OsString};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
@@ -58,6 +58,11 @@ impl Root {
             path: path.to_path_buf(),
             proc_self_fd: proc.join("self/fd"),
         })
+    }
+
+    /// The rootfs handle itself.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
     }
 
     /// The rootfs's host path.

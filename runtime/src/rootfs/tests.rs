@@ -19,10 +19,17 @@ use super::testbed::{
     ensure, expect_mount, expect_node, expect_read_only, host_mounts, isolated, mount_at,
     spec_device, spec_mount, unshared, user_namespace_with_locked_mount, with_options, Fixture,
 };
-use super::{finalize, pivot, prepare, RootfsError};
+use super::{attach, finalize, pivot, prepare, Handle, RootfsError};
 
 /// `Spec::default()` (runc spec's mounts, masked and read-only paths, read-only root) plus
 /// binds, a read-only tmpfs, extra devices and a working directory to create.
+/// `attach` then `prepare`, as the container's init does.
+fn set_up(spec: &Spec, rootfs: &Path, cgroup_ns: bool) -> Result<Handle, RootfsError> {
+    let root = attach(spec, rootfs)?;
+    prepare(spec, &root, cgroup_ns)?;
+    Ok(root)
+}
+
 fn busybox_spec(fixture: &Fixture) -> Spec {
     let data = fixture.host("hostdata");
     fs::create_dir(&data).unwrap();
@@ -280,8 +287,8 @@ fn rootfs_default_spec_with_pivot_root() {
     let rootfs = fixture.rootfs.clone();
     let namespaces = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWNET;
     isolated(unshared(namespaces), || {
-        prepare(&spec, &rootfs, false).map_err(|e| format!("prepare: {e}"))?;
-        pivot(&rootfs, false).map_err(|e| format!("pivot: {e}"))?;
+        let root = set_up(&spec, &rootfs, false).map_err(|e| format!("prepare: {e}"))?;
+        pivot(&root, false).map_err(|e| format!("pivot: {e}"))?;
         finalize(&spec).map_err(|e| format!("finalize: {e}"))?;
         check_default_container(&cgroups, kcore)
     });
@@ -317,8 +324,8 @@ fn rootfs_no_pivot_cgroupns_host_sys_and_bound_devices() {
     isolated(unshared(namespaces), || {
         caps::drop(None, caps::CapSet::Effective, caps::Capability::CAP_MKNOD)
             .map_err(|e| format!("dropping CAP_MKNOD: {e}"))?;
-        prepare(&spec, &rootfs, true).map_err(|e| format!("prepare: {e}"))?;
-        pivot(&rootfs, true).map_err(|e| format!("pivot: {e}"))?;
+        let root = set_up(&spec, &rootfs, true).map_err(|e| format!("prepare: {e}"))?;
+        pivot(&root, true).map_err(|e| format!("pivot: {e}"))?;
         finalize(&spec).map_err(|e| format!("finalize: {e}"))?;
 
         let mounts = mountinfo::parse(&fs::read_to_string("/proc/self/mountinfo").unwrap());
@@ -380,7 +387,7 @@ fn rootfs_refuses_unsafe_destinations_and_names_the_failure() {
     let proc_mount = spec_mount("/proc", "proc", Path::new("proc"), &[]);
     isolated(unshared(CloneFlags::CLONE_NEWNS), || {
         // proc onto a symlink (pointing out of the rootfs, too).
-        let err = prepare(&with_mounts(vec![proc_mount.clone()]), &rootfs, false).unwrap_err();
+        let err = set_up(&with_mounts(vec![proc_mount.clone()]), &rootfs, false).unwrap_err();
         ensure!(
             matches!(err, RootfsError::NotDirectory { .. }),
             "symlinked /proc: {err}"
@@ -389,7 +396,7 @@ fn rootfs_refuses_unsafe_destinations_and_names_the_failure() {
 
         // Nothing inside /proc but the lxcfs files.
         let tmpfs = spec_mount("/proc/sys/kernel", "tmpfs", Path::new("tmpfs"), &[]);
-        let err = prepare(
+        let err = set_up(
             &with_mounts(vec![proc_mount.clone(), tmpfs]),
             &rootfs,
             false,
@@ -403,7 +410,7 @@ fn rootfs_refuses_unsafe_destinations_and_names_the_failure() {
         // A missing bind source names the source and the errno.
         let missing = fixture.host("missing");
         let bind = spec_mount("/x", "bind", &missing, &["bind"]);
-        let err = prepare(&with_mounts(vec![bind]), &rootfs, false)
+        let err = set_up(&with_mounts(vec![bind]), &rootfs, false)
             .unwrap_err()
             .to_string();
         ensure!(
@@ -413,7 +420,7 @@ fn rootfs_refuses_unsafe_destinations_and_names_the_failure() {
 
         // A refused mount names destination, type, data and errno.
         let bad = spec_mount("/bad", "tmpfs", Path::new("tmpfs"), &["size=lots"]);
-        let err = prepare(&with_mounts(vec![bad]), &rootfs, false)
+        let err = set_up(&with_mounts(vec![bad]), &rootfs, false)
             .unwrap_err()
             .to_string();
         ensure!(
@@ -463,15 +470,15 @@ fn rootfs_in_a_user_namespace_binds_devices_and_keeps_locked_flags() {
     let cgroups = expected_cgroups(&fixture, false);
     let rootfs = fixture.rootfs.clone();
     isolated(user_namespace_with_locked_mount(locked.clone()), || {
-        let err = prepare(&clearing, &second_rootfs, false).unwrap_err();
+        let err = set_up(&clearing, &second_rootfs, false).unwrap_err();
         let locked_noexec = matches!(
             err,
             RootfsError::LockedFlags { flags, .. } if flags == MsFlags::MS_NOEXEC
         );
         ensure!(locked_noexec, "clearing noexec on a locked mount: {err}");
 
-        prepare(&spec, &rootfs, false).map_err(|e| format!("prepare: {e}"))?;
-        pivot(&rootfs, false).map_err(|e| format!("pivot: {e}"))?;
+        let root = set_up(&spec, &rootfs, false).map_err(|e| format!("prepare: {e}"))?;
+        pivot(&root, false).map_err(|e| format!("pivot: {e}"))?;
         finalize(&spec).map_err(|e| format!("finalize: {e}"))?;
 
         let mounts = mountinfo::parse(&fs::read_to_string("/proc/self/mountinfo").unwrap());

@@ -160,6 +160,7 @@ pub(super) mod tests {
             root: tmp.join("cgroup"),
             mountinfo: tmp.join("mountinfo"),
             own_cgroup: tmp.join("self-cgroup"),
+            device_filters: false,
         };
         fs::create_dir(&host.root).unwrap();
         let mut mountinfo = String::new();

@@ -375,7 +375,7 @@ fn on_cgroup_v2_a_containers_resources_land_in_weight_max_and_memory_files() {
     };
     let spec = sandbox.container_spec("c1", &config).unwrap();
     let linux = spec.linux().as_ref().unwrap();
-    // The default spec's device rules are v1-only: the v2 cgroup reports and skips them.
+    // The default spec's device rules become a v2 device filter (compiled only: a fake tree).
     crate::cgroup::Cgroup::create_on(
         &paths.cgroup,
         linux.cgroups_path().as_deref(),

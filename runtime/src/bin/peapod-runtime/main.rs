@@ -149,6 +149,105 @@ enum Command {
     },
     /// Print the features document of the runtime-spec.
     Features,
+    /// Change the resource limits of a created, running or paused container.
+    Update(UpdateArgs),
+    /// Suspend every process in a container (cgroup freezer).
+    Pause {
+        /// The container id.
+        id: String,
+    },
+    /// Resume the processes of a paused container.
+    Resume {
+        /// The container id.
+        id: String,
+    },
+    /// Print a container's resource statistics and OOM kills as JSON lines.
+    Events {
+        /// Print the statistics once, then exit.
+        #[arg(long)]
+        stats: bool,
+        /// How often to print statistics (e.g. 5s, 500ms, 1m).
+        #[arg(long, default_value = "5s", value_parser = container::parse_duration)]
+        interval: std::time::Duration,
+        /// The container id.
+        id: String,
+    },
+    /// Checkpoint a container (not supported: peapod-runtime has no CRIU).
+    Checkpoint {
+        /// runc's options and the container id (refused as a whole).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Restore a checkpointed container (not supported: peapod-runtime has no CRIU).
+    Restore {
+        /// runc's options and the container id (refused as a whole).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+/// `update`'s flags, with runc's names. Negative values (-1: unlimited) are accepted.
+#[derive(clap::Args)]
+struct UpdateArgs {
+    /// The container id.
+    id: String,
+    /// A JSON linux.resources file (fields left out are kept), or - for stdin.
+    #[arg(short, long)]
+    resources: Option<PathBuf>,
+    /// Memory limit in bytes (sizes such as 64m are accepted; -1: unlimited).
+    #[arg(long, allow_hyphen_values = true)]
+    memory: Option<String>,
+    /// Memory soft limit in bytes.
+    #[arg(long, allow_hyphen_values = true)]
+    memory_reservation: Option<String>,
+    /// Memory plus swap in bytes (-1: unlimited swap).
+    #[arg(long, allow_hyphen_values = true)]
+    memory_swap: Option<String>,
+    /// Obsolete; ignored with a warning.
+    #[arg(long, hide = true, allow_hyphen_values = true)]
+    kernel_memory: Option<String>,
+    /// Obsolete; ignored with a warning.
+    #[arg(long, hide = true, allow_hyphen_values = true)]
+    kernel_memory_tcp: Option<String>,
+    /// CPU shares (relative weight).
+    #[arg(long = "cpu-share", alias = "cpu-shares")]
+    cpu_share: Option<u64>,
+    /// CFS period in microseconds.
+    #[arg(long)]
+    cpu_period: Option<u64>,
+    /// CFS quota in microseconds per period (-1: unlimited).
+    #[arg(long, allow_hyphen_values = true)]
+    cpu_quota: Option<i64>,
+    /// CFS burst in microseconds.
+    #[arg(long)]
+    cpu_burst: Option<u64>,
+    /// 1: run the container's tasks as SCHED_IDLE.
+    #[arg(long)]
+    cpu_idle: Option<i64>,
+    /// Realtime period in microseconds.
+    #[arg(long)]
+    cpu_rt_period: Option<u64>,
+    /// Realtime runtime in microseconds per period.
+    #[arg(long, allow_hyphen_values = true)]
+    cpu_rt_runtime: Option<i64>,
+    /// CPUs to run on, e.g. 0-3,7.
+    #[arg(long)]
+    cpuset_cpus: Option<String>,
+    /// Memory nodes to use.
+    #[arg(long)]
+    cpuset_mems: Option<String>,
+    /// Maximum number of processes (-1: unlimited).
+    #[arg(long, allow_hyphen_values = true)]
+    pids_limit: Option<i64>,
+    /// Block I/O weight, 10 to 1000.
+    #[arg(long)]
+    blkio_weight: Option<u16>,
+    /// Intel RDT L3 cache schema (not supported).
+    #[arg(long)]
+    l3_cache_schema: Option<String>,
+    /// Intel RDT memory bandwidth schema (not supported).
+    #[arg(long)]
+    mem_bw_schema: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -275,6 +374,23 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             std::fs::write(&path, text + "\n")
                 .with_context(|| format!("writing {}", path.display()))?;
             Ok(0)
+        }
+        Command::Update(args) => update(&store()?, args),
+        Command::Pause { id } => {
+            container::pause(&store()?, &id)?;
+            Ok(0)
+        }
+        Command::Resume { id } => {
+            container::resume(&store()?, &id)?;
+            Ok(0)
+        }
+        Command::Events {
+            stats,
+            interval,
+            id,
+        } => events(&store()?, &id, stats, interval),
+        Command::Checkpoint { .. } | Command::Restore { .. } => {
+            bail!("checkpoint/restore is not supported by peapod-runtime (no CRIU)")
         }
         Command::Features => {
             out!(
@@ -557,4 +673,60 @@ fn owner(dir: &Path) -> String {
         .flatten()
         .map(|u| u.name)
         .unwrap_or_else(|| format!("#{uid}"))
+}
+
+fn update(store: &Store, args: UpdateArgs) -> anyhow::Result<i32> {
+    let resources = match &args.resources {
+        None => None,
+        Some(path) if path.as_os_str() == "-" => {
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut bytes)
+                .context("--resources -: reading stdin")?;
+            Some(bytes)
+        }
+        Some(path) => {
+            Some(std::fs::read(path).with_context(|| format!("--resources {}", path.display()))?)
+        }
+    };
+    let flags = container::ResourceFlags {
+        memory: args.memory,
+        memory_reservation: args.memory_reservation,
+        memory_swap: args.memory_swap,
+        kernel_memory: args.kernel_memory,
+        kernel_memory_tcp: args.kernel_memory_tcp,
+        cpu_shares: args.cpu_share,
+        cpu_period: args.cpu_period,
+        cpu_quota: args.cpu_quota,
+        cpu_burst: args.cpu_burst,
+        cpu_idle: args.cpu_idle,
+        cpu_rt_period: args.cpu_rt_period,
+        cpu_rt_runtime: args.cpu_rt_runtime,
+        cpuset_cpus: args.cpuset_cpus,
+        cpuset_mems: args.cpuset_mems,
+        pids_limit: args.pids_limit,
+        blkio_weight: args.blkio_weight,
+        l3_cache_schema: args.l3_cache_schema,
+        mem_bw_schema: args.mem_bw_schema,
+    };
+    container::update(store, &args.id, resources.as_deref(), &flags)?;
+    Ok(0)
+}
+
+fn events(
+    store: &Store,
+    id: &str,
+    stats: bool,
+    interval: std::time::Duration,
+) -> anyhow::Result<i32> {
+    let emit = |event: &container::Event| {
+        use std::io::Write as _;
+        let line = serde_json::to_string(event)?;
+        writeln!(std::io::stdout().lock(), "{line}")
+    };
+    if stats {
+        let _ = emit(&container::stats(store, id)?);
+    } else {
+        container::events(store, id, interval, emit)?;
+    }
+    Ok(0)
 }
