@@ -29,6 +29,18 @@ pub struct Container {
 }
 
 impl Container {
+    /// Starts `sleep 1000` detached in a busybox container whose `linux.resources` are
+    /// `resources`.
+    #[track_caller]
+    pub fn sleeping_with(resources: Value) -> Container {
+        let mut bundle = Bundle::new();
+        bundle.args(&["sleep", "1000"]);
+        bundle.spec["linux"]["resources"] = resources;
+        let ctr = Container::new(bundle);
+        ctr.run_detached();
+        ctr
+    }
+
     /// Saves `bundle`'s `config.json` and takes a fresh id and state dir.
     #[track_caller]
     pub fn new(bundle: Bundle) -> Self {
