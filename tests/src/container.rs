@@ -183,6 +183,15 @@ impl Container {
         self.cmd(["delete", "--force", &self.id]).ok()
     }
 
+    /// Panics unless the state dir knows neither this container nor any
+    /// other: what a refused `create` must leave.
+    #[track_caller]
+    pub fn assert_nothing_left(&self) {
+        self.cmd(["state", &self.id]).failed();
+        let out = self.cmd(["list", "-q"]).ok();
+        assert_eq!(out.stdout, "", "{out}");
+    }
+
     fn with_bundle<'a>(&'a self, command: &'a str, extra: &[&'a str]) -> Vec<&'a OsStr> {
         let mut args = vec![
             OsStr::new(command),
