@@ -29,6 +29,18 @@ pub struct Container {
 }
 
 impl Container {
+    /// Starts `sleep 1000` detached in a busybox container whose `linux.resources` are
+    /// `resources`.
+    #[track_caller]
+    pub fn sleeping_with(resources: Value) -> Container {
+        let mut bundle = Bundle::new();
+        bundle.args(&["sleep", "1000"]);
+        bundle.spec["linux"]["resources"] = resources;
+        let ctr = Container::new(bundle);
+        ctr.run_detached();
+        ctr
+    }
+
     /// Saves `bundle`'s `config.json` and takes a fresh id and state dir.
     #[track_caller]
     pub fn new(bundle: Bundle) -> Self {
@@ -169,6 +181,15 @@ impl Container {
     #[track_caller]
     pub fn delete_force(&self) -> Output {
         self.cmd(["delete", "--force", &self.id]).ok()
+    }
+
+    /// Panics unless the state dir knows neither this container nor any
+    /// other: what a refused `create` must leave.
+    #[track_caller]
+    pub fn assert_nothing_left(&self) {
+        self.cmd(["state", &self.id]).failed();
+        let out = self.cmd(["list", "-q"]).ok();
+        assert_eq!(out.stdout, "", "{out}");
     }
 
     fn with_bundle<'a>(&'a self, command: &'a str, extra: &[&'a str]) -> Vec<&'a OsStr> {

@@ -4,23 +4,12 @@
 
 use std::path::PathBuf;
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 use peapod_tests::host::{
     cgroup_dirs, controller_cgroup, is_cgroup_v2, read_cgroup_file, unique_suffix, CgroupDir,
 };
 use peapod_tests::{Bundle, Container};
-
-/// Starts `sleep` detached in a container with `resources`.
-#[track_caller]
-fn running_with(resources: Value) -> Container {
-    let mut bundle = Bundle::new();
-    bundle.args(&["sleep", "1000"]);
-    bundle.spec["linux"]["resources"] = resources;
-    let ctr = Container::new(bundle);
-    ctr.run_detached();
-    ctr
-}
 
 /// The cgroup dirs of `pid` that the runtime made: those that are not this
 /// test process's own (a hierarchy the runtime does not manage leaves the
@@ -58,7 +47,9 @@ fn assert_removed_on_delete(ctr: &Container, dirs: &[CgroupDir]) {
 
 #[test]
 fn memory_limit_and_reservation() {
-    let ctr = running_with(json!({ "memory": { "limit": 67108864, "reservation": 33554432 } }));
+    let ctr = Container::sleeping_with(
+        json!({ "memory": { "limit": 67108864, "reservation": 33554432 } }),
+    );
     let pid = ctr.pid();
     let (limit, reservation) = if is_cgroup_v2() {
         ("memory.max", "memory.low")
@@ -71,7 +62,9 @@ fn memory_limit_and_reservation() {
 
 #[test]
 fn cpu_shares_quota_and_period() {
-    let ctr = running_with(json!({ "cpu": { "shares": 512, "quota": 50000, "period": 100000 } }));
+    let ctr = Container::sleeping_with(
+        json!({ "cpu": { "shares": 512, "quota": 50000, "period": 100000 } }),
+    );
     let pid = ctr.pid();
     if is_cgroup_v2() {
         // The OCI conversion from v1 shares [2, 262144] to v2 weight [1, 10000].
@@ -90,7 +83,7 @@ fn cpu_shares_quota_and_period() {
 
 #[test]
 fn cpuset_cpus_and_mems() {
-    let ctr = running_with(json!({ "cpu": { "cpus": "0", "mems": "0" } }));
+    let ctr = Container::sleeping_with(json!({ "cpu": { "cpus": "0", "mems": "0" } }));
     let pid = ctr.pid();
     assert_eq!(read_cgroup_file(pid, "cpuset", "cpuset.cpus"), "0");
     assert_eq!(read_cgroup_file(pid, "cpuset", "cpuset.mems"), "0");
@@ -105,7 +98,7 @@ fn cpuset_cpus_and_mems() {
 
 #[test]
 fn pids_limit() {
-    let ctr = running_with(json!({ "pids": { "limit": 64 } }));
+    let ctr = Container::sleeping_with(json!({ "pids": { "limit": 64 } }));
     assert_eq!(read_cgroup_file(ctr.pid(), "pids", "pids.max"), "64");
 }
 
@@ -125,7 +118,7 @@ fn all_container_processes_are_in_its_cgroup() {
 
 #[test]
 fn default_cgroup_is_removed_on_delete() {
-    let ctr = running_with(json!({ "pids": { "limit": 64 } }));
+    let ctr = Container::sleeping_with(json!({ "pids": { "limit": 64 } }));
     let dirs = container_cgroups(ctr.pid());
     let _cleanup = CgroupCleanup(dirs.iter().map(|d| d.dir.clone()).collect());
     assert_removed_on_delete(&ctr, &dirs);

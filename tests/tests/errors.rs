@@ -19,14 +19,6 @@ fn assert_fails_mentioning(out: Output, needles: &[&str]) {
     );
 }
 
-/// Panics unless the container's state dir knows no container at all.
-#[track_caller]
-fn assert_nothing_left(ctr: &Container) {
-    ctr.cmd(["state", ctr.id()]).failed();
-    let out = ctr.cmd(["list", "-q"]).ok();
-    assert_eq!(out.stdout, "", "{out}");
-}
-
 #[test]
 fn unknown_id_is_an_error_for_every_command() {
     let ctr = Container::new(Bundle::new());
@@ -42,6 +34,23 @@ fn unknown_id_is_an_error_for_every_command() {
         // runc says "container does not exist" without the id; naming the id is better.
         assert_fails_mentioning(ctr.cmd(&args), &[&id, "does not exist"]);
     }
+}
+
+// runtime-tools: create, state (the cases without an id)
+#[test]
+fn a_missing_id_is_an_error_for_every_command() {
+    let ctr = Container::new(Bundle::new());
+    let bundle = ctr.bundle().path().to_str().unwrap().to_owned();
+    for args in [
+        vec!["create", "--bundle", &bundle],
+        vec!["state"],
+        vec!["start"],
+        vec!["kill"],
+        vec!["delete"],
+    ] {
+        ctr.cmd(&args).failed();
+    }
+    ctr.assert_nothing_left();
 }
 
 #[test]
@@ -77,7 +86,7 @@ fn bundle_without_config_json() {
     let ctr = Container::new(Bundle::new());
     fs::remove_file(ctr.bundle().path().join("config.json")).unwrap();
     assert_fails_mentioning(ctr.create_with(&[]), &["config.json"]);
-    assert_nothing_left(&ctr);
+    ctr.assert_nothing_left();
 }
 
 #[test]
@@ -88,7 +97,7 @@ fn nonexistent_bundle_dir() {
         ctr.cmd(["create", "--bundle", &missing, ctr.id()]),
         &[&missing, "config.json"],
     );
-    assert_nothing_left(&ctr);
+    ctr.assert_nothing_left();
 }
 
 #[test]
@@ -101,7 +110,7 @@ fn malformed_config_json() {
     .unwrap();
     let out = ctr.create_with(&[]).failed();
     assert!(!out.stderr.trim().is_empty(), "{out}");
-    assert_nothing_left(&ctr);
+    ctr.assert_nothing_left();
 }
 
 #[test]
@@ -109,21 +118,21 @@ fn missing_rootfs() {
     let ctr = Container::new(Bundle::new());
     fs::remove_dir_all(ctr.bundle().rootfs()).unwrap();
     assert_fails_mentioning(ctr.create_with(&[]), &["rootfs"]);
-    assert_nothing_left(&ctr);
+    ctr.assert_nothing_left();
 }
 
 #[test]
 fn nonexistent_executable_by_path() {
     let ctr = Container::with_args(&["/bin/pp-no-such-program"]);
     assert_fails_mentioning(ctr.create_with(&[]), &["/bin/pp-no-such-program"]);
-    assert_nothing_left(&ctr);
+    ctr.assert_nothing_left();
 }
 
 #[test]
 fn nonexistent_executable_on_path() {
     let ctr = Container::with_args(&["pp-no-such-program"]);
     assert_fails_mentioning(ctr.run(), &["pp-no-such-program"]);
-    assert_nothing_left(&ctr);
+    ctr.assert_nothing_left();
 }
 
 #[test]
@@ -171,7 +180,7 @@ fn invalid_ids_are_rejected() {
         out.failed();
     }
     assert!(!ctr.root().parent().unwrap().join("escape").exists());
-    assert_nothing_left(&ctr);
+    ctr.assert_nothing_left();
 }
 
 #[test]
@@ -181,7 +190,7 @@ fn unknown_mount_type_fails_create() {
     bundle.mount(json!({ "destination": "/x", "type": "pp-no-such-fs", "source": "none" }));
     let ctr = Container::new(bundle);
     assert_fails_mentioning(ctr.create_with(&[]), &["/x", "pp-no-such-fs"]);
-    assert_nothing_left(&ctr);
+    ctr.assert_nothing_left();
 }
 
 #[test]

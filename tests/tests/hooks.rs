@@ -357,3 +357,22 @@ fn a_container_without_a_process_is_created_but_cannot_start() {
     );
     ctr.delete_force();
 }
+
+// runtime-tools: prestart_fail
+#[test]
+fn a_failing_prestart_hook_fails_create_before_the_program_runs() {
+    let (mut bundle, shared) = recording_bundle();
+    bundle.sh("touch /shared/ran");
+    bundle.spec["hooks"] = json!({
+        "prestart": [{ "path": "/bin/false", "args": ["false"] }],
+    });
+    let ctr = Container::new(bundle);
+    let out = ctr.create_with(&[]).failed();
+    assert!(out.stderr.contains("prestart"), "{out}");
+    ctr.cmd(["start", ctr.id()]).failed();
+    ctr.cmd(["state", ctr.id()]).failed();
+    assert!(
+        !shared.join("ran").exists(),
+        "the program ran after a failed prestart hook"
+    );
+}

@@ -133,6 +133,25 @@ fn kill_by_signal_name() {
     ctr.wait_for_status("stopped");
 }
 
+// runtime-tools: killsig (TERM above; USR1 and USR2 here)
+#[test]
+fn kill_delivers_usr1_and_usr2_to_the_init() {
+    let mut bundle = Bundle::new();
+    let shared = bundle.share();
+    bundle.sh(
+        "trap 'touch /shared/USR1' USR1; trap 'touch /shared/USR2' USR2; \
+         echo ready > /shared/ready; while :; do sleep 0.05; done",
+    );
+    let ctr = Container::new(bundle);
+    ctr.run_detached();
+    wait_for_file(&shared.join("ready"));
+    for signal in ["USR1", "USR2"] {
+        ctr.kill(signal).ok();
+        wait_for_file(&shared.join(signal));
+    }
+    assert_eq!(ctr.status(), "running");
+}
+
 #[test]
 fn kill_by_sig_prefixed_name() {
     let (ctr, shared) = trapping_container();

@@ -329,3 +329,64 @@ fn mounts_do_not_leak_to_the_host() {
         .collect();
     assert!(leaked.is_empty(), "mounts left on the host: {leaked:#?}");
 }
+
+// runtime-tools: mounts
+#[test]
+fn mounts_with_every_propagation_option() {
+    let mut bundle = Bundle::new();
+    let source = bundle.path().join("propagation-source");
+    fs::create_dir(&source).unwrap();
+    for mode in ["shared", "slave", "private"] {
+        bundle.mount(json!({
+            "destination": format!("/tmp/tmpfs-{mode}"),
+            "type": "tmpfs",
+            "source": "tmpfs",
+            "options": [mode],
+        }));
+    }
+    for mode in ["shared", "slave", "private", "unbindable"] {
+        for (bind, prefix) in [("bind", ""), ("rbind", "r")] {
+            bundle.bind(
+                &source,
+                &format!("/mnt/{prefix}{mode}"),
+                &[bind, &format!("{prefix}{mode}")],
+            );
+        }
+    }
+    let table = output_of(bundle, "cat /proc/self/mountinfo");
+    // The optional fields (between the options and " - ") carry the propagation.
+    let propagation = |mount_point: &str| -> String {
+        let line = table
+            .lines()
+            .find(|l| l.split(' ').nth(4) == Some(mount_point))
+            .unwrap_or_else(|| panic!("{mount_point} is not mounted:\n{table}"));
+        let fields: Vec<&str> = line.split(' ').collect();
+        let end = fields
+            .iter()
+            .position(|f| *f == "-")
+            .unwrap_or(fields.len());
+        fields[6..end].join(" ")
+    };
+    for mount_point in ["/tmp/tmpfs-shared", "/mnt/shared", "/mnt/rshared"] {
+        assert!(
+            propagation(mount_point).contains("shared:"),
+            "{mount_point}:\n{table}"
+        );
+    }
+    for mount_point in ["/mnt/unbindable", "/mnt/runbindable"] {
+        assert_eq!(
+            propagation(mount_point),
+            "unbindable",
+            "{mount_point}:\n{table}"
+        );
+    }
+    for mount_point in ["/tmp/tmpfs-private", "/mnt/private", "/mnt/rprivate"] {
+        assert_eq!(propagation(mount_point), "", "{mount_point}:\n{table}");
+    }
+    for mount_point in ["/tmp/tmpfs-slave", "/mnt/slave", "/mnt/rslave"] {
+        assert!(
+            !propagation(mount_point).contains("shared:"),
+            "{mount_point}:\n{table}"
+        );
+    }
+}

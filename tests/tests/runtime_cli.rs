@@ -15,17 +15,6 @@ use peapod_tests::host::{
 };
 use peapod_tests::{require_root, Bundle, Container};
 
-/// Starts `sleep` detached in a container with `resources`.
-#[track_caller]
-fn sleeping_with(resources: Value) -> Container {
-    let mut bundle = Bundle::new();
-    bundle.args(&["sleep", "1000"]);
-    bundle.spec["linux"]["resources"] = resources;
-    let ctr = Container::new(bundle);
-    ctr.run_detached();
-    ctr
-}
-
 /// A container whose init writes an ever-growing counter to `/shared/count`.
 fn counting() -> (Container, std::path::PathBuf) {
     let mut bundle = Bundle::new();
@@ -62,7 +51,8 @@ fn memory_limit_file() -> &'static str {
 
 #[test]
 fn update_changes_memory_and_pids_of_a_running_container() {
-    let ctr = sleeping_with(json!({"memory": {"limit": 67108864}, "pids": {"limit": 64}}));
+    let ctr =
+        Container::sleeping_with(json!({"memory": {"limit": 67108864}, "pids": {"limit": 64}}));
     let pid = ctr.pid();
     ctr.cmd(["update", "--memory", "128m", "--pids-limit", "10", ctr.id()])
         .ok();
@@ -110,7 +100,7 @@ fn update_changes_memory_and_pids_of_a_running_container() {
 
 #[test]
 fn update_refuses_bad_values_without_changing_anything() {
-    let ctr = sleeping_with(json!({"pids": {"limit": 64}}));
+    let ctr = Container::sleeping_with(json!({"pids": {"limit": 64}}));
     let pid = ctr.pid();
     let out = ctr
         .cmd(["update", "--memory", "12q", "--pids-limit", "5", ctr.id()])
@@ -180,7 +170,7 @@ fn pause_stops_the_processes_and_resume_lets_them_run() {
 
 #[test]
 fn delete_force_of_a_paused_container_leaves_nothing() {
-    let ctr = sleeping_with(json!({"pids": {"limit": 16}}));
+    let ctr = Container::sleeping_with(json!({"pids": {"limit": 16}}));
     let pid = ctr.pid();
     let own = cgroup_dirs(std::process::id() as i32);
     let dirs: Vec<_> = cgroup_dirs(pid)
@@ -198,7 +188,7 @@ fn delete_force_of_a_paused_container_leaves_nothing() {
 
 #[test]
 fn sigkill_ends_a_paused_container() {
-    let ctr = sleeping_with(json!({}));
+    let ctr = Container::sleeping_with(json!({}));
     ctr.cmd(["pause", ctr.id()]).ok();
     ctr.cmd(["kill", ctr.id(), "KILL"]).ok();
     ctr.wait_for_status("stopped");
@@ -206,7 +196,8 @@ fn sigkill_ends_a_paused_container() {
 
 #[test]
 fn events_stats_prints_one_sample_of_memory_and_pids() {
-    let ctr = sleeping_with(json!({"memory": {"limit": 67108864}, "pids": {"limit": 32}}));
+    let ctr =
+        Container::sleeping_with(json!({"memory": {"limit": 67108864}, "pids": {"limit": 32}}));
     let out = ctr.cmd(["events", "--stats", ctr.id()]).ok();
     assert_eq!(out.stdout.lines().count(), 1, "{out}");
     let event = out.json();
@@ -302,7 +293,7 @@ fn events_streams_stats_and_oom_kills_until_the_container_stops() {
 
 #[test]
 fn checkpoint_and_restore_are_refused_cleanly() {
-    let ctr = sleeping_with(json!({}));
+    let ctr = Container::sleeping_with(json!({}));
     let before = fs::read(ctr.root().join(ctr.id()).join("state.json")).unwrap();
     for args in [
         vec![

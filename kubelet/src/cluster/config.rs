@@ -195,41 +195,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Loaded, ConfigFileError> {
 }
 
 /// A Go duration as Kubernetes writes them: `10s`, `1m0s`, `1h30m`, `500ms`, `1.5s`,
-/// or `0`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let invalid = || format!("{text:?} is not a duration such as 10s, 1m0s, 500ms or 1h30m");
-    if text == "0" {
-        return Ok(Duration::ZERO);
-    }
-    let mut rest = text;
-    let mut total = 0f64;
-    if rest.is_empty() {
-        return Err(invalid());
-    }
-    while !rest.is_empty() {
-        let number_end = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(invalid)?;
-        let (number, tail) = rest.split_at(number_end);
-        let number: f64 = number.parse().map_err(|_| invalid())?;
-        let unit_end = tail
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(tail.len());
-        let (unit, tail) = tail.split_at(unit_end);
-        let seconds = match unit {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return Err(invalid()),
-        };
-        total += number * seconds;
-        rest = tail;
-    }
-    Duration::try_from_secs_f64(total).map_err(|_| invalid())
-}
+/// or `0` (the runtime's parser, which also reads runc's `--interval`).
+pub use runtime::container::parse_duration;
 
 /// An `evictionHard` map (`memory.available: 100Mi`, `nodefs.available: "10%"`, ...).
 /// Signals left out are zero, as upstream reads a map that sets any of them.

@@ -104,12 +104,15 @@ fn sample(container: &Container) -> Result<Event, ContainerError> {
     })
 }
 
-/// A duration as Go writes it (runc's `--interval`): numbers with units `ns`, `us`, `ms`,
-/// `s`, `m`, `h`, e.g. `5s`, `250ms`, `1m30s`.
+/// A duration as Go writes it (runc's `--interval`, the kubelet's configuration): numbers
+/// with units `ns`, `us`, `ms`, `s`, `m`, `h`, e.g. `5s`, `250ms`, `1m30s`, or `0`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let bad = || format!("{text:?}: expected a duration such as 5s, 500ms or 1m30s");
     let mut rest = text.trim();
     let mut seconds = 0f64;
+    if rest == "0" {
+        return Ok(Duration::ZERO);
+    }
     if rest.is_empty() {
         return Err(bad());
     }
@@ -149,11 +152,13 @@ mod tests {
             ("1m30s", ms(90_000)),
             ("1.5s", ms(1500)),
             ("1h", ms(3_600_000)),
+            ("1m0s", ms(60_000)),
+            ("0", ms(0)),
         ];
         for (text, duration) in cases {
             assert_eq!(parse_duration(text), Ok(duration), "{text}");
         }
-        for bad in ["", "5", "s", "5x", "-1s", "1s5"] {
+        for bad in ["", "5", "s", "5x", "-1s", "1s5", "1..5s"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }
