@@ -360,6 +360,37 @@ fn the_v2_device_filter_allows_listed_devices_and_denies_the_rest() {
     assert!(out.contains("kmsg-write-ok"), "detached: {out} {err}");
 }
 
+/// Takes back a controller the test's cgroup made the cgroup2 root enable, so the host's
+/// `cgroup.subtree_control` ends as it began.
+struct SubtreeController {
+    file: std::path::PathBuf,
+    name: &'static str,
+    was_enabled: bool,
+}
+
+impl SubtreeController {
+    fn enabled_until_drop(root: &Path, name: &'static str) -> Self {
+        let file = root.join("cgroup.subtree_control");
+        let was_enabled = fs::read_to_string(&file)
+            .unwrap()
+            .split_whitespace()
+            .any(|c| c == name);
+        Self {
+            file,
+            name,
+            was_enabled,
+        }
+    }
+}
+
+impl Drop for SubtreeController {
+    fn drop(&mut self) {
+        if !self.was_enabled {
+            let _ = fs::write(&self.file, format!("-{}", self.name));
+        }
+    }
+}
+
 #[test]
 fn hybrid_hugetlb_limits_go_to_the_unified_directory() {
     let layout = super::Host::default().layout().unwrap();
@@ -367,6 +398,11 @@ fn hybrid_hugetlb_limits_go_to_the_unified_directory() {
         layout.mode,
         Mode::Hybrid,
         "this test is for the hybrid host"
+    );
+    // Declared before the cgroup's guard, so it runs after the cgroup is gone.
+    let _controller = SubtreeController::enabled_until_drop(
+        &layout.v2().expect("a cgroup2 mount").mount_point,
+        "hugetlb",
     );
     let mut guard = Guard::default();
     let limit = oci_spec::runtime::LinuxHugepageLimitBuilder::default()
