@@ -362,14 +362,18 @@ fn the_v2_device_filter_allows_listed_devices_and_denies_the_rest() {
 
 /// Takes back a controller the test's cgroup made the cgroup2 root enable, so the host's
 /// `cgroup.subtree_control` ends as it began.
+/// Tests that use it run one at a time, so none takes the controller from another.
 struct SubtreeController {
     file: std::path::PathBuf,
     name: &'static str,
     was_enabled: bool,
+    _one_at_a_time: std::sync::MutexGuard<'static, ()>,
 }
 
 impl SubtreeController {
     fn enabled_until_drop(root: &Path, name: &'static str) -> Self {
+        static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let lock = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         let file = root.join("cgroup.subtree_control");
         let was_enabled = fs::read_to_string(&file)
             .unwrap()
@@ -379,6 +383,7 @@ impl SubtreeController {
             file,
             name,
             was_enabled,
+            _one_at_a_time: lock,
         }
     }
 }
@@ -525,6 +530,8 @@ fn on_a_v2_only_host_the_device_rules_become_an_attached_filter() {
     // `Cgroup`: the same code path as on /sys/fs/cgroup of a unified host.
     let layout = super::Host::default().layout().unwrap();
     let v2 = layout.v2().expect("a cgroup2 hierarchy");
+    // As on a v2 host, the root enables the controllers it offers (hugetlb here).
+    let _controller = SubtreeController::enabled_until_drop(&v2.mount_point, "hugetlb");
     let host = super::Host {
         root: v2.mount_point.clone(),
         ..super::Host::default()
