@@ -33,3 +33,18 @@ pub mod sandbox;
 pub mod seccomp;
 pub mod shim;
 pub mod terminal;
+
+/// An error and its sources, `: `-joined, each cause once (a message that already quotes its
+/// source is not repeated): for log lines and messages that cross a crate boundary as text.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut parts: Vec<String> = vec![err.to_string()];
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = cause.source();
+    }
+    parts.join(": ")
+}

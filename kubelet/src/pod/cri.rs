@@ -243,8 +243,12 @@ impl Cri {
         for warning in &warnings {
             tracing::warn!(pod = %config.sandbox_name(), reason = warning.reason, "{}", warning.message);
         }
-        let mut sandbox = Sandbox::create(&config, &self.config.sandbox)
-            .map_err(|e| CriError::Sandbox(format!("creating the pod sandbox: {e}")))?;
+        let mut sandbox = Sandbox::create(&config, &self.config.sandbox).map_err(|e| {
+            CriError::Sandbox(format!(
+                "creating the pod sandbox: {}",
+                runtime::error_chain(&e)
+            ))
+        })?;
         let attached = if config.namespaces.host_network {
             Ok(self.node_ips())
         } else {

@@ -49,7 +49,7 @@ impl Failure {
     pub(super) fn from_oci(err: OciDistributionError) -> Failure {
         match err {
             OciDistributionError::RequestError(e) => {
-                let detail = chain(&e);
+                let detail = crate::error_chain(&e);
                 if e.is_connect() || (e.is_timeout() && !e.is_body()) {
                     Failure::Unreachable(detail)
                 } else {
@@ -123,7 +123,7 @@ impl Failure {
                 actual: actual.clone(),
             };
         }
-        Failure::Transient(format!("download cut: {}", chain(&err)))
+        Failure::Transient(format!("download cut: {}", crate::error_chain(&err)))
     }
 
     /// The [`Error`] to report for `subject` on `registry` once retries are
@@ -190,20 +190,6 @@ impl std::fmt::Display for Subject<'_> {
             Subject::Blob(digest) => write!(f, "blob {digest}"),
         }
     }
-}
-
-/// The error and its sources, `: `-joined, without repeats.
-fn chain(err: &dyn std::error::Error) -> String {
-    let mut parts: Vec<String> = vec![err.to_string()];
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        source = cause.source();
-    }
-    parts.join(": ")
 }
 
 fn first_line(text: &str) -> &str {
