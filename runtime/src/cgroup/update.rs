@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use oci_spec::runtime::LinuxResources;
 
 use super::limits::Limits;
-use super::{v1, v2, Cgroup, CgroupError, Mode, Version};
+use super::{v1, v2, Cgroup, CgroupError, Host, Mode, Version};
 
 impl Cgroup {
     /// Validate `resources` as [`Cgroup::create`] does, without writing anything, and return
@@ -26,16 +26,13 @@ impl Cgroup {
             },
             Mode::Legacy | Mode::Hybrid => {
                 v1::apply(&self.placements, &limits, &self.root())?;
-                // A hybrid host may have hugetlb on the unified hierarchy only, where
-                // `create` put the limits.
-                let on_v1 = self.placements.iter().any(|p| p.has("hugetlb"));
-                let unified = self.placements.iter().find(|p| p.version == Version::V2);
-                match unified {
-                    Some(p) if !on_v1 && !limits.hugepages.is_empty() => {
-                        super::hugetlb::apply(&p.path, &limits.hugepages, true)
-                    }
-                    _ => Ok(()),
+                // Hugepage limits without a v1 hugetlb hierarchy go where `create` puts
+                // them (the device rules were left out by the caller).
+                if limits.hugepages.is_empty() {
+                    return Ok(());
                 }
+                let host = Host::default();
+                self.apply_unified_extras(&host.layout()?, &limits, &host)
             }
         }
     }
